@@ -1,0 +1,245 @@
+"""Data sets: CIFAR-10 (tarballs of JPEGs or torchvision's pickles) and ImageNet validation folders.
+
+The root comes from an argument or the `SARDFQ_DATA` environment variable. CIFAR-10 is decoded once
+and cached as uint8 arrays (under `SARDFQ_CACHE`, default `~/.cache/sardfq`), since decoding
+60,000 JPEGs takes longer than any evaluation.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import pickle
+import tarfile
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+from torch.utils.data import Dataset
+
+from .errors import ConfigError, DataNotFoundError
+from .models import ModelInfo
+
+CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship",
+                   "truck")
+SPLITS = ("train", "test")
+_HOW_TO_PROVIDE = (
+    "Pass the folder with --data DIR (Python: root=DIR) or set SARDFQ_DATA=DIR. CIFAR-10 may be "
+    "given as train.tar.gz/test.tar.gz of JPEGs (train/<class>/*.jpg), as those folders extracted, "
+    "or as torchvision's cifar-10-batches-py; ImageNet as an ImageFolder-style val/ directory."
+)
+
+
+def data_root(root: str | os.PathLike | None = None) -> Path:
+    """The data root: `root` if given, else `SARDFQ_DATA`; an error when neither names a folder."""
+    chosen = root if root is not None else os.environ.get("SARDFQ_DATA")
+    if chosen is None:
+        raise DataNotFoundError(f"no data folder given and SARDFQ_DATA is not set. {_HOW_TO_PROVIDE}")
+    path = Path(chosen).expanduser()
+    if not path.is_dir():
+        raise DataNotFoundError(f"data folder {path} does not exist. {_HOW_TO_PROVIDE}")
+    return path
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("SARDFQ_CACHE", Path.home() / ".cache" / "sardfq"))
+
+
+@dataclass
+class ImageArrays:
+    """Decoded images as uint8 (N, 3, H, W) with int64 labels and the class names."""
+
+    images: Tensor
+    labels: Tensor
+    classes: tuple[str, ...]
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+def load_cifar10(split: str = "test", root: str | os.PathLike | None = None) -> ImageArrays:
+    """CIFAR-10 `split` ("train" or "test") as uint8 arrays, decoding once and caching the result."""
+    if split not in SPLITS:
+        raise ConfigError(f"split must be one of {SPLITS}, got {split!r}")
+    base = data_root(root)
+    candidates = [base, base / "cifar10", base / "cifar-10"]
+    for folder in candidates:
+        tarball = folder / f"{split}.tar.gz"
+        if tarball.is_file():
+            return _cached(tarball, split, lambda: _decode_tarball(tarball, split))
+        if (folder / split).is_dir() and any((folder / split).iterdir()):
+            return _decode_folder(folder / split)
+        if (folder / "cifar-10-batches-py").is_dir():
+            return _decode_pickles(folder / "cifar-10-batches-py", split)
+    looked = ", ".join(str(c) for c in candidates)
+    raise DataNotFoundError(
+        f"CIFAR-10 {split} split not found; looked for {split}.tar.gz, {split}/ and "
+        f"cifar-10-batches-py/ in: {looked}. {_HOW_TO_PROVIDE}"
+    )
+
+
+def _cached(source: Path, split: str, decode) -> ImageArrays:
+    stat = source.stat()
+    key = hashlib.sha1(f"{source.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:12]
+    path = cache_dir() / "cifar10" / f"{split}-{key}.npz"
+    if path.is_file():
+        try:
+            with np.load(path) as npz:
+                return ImageArrays(torch.from_numpy(npz["images"]), torch.from_numpy(npz["labels"]),
+                                   CIFAR10_CLASSES)
+        except (OSError, ValueError, KeyError):
+            pass  # a damaged cache entry is decoded again below
+    arrays = decode()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".npz", delete=False) as tmp:
+            np.savez(tmp, images=arrays.images.numpy(), labels=arrays.labels.numpy())
+        os.replace(tmp.name, path)  # atomic: a crash never leaves a half-written cache
+    except OSError:
+        pass  # an unwritable cache only costs time
+    return arrays
+
+
+def _decode_jpeg(data: bytes) -> np.ndarray:
+    from PIL import Image
+
+    with Image.open(io.BytesIO(data)) as img:
+        return np.asarray(img.convert("RGB"), dtype=np.uint8)
+
+
+def _stack(images: list[np.ndarray], labels: list[int], where: Path) -> ImageArrays:
+    if not images:
+        raise DataNotFoundError(f"no images found in {where}. {_HOW_TO_PROVIDE}")
+    array = np.stack(images).transpose(0, 3, 1, 2).copy()  # N, 3, H, W
+    return ImageArrays(torch.from_numpy(array), torch.tensor(labels, dtype=torch.int64), CIFAR10_CLASSES)
+
+
+def _class_index(class_name: str, where: Path) -> int:
+    try:
+        return CIFAR10_CLASSES.index(class_name)
+    except ValueError:
+        raise DataNotFoundError(f"unexpected class folder {class_name!r} in {where}") from None
+
+
+def _decode_tarball(tarball: Path, split: str) -> ImageArrays:
+    entries = []
+    try:
+        with tarfile.open(tarball, "r:gz") as tar:
+            for member in tar:
+                parts = Path(member.name).parts
+                if member.isfile() and member.name.endswith((".jpg", ".jpeg", ".png")) and len(parts) >= 2:
+                    entries.append((parts[-2], member.name, tar.extractfile(member).read()))
+    except (tarfile.TarError, OSError, EOFError) as exc:
+        raise DataNotFoundError(f"cannot read {tarball}: {exc}; re-download it. {_HOW_TO_PROVIDE}") from exc
+    entries.sort(key=lambda e: e[1])  # the order the files are listed in never matters
+    return _stack([_decode_jpeg(e[2]) for e in entries], [_class_index(e[0], tarball) for e in entries],
+                  tarball)
+
+
+def _decode_folder(folder: Path) -> ImageArrays:
+    images, labels = [], []
+    for class_dir in sorted(p for p in folder.iterdir() if p.is_dir()):
+        label = _class_index(class_dir.name, folder)
+        for file in sorted(class_dir.iterdir()):
+            images.append(_decode_jpeg(file.read_bytes()))
+            labels.append(label)
+    return _stack(images, labels, folder)
+
+
+def _decode_pickles(folder: Path, split: str) -> ImageArrays:
+    names = [f"data_batch_{i}" for i in range(1, 6)] if split == "train" else ["test_batch"]
+    data, labels = [], []
+    for name in names:
+        file = folder / name
+        if not file.is_file():
+            raise DataNotFoundError(f"{file} is missing from torchvision's CIFAR-10 layout. {_HOW_TO_PROVIDE}")
+        with open(file, "rb") as fh:
+            batch = pickle.load(fh, encoding="latin1")
+        data.append(np.asarray(batch["data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
+        labels.extend(batch["labels"])
+    return ImageArrays(torch.from_numpy(np.concatenate(data)), torch.tensor(labels, dtype=torch.int64),
+                       CIFAR10_CLASSES)
+
+
+def normalize(images: Tensor, info: ModelInfo) -> Tensor:
+    """uint8 or [0, 1] float images (N, 3, H, W) -> the model's normalized float input."""
+    x = images.float() / 255.0 if images.dtype == torch.uint8 else images.float()
+    mean = torch.tensor(info.mean, device=x.device).view(1, -1, 1, 1)
+    std = torch.tensor(info.std, device=x.device).view(1, -1, 1, 1)
+    return (x - mean) / std
+
+
+def denormalize(images: Tensor, info: ModelInfo) -> Tensor:
+    """The model's normalized input -> [0, 1] images (clamped), for display."""
+    mean = torch.tensor(info.mean, device=images.device).view(1, -1, 1, 1)
+    std = torch.tensor(info.std, device=images.device).view(1, -1, 1, 1)
+    return (images * std + mean).clamp(0, 1)
+
+
+def pixel_range(info: ModelInfo) -> tuple[Tensor, Tensor]:
+    """Lowest and highest valid normalized pixel per channel, as (1, 3, 1, 1) tensors."""
+    mean = torch.tensor(info.mean).view(1, -1, 1, 1)
+    std = torch.tensor(info.std).view(1, -1, 1, 1)
+    return (0 - mean) / std, (1 - mean) / std
+
+
+class ArrayDataset(Dataset):
+    """Normalized float images from `ImageArrays`, with optional train-time augmentation
+    (random crop with zero padding 4, horizontal flip: the teacher's recipe)."""
+
+    def __init__(self, arrays: ImageArrays, info: ModelInfo, *, augment: bool = False):
+        self.arrays = arrays
+        self.info = info
+        self.augment = augment
+
+    def __len__(self) -> int:
+        return len(self.arrays)
+
+    def __getitem__(self, index: int) -> tuple[Tensor, int]:
+        image = self.arrays.images[index]
+        if self.augment:
+            image = _random_crop_flip(image)
+        return normalize(image.unsqueeze(0), self.info)[0], int(self.arrays.labels[index])
+
+
+def _random_crop_flip(image: Tensor, pad: int = 4) -> Tensor:
+    _, h, w = image.shape
+    padded = torch.nn.functional.pad(image, (pad, pad, pad, pad))
+    top, left = torch.randint(0, 2 * pad + 1, (2,)).tolist()
+    image = padded[:, top:top + h, left:left + w]
+    return image.flip(-1) if torch.rand(()) < 0.5 else image
+
+
+def imagenet_val(info: ModelInfo, model: torch.nn.Module, root: str | os.PathLike | None = None) -> Dataset:
+    """ImageNet validation images in ImageFolder layout, with timm's eval transform for `model`."""
+    from timm.data import create_transform, resolve_data_config
+    from torchvision.datasets import ImageFolder
+
+    base = data_root(root)
+    candidates = [base / "imagenet" / "val", base / "val", base]
+    for folder in candidates:
+        if folder.is_dir() and sum(1 for p in folder.iterdir() if p.is_dir()) >= 2:
+            transform = create_transform(**resolve_data_config({}, model=model))
+            return ImageFolder(str(folder), transform=transform)
+    looked = ", ".join(str(c) for c in candidates)
+    raise DataNotFoundError(
+        f"ImageNet validation folders not found; looked in: {looked} (want one folder per class "
+        f"holding its images). {_HOW_TO_PROVIDE}"
+    )
+
+
+def eval_dataset(info: ModelInfo, model: torch.nn.Module, root: str | os.PathLike | None = None,
+                 *, limit: int | None = None) -> Dataset:
+    """The test/validation set that matches the model's classes, normalized for it."""
+    if info.dataset == "cifar10":
+        dataset = ArrayDataset(load_cifar10("test", root), info)
+    else:
+        dataset = imagenet_val(info, model, root)
+    if limit is not None and limit < len(dataset):
+        # images are stored class by class: take an even spread, not the first class only
+        index = np.linspace(0, len(dataset) - 1, limit).round().astype(int).tolist()
+        dataset = torch.utils.data.Subset(dataset, index)
+    return dataset

@@ -1,0 +1,28 @@
+"""The exceptions sardfq raises for bad input: each message says what was wrong and how to fix it."""
+
+
+class SardfqError(Exception):
+    """Base class of every error sardfq raises on purpose (the CLI prints these without a traceback)."""
+
+
+class UnknownNameError(SardfqError, KeyError):
+    """A name (model, method, quantizer kind, ...) that no registry knows."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""
+
+
+class WeightsNotFoundError(SardfqError):
+    """Pretrained weights are neither cached nor given as a checkpoint."""
+
+
+class CheckpointError(SardfqError):
+    """A checkpoint file that cannot be read or does not fit the model."""
+
+
+class DataNotFoundError(SardfqError):
+    """A data set that is not where sardfq looked."""
+
+
+class ConfigError(SardfqError, ValueError):
+    """An invalid configuration value; the message names the field."""

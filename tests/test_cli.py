@@ -1,0 +1,49 @@
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+import sardfq
+from sardfq.cli import main
+
+
+def _sardfq(*args, env=None):
+    return subprocess.run([sys.executable, "-m", "sardfq", *args], capture_output=True, text=True,
+                          env={**os.environ, **(env or {})}, timeout=600)
+
+
+@pytest.mark.slow
+def test_eval_teacher_full_test_set_matches_recorded_accuracy(cifar_root):
+    proc = _sardfq("eval", "vit_tiny_cifar10", "--data", str(cifar_root), "--json")
+    assert proc.returncode == 0, proc.stderr
+    record = json.loads(proc.stdout.strip().splitlines()[-1])
+    recorded = json.loads((sardfq.models.weights_dir() / "config.json").read_text())["test_top1"]
+    assert record["n_images"] == 10000
+    assert abs(record["top1"] - recorded) <= 0.001
+    assert record["model"] == "vit_tiny_cifar10" and record["seconds"] > 0 and record["top5"] > record["top1"]
+
+
+def test_eval_limit_prints_a_summary(cifar_root, capsys):
+    assert main(["eval", "vit_tiny_cifar10", "--data", str(cifar_root), "--limit", "50"]) == 0
+    out = capsys.readouterr().out
+    assert "vit_tiny_cifar10: top-1" in out and "on 50 images" in out
+
+
+@pytest.mark.parametrize("args, message", [
+    (["eval", "deit_tiny"], "unknown model 'deit_tiny'"),
+    (["eval", "vit_tiny_cifar10", "--data", "/nonexistent/data"], "does not exist"),
+    (["eval", "deit_tiny_patch16_224"], "HF_HUB_OFFLINE=1"),
+    (["eval", "vit_tiny_cifar10", "--checkpoint", "/nonexistent.safetensors"], "does not exist"),
+])
+def test_bad_input_is_one_line_and_exit_2(args, message, capsys, monkeypatch, tmp_path):
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(tmp_path))
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+
+
+def test_module_entry_point_and_version():
+    proc = _sardfq("--version")
+    assert proc.returncode == 0 and proc.stdout.startswith("sardfq ")

@@ -39,7 +39,6 @@ def _add_eval(sub) -> None:
 def _run_eval(args: argparse.Namespace) -> None:
     from .data import eval_dataset
     from .evaluate import evaluate
-    from .models import load_model
 
     device = _device(args.device)
     model, info = _load_for_eval(args.model, args.checkpoint, device)
@@ -83,6 +82,186 @@ def _run_train_teacher(args: argparse.Namespace) -> None:
                          f"{100 * result['test_top1']:.2f}% after {result['epochs_done']} epochs"])
 
 
+# ----------------------------------------------------------------------------- run, quickstart
+def _add_run(sub) -> None:
+    from .experiments import ExperimentConfig
+
+    d = ExperimentConfig()
+    S = argparse.SUPPRESS  # options not typed stay out of args: --config or the defaults fill them
+    p = sub.add_parser("run", help="one experiment: synthesize, quantize, reconstruct, evaluate",
+                       argument_default=S)
+    p.add_argument("model", nargs="?", help=f"model name (default: {d.model})")
+    p.add_argument("--method", help="noise, real, psaq or sardfq (default: sardfq)")
+    for switch in ("apa", "msr", "sl"):
+        p.add_argument(f"--no-{switch}", dest=switch, action="store_false",
+                       help=f"SARDFQ without {switch.upper()} (ablation)")
+    p.add_argument("--bits", help="weight/activation bits as wXaY (default: w4a4)")
+    p.add_argument("--n", type=int, help=f"calibration images (default: {d.n})")
+    p.add_argument("--synth-iters", dest="synth_iters", type=int, help=f"default: {d.synth_iters}")
+    p.add_argument("--recon-iters", dest="recon_iters", type=int,
+                   help=f"block reconstruction steps, 0: calibration only (default: {d.recon_iters})")
+    p.add_argument("--limit", dest="eval_limit", type=int,
+                   help="evaluate on this many test images (an even spread; default: all)")
+    p.add_argument("--seed", type=int, help=f"default: {d.seed}")
+    p.add_argument("--data", dest="data_root", help="data folder (default: $SARDFQ_DATA)")
+    p.add_argument("--checkpoint", help="local weights file for a timm model")
+    p.add_argument("--config", help="a JSON file of ExperimentConfig fields (options override it)")
+    p.add_argument("--out", default=None, help="folder for the calibration set and result.json")
+    p.add_argument("--quickstart", action="store_true", default=False,
+                   help="FP vs noise vs SARDFQ W4A4 on the embedded teacher, in minutes on a CPU")
+    _add_common_run_options(p)
+    p.set_defaults(func=_run_run)
+    q = sub.add_parser("quickstart", help="FP vs noise vs SARDFQ W4A4 top-1 on the embedded teacher "
+                                          "(same as `sardfq run --quickstart`)")
+    q.add_argument("model", nargs="?", default=d.model, help=f"model name (default: {d.model})")
+    q.add_argument("--data", dest="data_root", help="data folder (default: $SARDFQ_DATA)")
+    q.add_argument("--out", help="folder for the calibration sets and result records")
+    _add_common_run_options(q)
+    q.set_defaults(func=_run_quickstart)
+
+
+def _add_common_run_options(p) -> None:
+    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    p.add_argument("--no-progress", dest="progress", action="store_false", default=True,
+                   help="no progress bars")
+    p.add_argument("--json", action="store_true", default=False,
+                   help="print one JSON object on the last line")
+
+
+_RUN_FIELDS = ("model", "method", "apa", "msr", "sl", "bits", "n", "synth_iters", "recon_iters",
+               "eval_limit", "seed", "data_root", "checkpoint")
+
+
+def _run_run(args: argparse.Namespace) -> None:
+    from .experiments import ExperimentConfig, run_experiment
+
+    if args.quickstart:
+        args.model = getattr(args, "model", None) or ExperimentConfig().model
+        args.data_root = getattr(args, "data_root", None)
+        return _run_quickstart(args)
+    values = json.loads(Path(args.config).read_text()) if getattr(args, "config", None) else {}
+    values.update({k: getattr(args, k) for k in _RUN_FIELDS if getattr(args, k, None) is not None})
+    if args.device is not None or "device" not in values:
+        values["device"] = str(_device(args.device))
+    config = ExperimentConfig.from_dict(values)
+    result = run_experiment(config, out_dir=args.out, progress=args.progress)
+    if args.out:
+        result.save(Path(args.out) / "result.json")
+    r = result.to_dict()
+    _emit(args, r, [
+        f"{config.model} {config.variant} {config.bits} (seed {config.seed}), "
+        f"{r['quantized']['n_images']} test images:",
+        f"  full precision top-1 {100 * r['fp']['top1']:.2f}%  top-5 {100 * r['fp']['top5']:.2f}%",
+        f"  quantized      top-1 {100 * r['quantized']['top1']:.2f}%  top-5 {100 * r['quantized']['top5']:.2f}%",
+        f"  calibration set: {r['calibration_path']}",
+        "  seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in r["timings"].items()),
+    ])
+
+
+def _run_quickstart(args: argparse.Namespace) -> None:
+    import time
+
+    from .experiments import quickstart_configs, quickstart_table, run_experiment
+
+    start = time.perf_counter()
+    results = []
+    for config in quickstart_configs(args.model, device=str(_device(args.device)),
+                                      data_root=args.data_root):
+        out = Path(args.out) / config.run_id() if args.out else None
+        result = run_experiment(config, out_dir=out, progress=args.progress)
+        if out is not None:
+            result.save(out / "result.json")
+        results.append(result)
+    lines = quickstart_table(results) + [f"total {time.perf_counter() - start:.0f} s"]
+    _emit(args, {"runs": [r.to_dict() for r in results], "seconds": time.perf_counter() - start}, lines)
+
+
+# ---------------------------------------------------------------------------------------- sweep
+def _add_sweep(sub) -> None:
+    p = sub.add_parser("sweep", help="run a grid of experiments (or notebooks) from a YAML file")
+    p.add_argument("grid", help="sweep file (YAML): name, fixed parameters, grid")
+    p.add_argument("--workers", type=int, default=1, help="parallel runs (default: 1)")
+    p.add_argument("--scheduler", help="'local' for a Dask LocalCluster, or a Dask scheduler address")
+    p.add_argument("--notebook", help="run this notebook with papermill per run, instead of the "
+                                      "experiment function")
+    p.add_argument("--results", default="results", help="results folder (default: results)")
+    p.add_argument("--dry-run", action="store_true", help="list the runs and whether each is done")
+    p.add_argument("--no-progress", dest="progress", action="store_false")
+    p.add_argument("--json", action="store_true", help="print one JSON object on the last line")
+    p.set_defaults(func=_run_sweep)
+
+
+def _run_sweep(args: argparse.Namespace) -> None:
+    import dataclasses
+
+    from .sweep import is_complete, load_sweep, record_path, run_sweep
+
+    spec = load_sweep(args.grid)
+    if args.notebook:
+        spec = dataclasses.replace(spec, notebook=args.notebook)
+    if args.dry_run:
+        runs = spec.runs()
+        done = [r.run_id for r in runs if is_complete(record_path(args.results, spec, r), r)]
+        _emit(args, {"name": spec.name, "runs": [r.run_id for r in runs], "done": done},
+              [f"{'done' if r.run_id in done else 'todo'}  {r.run_id}" for r in runs]
+              + [f"{len(runs)} runs, {len(done)} done"])
+        return
+    report = run_sweep(spec, results_dir=args.results, workers=args.workers, scheduler=args.scheduler,
+                       progress=args.progress)
+    lines = [f"sweep {report.name}: {len(report.completed)} run, {len(report.skipped)} already done, "
+             f"{len(report.failed)} failed ({report.seconds:.0f} s); records in "
+             f"{Path(report.results_dir) / report.name}"]
+    lines += [f"  failed {run_id}: {error}" for run_id, error in report.failed.items()]
+    _emit(args, report.to_dict(), lines)
+    if report.failed:
+        raise SardfqError(f"{len(report.failed)} run(s) failed; see the .failed.json files; rerun to retry")
+
+
+# ----------------------------------------------------------------------------------- synthesize
+def _add_synthesize(sub) -> None:
+    p = sub.add_parser("synthesize", help="synthesize a calibration set (safetensors + PNG grid)")
+    p.add_argument("model", help="model name (e.g. vit_tiny_cifar10, deit_tiny_patch16_224)")
+    p.add_argument("--method", default="sardfq", help="noise, real, psaq or sardfq (default: sardfq)")
+    for switch in ("apa", "msr", "sl"):
+        p.add_argument(f"--no-{switch}", dest=switch, action="store_false",
+                       help=f"SARDFQ without {switch.upper()} (ablation)")
+    p.add_argument("--n", type=int, default=32, help="number of images (default: 32)")
+    p.add_argument("--iters", type=int, default=1000, help="optimization steps (default: 1000)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--apa-weight", type=float, default=None,
+                   help="APA weight a1 (default: chosen for the model's patch grid)")
+    p.add_argument("--prior", default="gmm", help="attention prior: gmm, laplace or real")
+    p.add_argument("--out", help="output .safetensors file (default: calib/MODEL-LABEL-seedS.safetensors)")
+    p.add_argument("--data", help="data folder for --method real / --prior real (default: $SARDFQ_DATA)")
+    p.add_argument("--checkpoint", help="local weights file for a timm model")
+    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
+    p.add_argument("--json", action="store_true", help="print one JSON object on the last line")
+    p.set_defaults(func=_run_synthesize)
+
+
+def _run_synthesize(args: argparse.Namespace) -> None:
+    from .models import load_model
+    from .synthesis import SynthesisConfig, save_image_grid, synthesize
+
+    config = SynthesisConfig(method=args.method, n=args.n, iterations=args.iters, seed=args.seed,
+                             apa=args.apa, msr=args.msr, sl=args.sl, apa_weight=args.apa_weight,
+                             prior=args.prior)
+    device = _device(args.device)
+    model, info = load_model(args.model, checkpoint=args.checkpoint, device=device)
+    calib = synthesize(model, info, config, device=device, data_root=args.data, progress=args.progress)
+    out = Path(args.out or f"calib/{args.model}-{config.label}-seed{config.seed}.safetensors")
+    calib.save(out)
+    png = save_image_grid(calib, info, out.with_suffix(".png"))
+    meta = calib.metadata
+    record = {"out": str(out), "png": str(png), "method": config.method, "label": config.label,
+              "switches": config.switches, "n": len(calib), "iterations": meta["iterations"],
+              "seconds": meta["seconds"], "final_losses": meta["final_losses"]}
+    losses = ", ".join(f"{k} {v:.4g}" for k, v in meta["final_losses"].items()) or "none"
+    _emit(args, record, [f"{len(calib)} {config.label} images for {args.model} -> {out} "
+                         f"(grid: {png}) in {meta['seconds']:.1f} s; final losses: {losses}"])
+
+
 # ------------------------------------------------------------------------------------- helpers
 def _device(name: str | None):
     import torch
@@ -102,7 +281,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"sardfq {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log at debug level")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add in (_add_eval, _add_train_teacher):
+    for add in (_add_eval, _add_train_teacher, _add_run, _add_sweep, _add_synthesize):
         add(sub)
     return parser
 

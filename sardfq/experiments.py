@@ -1,0 +1,493 @@
+"""One experiment, end to end: synthesize a calibration set, quantize, reconstruct, evaluate.
+
+`run_experiment(ExperimentConfig(...))` is the single verb behind `sardfq run`, the quickstart, the
+sweep runner and the results notebooks. It returns an `ExperimentResult` whose `to_dict()` holds
+every number the project reports (full-precision and quantized top-1/top-5, the configuration, the
+calibration-set file, per-stage timings, library versions, device), and `save()` writes it as JSON
+atomically (temporary file + `os.replace`), so a record on disk is always complete.
+
+The full-precision accuracy depends only on the model, its weights and the evaluation subset, so it
+is computed once and cached on disk (under `SARDFQ_CACHE`); a sweep over methods and bit-widths
+does not evaluate the same model again and again.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import os
+import platform
+import re
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+from .errors import ConfigError
+from .models import DEFAULT_MODEL
+
+log = logging.getLogger(__name__)
+
+METHODS = ("noise", "real", "psaq", "sardfq")
+RECORD_VERSION = 1
+_BITS = re.compile(r"^w(\d+)a(\d+)$")
+
+
+def parse_bits(bits: str) -> tuple[int, int]:
+    """'w4a4' -> (4, 4)."""
+    match = _BITS.match(str(bits).strip().lower())
+    if not match:
+        raise ConfigError(f"bits must look like 'w4a4' (weights, activations), got {bits!r}")
+    return int(match.group(1)), int(match.group(2))
+
+
+@dataclass(frozen=True)
+class ExperimentConfig:
+    """Everything that defines one experiment. Defaults are the paper's where it states one.
+
+    `synthesis_options` and `quant_options` pass extra keyword arguments to the synthesis and
+    quantization configs (e.g. `{"a1": 100.0}` or `{"prior": "laplace"}`), so a sweep can vary
+    any of their fields without this class listing them all.
+    """
+
+    model: str = DEFAULT_MODEL  # timm name or the embedded teacher
+    method: str = "sardfq"  # calibration source: noise | real | psaq | sardfq
+    apa: bool = True  # SARDFQ switches (ablations); ignored by the other methods
+    msr: bool = True
+    sl: bool = True
+    w_bits: int = 4  # [paper] main table: W4A4
+    a_bits: int = 4
+    n: int = 32  # [paper] 32 synthetic images
+    synth_iters: int = 1000  # [paper] 1000 iterations
+    recon_iters: int = 1000  # [choice] block reconstruction steps (0 = calibration only)
+    eval_limit: int | None = None  # evaluate on an even spread of this many test images (None: all)
+    seed: int = 0
+    device: str = "cpu"
+    data_root: str | None = None  # None: $SARDFQ_DATA
+    checkpoint: str | None = None  # local weights for a timm model
+    eval_batch_size: int = 256
+    synthesis_options: dict = field(default_factory=dict)
+    quant_options: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        def need(cond: bool, name: str, what: str):
+            if not cond:
+                raise ConfigError(f"ExperimentConfig.{name}: {what}, got {getattr(self, name)!r}")
+
+        need(isinstance(self.model, str) and bool(self.model), "model", "must be a model name")
+        need(self.method in METHODS, "method", f"must be one of {', '.join(METHODS)}")
+        for name in ("apa", "msr", "sl"):
+            need(isinstance(getattr(self, name), bool), name, "must be true or false")
+        for name in ("w_bits", "a_bits"):
+            value = getattr(self, name)
+            need(isinstance(value, int) and not isinstance(value, bool) and 2 <= value <= 32, name,
+                 "must be an integer number of bits in 2..32")
+        for name, low in (("n", 1), ("synth_iters", 0), ("recon_iters", 0), ("seed", 0),
+                          ("eval_batch_size", 1)):
+            value = getattr(self, name)
+            need(isinstance(value, int) and not isinstance(value, bool) and value >= low, name,
+                 f"must be an integer >= {low}")
+        need(self.eval_limit is None or (isinstance(self.eval_limit, int) and self.eval_limit >= 1),
+             "eval_limit", "must be a positive integer or null (the whole test set)")
+        need(isinstance(self.device, str) and (self.device == "cpu" or self.device.startswith("cuda")
+                                               or self.device == "mps"),
+             "device", "must be 'cpu', 'cuda', 'cuda:N' or 'mps'")
+        for name in ("data_root", "checkpoint"):
+            need(getattr(self, name) is None or isinstance(getattr(self, name), str), name,
+                 "must be a path or null")
+        for name in ("synthesis_options", "quant_options"):
+            need(isinstance(getattr(self, name), Mapping), name, "must be a mapping of option names to values")
+
+    # -- conversions ---------------------------------------------------------------------------
+    @property
+    def bits(self) -> str:
+        return f"w{self.w_bits}a{self.a_bits}"
+
+    @property
+    def variant(self) -> str:
+        """The calibration source as one short name: 'sardfq', 'sardfq[apa+sl]', 'noise', ..."""
+        if self.method != "sardfq" or (self.apa and self.msr and self.sl):
+            return self.method
+        on = [s for s in ("apa", "msr", "sl") if getattr(self, s)]
+        return f"sardfq[{'+'.join(on) or 'none'}]"
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["synthesis_options"] = dict(self.synthesis_options)
+        d["quant_options"] = dict(self.quant_options)
+        return d
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> "ExperimentConfig":
+        """Build from a plain mapping; unknown keys are an error naming them, 'bits' is accepted."""
+        values = dict(values)
+        if "bits" in values:
+            values["w_bits"], values["a_bits"] = parse_bits(values.pop("bits"))
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            import difflib
+
+            hints = []
+            for name in unknown:
+                close = difflib.get_close_matches(name, sorted(known), n=1)
+                hints.append(f"{name!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+            raise ConfigError(f"ExperimentConfig has no field {', '.join(hints)}; "
+                              f"fields: {', '.join(sorted(known))}")
+        return cls(**values)
+
+    @classmethod
+    def from_json(cls, text: str) -> "ExperimentConfig":
+        return cls.from_dict(json.loads(text))
+
+    def replace(self, **changes) -> "ExperimentConfig":
+        return dataclasses.replace(self, **changes)
+
+    def run_id(self) -> str:
+        """A readable, stable identifier: model-variant-bits-seed plus a hash of the whole config
+        (device and data location excluded: they say where a run ran, not what it is)."""
+        d = self.to_dict()
+        for key in ("device", "data_root", "eval_batch_size"):
+            d.pop(key)
+        digest = hashlib.sha1(json.dumps(d, sort_keys=True).encode()).hexdigest()[:8]
+        variant = self.variant.replace("[", "-").replace("]", "").replace("+", "-")
+        return f"{self.model}-{variant}-{self.bits}-s{self.seed}-{digest}"
+
+
+@dataclass
+class ExperimentResult:
+    """The record of one experiment; `to_dict()` is what goes to JSON."""
+
+    config: ExperimentConfig
+    fp: dict  # EvalResult.to_dict() of the full-precision model (+ "cached")
+    quantized: dict  # EvalResult.to_dict() of the quantized model (+ "agreement" with FP)
+    calibration_path: str | None
+    calibration: dict  # the calibration set's metadata (method, losses, ...)
+    timings: dict  # seconds per stage
+    versions: dict
+    device: str
+    run_id: str = ""
+    started: str = ""
+    finished: str = ""
+
+    @property
+    def fp_top1(self) -> float:
+        return self.fp["top1"]
+
+    @property
+    def q_top1(self) -> float:
+        return self.quantized["top1"]
+
+    def to_dict(self) -> dict:
+        return {
+            "record_version": RECORD_VERSION,
+            "kind": "experiment",
+            "run_id": self.run_id or self.config.run_id(),
+            "config": self.config.to_dict(),
+            "variant": self.config.variant,
+            "bits": self.config.bits,
+            "fp": dict(self.fp),
+            "quantized": dict(self.quantized),
+            "calibration_path": self.calibration_path,
+            "calibration": dict(self.calibration),
+            "timings": dict(self.timings),
+            "versions": dict(self.versions),
+            "device": self.device,
+            "started": self.started,
+            "finished": self.finished,
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "ExperimentResult":
+        return cls(config=ExperimentConfig.from_dict(d["config"]), fp=d["fp"], quantized=d["quantized"],
+                   calibration_path=d.get("calibration_path"), calibration=d.get("calibration", {}),
+                   timings=d.get("timings", {}), versions=d.get("versions", {}), device=d.get("device", ""),
+                   run_id=d.get("run_id", ""), started=d.get("started", ""), finished=d.get("finished", ""))
+
+    def save(self, path: str | os.PathLike) -> Path:
+        return write_json_atomic(path, self.to_dict())
+
+
+# ---------------------------------------------------------------------------------- files
+def write_json_atomic(path: str | os.PathLike, record: Mapping) -> Path:
+    """Write `record` as JSON to `path` so that `path` is either absent or complete: the text goes to
+    a temporary file in the same folder, is flushed to disk, then renamed over `path`."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as fh:
+            json.dump(record, fh, indent=1, sort_keys=False, default=_json_default)
+            fh.write("\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return path
+
+
+def _json_default(obj):
+    if hasattr(obj, "to_dict"):
+        return obj.to_dict()
+    if isinstance(obj, Path):
+        return str(obj)
+    if hasattr(obj, "item"):  # numpy / torch scalars
+        return obj.item()
+    if isinstance(obj, (set, tuple)):
+        return list(obj)
+    raise TypeError(f"{type(obj).__name__} is not JSON serializable")
+
+
+def read_record(path: str | os.PathLike) -> dict | None:
+    """A result record, or None when the file is absent or not a complete JSON object."""
+    try:
+        record = json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) else None
+
+
+def load_results(paths: str | os.PathLike | Iterable[str | os.PathLike] = "results"):
+    """Experiment records (JSON files, or folders searched recursively) as a pandas DataFrame, one
+    row per run: model, variant, method, switches, bits, seed, fp/q top-1 and top-5 (in %), sizes,
+    seconds, and the file each came from."""
+    import pandas as pd
+
+    if isinstance(paths, (str, os.PathLike)):
+        paths = [paths]
+    files: list[Path] = []
+    for p in map(Path, paths):
+        files.extend(sorted(p.rglob("*.json")) if p.is_dir() else [p])
+    rows = []
+    for f in files:
+        record = read_record(f)
+        if not record or record.get("kind") != "experiment":
+            continue
+        cfg = record["config"]
+        rows.append({
+            "model": cfg["model"], "variant": record["variant"], "method": cfg["method"],
+            "apa": cfg["apa"], "msr": cfg["msr"], "sl": cfg["sl"], "bits": record["bits"],
+            "seed": cfg["seed"], "n": cfg["n"], "synth_iters": cfg["synth_iters"],
+            "recon_iters": cfg["recon_iters"], "eval_images": record["quantized"]["n_images"],
+            "fp_top1": 100 * record["fp"]["top1"], "fp_top5": 100 * record["fp"]["top5"],
+            "q_top1": 100 * record["quantized"]["top1"], "q_top5": 100 * record["quantized"]["top5"],
+            "agreement": (100 * record["quantized"]["agreement"]
+                          if record["quantized"].get("agreement") is not None else None),
+            "seconds": sum(record.get("timings", {}).values()), "device": record.get("device"),
+            "run_id": record["run_id"], "file": str(f),
+        })
+    columns = ["model", "variant", "method", "apa", "msr", "sl", "bits", "seed", "n", "synth_iters",
+               "recon_iters", "eval_images", "fp_top1", "fp_top5", "q_top1", "q_top5", "agreement",
+               "seconds", "device", "run_id", "file"]
+    return pd.DataFrame(rows, columns=columns)
+
+
+def summarize_results(frame, by: tuple[str, ...] = ("model", "bits", "variant")):
+    """Mean and standard deviation of quantized top-1 over seeds, with the FP top-1 and run count."""
+    grouped = frame.groupby(list(by), sort=False)
+    out = grouped.agg(fp_top1=("fp_top1", "mean"), q_top1=("q_top1", "mean"),
+                      q_top1_std=("q_top1", "std"), runs=("q_top1", "size"))
+    return out.reset_index()
+
+
+# ------------------------------------------------------------------------------ environment
+def library_versions() -> dict:
+    import timm
+    import torch
+
+    from . import __version__
+
+    return {"sardfq": __version__, "torch": torch.__version__, "timm": timm.__version__,
+            "python": platform.python_version()}
+
+
+def device_description(device) -> str:
+    import torch
+
+    device = torch.device(device)
+    if device.type == "cuda":
+        return f"{device} ({torch.cuda.get_device_name(device)})"
+    return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+
+
+def resolve_device(name: str):
+    """torch.device for `name`; asking for CUDA on a machine without it is a ConfigError."""
+    import torch
+
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"ExperimentConfig.device: {name!r} asked for, but this machine has no CUDA "
+                          "GPU; use device='cpu'")
+    return torch.device(name)
+
+
+# ------------------------------------------------------------------------ full-precision cache
+def _fp_cache_path(config: ExperimentConfig) -> Path:
+    from .data import cache_dir
+
+    key = {"model": config.model, "eval_limit": config.eval_limit}
+    if config.checkpoint:
+        ckpt = Path(config.checkpoint)
+        key["checkpoint"] = [str(ckpt.resolve()), ckpt.stat().st_mtime_ns if ckpt.exists() else None]
+    root = config.data_root or os.environ.get("SARDFQ_DATA")
+    key["data_root"] = str(Path(root).resolve()) if root else None
+    digest = hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+    return cache_dir() / "fp-eval" / f"{config.model}-{digest}.json"
+
+
+def fp_accuracy(model, info, dataset, config: ExperimentConfig, *, device, progress: bool = True,
+                use_cache: bool = True) -> dict:
+    """The FP model's accuracy on `dataset`, read from the cache when this model, weights and
+    evaluation subset were evaluated before (the embedded teacher's weights ship with the package,
+    so its key is the model name)."""
+    from .evaluate import evaluate
+
+    path = _fp_cache_path(config)
+    if use_cache:
+        cached = read_record(path)
+        if cached is not None and cached.get("n_images") == len(dataset):
+            log.info("FP accuracy of %s from cache %s", config.model, path)
+            return {**cached, "cached": True}
+    result = evaluate(model, dataset, name=f"{config.model} fp", batch_size=config.eval_batch_size,
+                      device=device, progress=progress).to_dict()
+    try:
+        write_json_atomic(path, result)
+    except OSError as exc:  # an unwritable cache only costs time
+        log.warning("could not cache the FP accuracy at %s: %s", path, exc)
+    return {**result, "cached": False}
+
+
+# ------------------------------------------------------------------------------ the pipeline
+def _synthesis_config(config: ExperimentConfig):
+    from .synthesis import SynthesisConfig
+
+    return SynthesisConfig(method=config.method, apa=config.apa, msr=config.msr, sl=config.sl, n=config.n,
+                           iters=config.synth_iters, seed=config.seed, **dict(config.synthesis_options))
+
+
+def _quant_config(config: ExperimentConfig):
+    from .quant import QuantConfig
+
+    return QuantConfig(w_bits=config.w_bits, a_bits=config.a_bits, **dict(config.quant_options))
+
+
+def run_experiment(config: ExperimentConfig, *, out_dir: str | os.PathLike | None = None,
+                   progress: bool = True) -> ExperimentResult:
+    """Run one experiment and return its record; with `out_dir`, also keep the calibration set
+    (`calibration.safetensors`) and the record (`result.json`) there. Without it the calibration
+    set goes to `runs/<run-id>/`."""
+    import torch
+
+    from .data import eval_dataset
+    from .evaluate import evaluate
+    from .models import load_model
+    from .reconstruction import ReconConfig, reconstruct
+    from .quant import quantize
+    from .synthesis import synthesize
+
+    device = resolve_device(config.device)
+    run_id = config.run_id()
+    out = Path(out_dir) if out_dir is not None else Path("runs") / run_id
+    started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    timings: dict[str, float] = {}
+
+    def stage(name):
+        return _Stage(name, timings)
+
+    synth_config = _synthesis_config(config)  # validate both configs before any slow work
+    quant_config = _quant_config(config)
+    recon_config = ReconConfig(iters=config.recon_iters) if config.recon_iters > 0 else None
+
+    with stage("load"):
+        fp_model, info = load_model(config.model, checkpoint=config.checkpoint, device=device)
+        dataset = eval_dataset(info, fp_model, config.data_root, limit=config.eval_limit)
+    with stage("fp_eval"):
+        fp = fp_accuracy(fp_model, info, dataset, config, device=device, progress=progress)
+    log.info("%s FP top-1 %.2f%% on %d images", config.model, 100 * fp["top1"], fp["n_images"])
+
+    with stage("synthesis"):
+        calib = synthesize(fp_model, info, synth_config, device=device, data_root=config.data_root,
+                           progress=progress)
+    calib_path = calib.save(out / "calibration.safetensors")
+
+    with stage("quantize"):
+        q_model = quantize(fp_model, info, quant_config, calib)
+    if recon_config is not None:
+        with stage("reconstruct"):
+            reconstruct(q_model, fp_model, calib, recon_config, progress=progress)
+    with stage("q_eval"):
+        quantized = evaluate(q_model, dataset, name=f"{config.model} {config.bits}",
+                             batch_size=config.eval_batch_size, reference=fp_model, device=device,
+                             progress=progress).to_dict()
+    log.info("%s %s %s top-1 %.2f%%", config.model, config.variant, config.bits, 100 * quantized["top1"])
+    result = ExperimentResult(
+        config=config, fp=fp, quantized=quantized, calibration_path=str(calib_path),
+        calibration=_summarize_metadata(calib.metadata), timings=timings, versions=library_versions(),
+        device=device_description(device), run_id=run_id, started=started,
+        finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+    if out_dir is not None:
+        result.save(out / "result.json")
+    del q_model
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    return result
+
+
+def _summarize_metadata(meta: Mapping) -> dict:
+    """The calibration metadata without long per-iteration histories (those stay in the file)."""
+    out = {}
+    for key, value in meta.items():
+        if isinstance(value, (list, dict)) and len(json.dumps(value, default=str)) > 2000:
+            continue
+        out[key] = value
+    return out
+
+
+class _Stage:
+    """Times a `with` block into `timings[name]` (seconds)."""
+
+    def __init__(self, name: str, timings: dict):
+        self.name, self.timings = name, timings
+
+    def __enter__(self):
+        self.start = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc):
+        self.timings[self.name] = round(time.perf_counter() - self.start, 3)
+        return False
+
+
+# ------------------------------------------------------------------------------ quickstart
+QUICKSTART = dict(n=32, synth_iters=300, recon_iters=200, eval_limit=2000, w_bits=4, a_bits=4, seed=0)
+
+
+def quickstart_configs(model: str = DEFAULT_MODEL, *, device: str = "cpu", data_root: str | None = None,
+                       **overrides) -> list[ExperimentConfig]:
+    """The quickstart's two experiments: Gaussian-noise calibration and SARDFQ, both W4A4, sized to
+    finish in minutes on a laptop CPU (`QUICKSTART`; any field can be overridden)."""
+    sizes = {**QUICKSTART, **overrides}
+    base = ExperimentConfig(model=model, device=device, data_root=data_root, **sizes)
+    return [base.replace(method="noise"), base.replace(method="sardfq")]
+
+
+def quickstart_table(results: list[ExperimentResult]) -> list[str]:
+    """The quickstart's table as text lines: FP, then each method's quantized top-1."""
+    first = results[0]
+    n_images = first.fp["n_images"]
+    header = (f"{first.config.model}, top-1 % on {n_images} CIFAR-10 test images (an even spread of the "
+              f"10,000)" if first.config.model == DEFAULT_MODEL else
+              f"{first.config.model}, top-1 % on {n_images} evaluation images")
+    lines = [header, f"{'calibration':<14}{'bits':<7}{'top-1':>7}{'top-5':>7}{'seconds':>9}"]
+    lines.append(f"{'full precision':<14}{'fp32':<7}{100 * first.fp['top1']:>7.2f}"
+                 f"{100 * first.fp['top5']:>7.2f}{first.timings.get('fp_eval', 0):>9.1f}")
+    for r in results:
+        lines.append(f"{r.config.variant:<14}{r.config.bits:<7}{100 * r.quantized['top1']:>7.2f}"
+                     f"{100 * r.quantized['top5']:>7.2f}{sum(r.timings.values()):>9.1f}")
+    return lines

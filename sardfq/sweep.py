@@ -1,0 +1,410 @@
+"""Batch runner: expand a grid of experiments and run what is not done yet, in parallel if asked.
+
+A sweep file (YAML) names the sweep, fixed parameters and a grid:
+
+    name: ablation                       # results go to results/ablation/<run-id>.json
+    fixed: {model: vit_tiny_cifar10, n: 32, synth_iters: 1000, recon_iters: 1000}
+    grid:                                # a mapping, or a list of mappings (their union)
+      method: [sardfq]
+      switches:                          # a list of mappings: each one is merged into the run
+        - {apa: false, msr: false, sl: false}
+        - {apa: true, msr: true, sl: true}
+      bits: [w4a4, w6a6]                 # 'wXaY' sets w_bits and a_bits
+      seed: [0, 1, 2]
+    # notebook: notebooks/05_w4a4_calibration.ipynb   # optional: run this notebook per run
+    # experiment: mypackage.module:function          # optional: another experiment function
+
+Every run is an `ExperimentConfig` given to `run_experiment` (or to the `experiment` function),
+or, with a notebook, a papermill execution of that notebook with the run's parameters (the
+notebook's `parameters` cell must declare each one; a declared `result_path` receives the path
+where the notebook should save its `ExperimentResult`).
+
+Guarantees:
+- a record `results/<sweep>/<run-id>.json` exists only for a finished run: it is written by the
+  process that drives the sweep, after the run returns, as a temporary file renamed into place, so
+  a sweep killed at any moment leaves no partial record;
+- rerunning a sweep skips runs whose record exists and runs the rest;
+- a run that raises gets `<run-id>.failed.json` (with the error) instead, and is retried on rerun.
+
+Parallelism: `workers=N` runs N local processes; `scheduler='local'` starts a Dask
+`LocalCluster` of N workers, any other `scheduler` value is the address of a running Dask
+scheduler (`dask scheduler` / `dask worker ADDRESS` on the cluster's machines). Dask distributed
+is used rather than Ray because it is a pure-Python wheel with no daemon to install or keep alive,
+its `LocalCluster` runs the very same code in tests and on a laptop, and the same call reaches a
+multi-machine cluster given only the scheduler's address. With a remote cluster the records and
+executed notebooks still come back to, and are written by, the machine that runs the sweep.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import importlib
+import itertools
+import json
+import logging
+import os
+import tempfile
+import time
+import traceback
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Mapping
+
+from .errors import ConfigError
+from .experiments import ExperimentConfig, parse_bits, read_record, write_json_atomic
+
+log = logging.getLogger(__name__)
+
+DEFAULT_EXPERIMENT = "sardfq.experiments:run_experiment"
+_SPEC_KEYS = {"name", "fixed", "grid", "notebook", "experiment", "description"}
+
+
+@dataclass(frozen=True)
+class Run:
+    """One point of a sweep: its identifier and the parameters it runs with."""
+
+    run_id: str
+    params: dict
+
+    def config(self) -> ExperimentConfig:
+        return ExperimentConfig.from_dict(self.params)
+
+
+@dataclass(frozen=True)
+class SweepSpec:
+    name: str
+    fixed: dict = field(default_factory=dict)
+    grid: tuple = ()  # of mappings (grid blocks)
+    notebook: str | None = None
+    experiment: str = DEFAULT_EXPERIMENT
+    description: str = ""
+
+    def __post_init__(self):
+        if not isinstance(self.name, str) or not self.name or "/" in self.name or self.name.startswith("."):
+            raise ConfigError(f"sweep name: must be a plain folder name, got {self.name!r}")
+        if not isinstance(self.fixed, Mapping):
+            raise ConfigError(f"sweep {self.name!r}: 'fixed' must be a mapping, got {type(self.fixed).__name__}")
+        for block in self.grid:
+            if not isinstance(block, Mapping):
+                raise ConfigError(f"sweep {self.name!r}: each grid block must be a mapping of "
+                                  f"parameter -> list of values, got {block!r}")
+        if ":" not in self.experiment:
+            raise ConfigError(f"sweep {self.name!r}: 'experiment' must be 'module:function', "
+                              f"got {self.experiment!r}")
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any], *, default_name: str = "sweep") -> "SweepSpec":
+        unknown = sorted(set(d) - _SPEC_KEYS)
+        if unknown:
+            raise ConfigError(f"sweep file: unknown key(s) {', '.join(unknown)}; "
+                              f"known: {', '.join(sorted(_SPEC_KEYS))}")
+        grid = d.get("grid") or {}
+        blocks = tuple(grid) if isinstance(grid, list) else (grid,)
+        return cls(name=d.get("name", default_name), fixed=dict(d.get("fixed") or {}), grid=blocks,
+                   notebook=d.get("notebook"), experiment=d.get("experiment") or DEFAULT_EXPERIMENT,
+                   description=d.get("description", ""))
+
+    def runs(self) -> list[Run]:
+        """The grid expanded into runs (duplicates removed, in grid order), each validated."""
+        runs: dict[str, Run] = {}
+        for params in expand_grid(self.grid, self.fixed):
+            if self.notebook is None:
+                config = ExperimentConfig.from_dict(params)
+                run = Run(config.run_id(), config.to_dict())
+            else:
+                run = Run(notebook_run_id(params), params)
+            runs.setdefault(run.run_id, run)
+        return list(runs.values())
+
+
+def load_sweep(path: str | os.PathLike) -> SweepSpec:
+    """Read a sweep file (YAML or JSON); the sweep's name defaults to the file's stem."""
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"sweep file {path} does not exist")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"sweep file {path} is not valid YAML: {exc}") from exc
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"sweep file {path} must hold a mapping (name, fixed, grid, ...)")
+    return SweepSpec.from_dict(data, default_name=path.stem)
+
+
+def expand_grid(grid: Iterable[Mapping] | Mapping, fixed: Mapping | None = None) -> list[dict]:
+    """Cartesian product of each grid block (a list of values per key; a scalar is one value),
+    over `fixed`. A mapping value is merged into the run; `bits: w4a4` sets w_bits and a_bits."""
+    blocks = [grid] if isinstance(grid, Mapping) else list(grid) or [{}]
+    out = []
+    for block in blocks:
+        keys = list(block)
+        choices = [v if isinstance(v, list) else [v] for v in block.values()]
+        for combo in itertools.product(*choices):
+            params = _normalize(dict(fixed or {}))
+            for key, value in zip(keys, combo):
+                params.update(_normalize(dict(value) if isinstance(value, Mapping) else {key: value}))
+            out.append(params)
+    return out
+
+
+def _normalize(params: dict) -> dict:
+    if "bits" in params:
+        params["w_bits"], params["a_bits"] = parse_bits(params.pop("bits"))
+    return params
+
+
+def notebook_run_id(params: Mapping) -> str:
+    """Identifier of a notebook run: a few telling parameters plus a hash of all of them."""
+    digest = hashlib.sha1(json.dumps(params, sort_keys=True, default=str).encode()).hexdigest()[:8]
+    parts = [str(params[k]) for k in ("model", "method") if k in params]
+    if "w_bits" in params and "a_bits" in params:
+        parts.append(f"w{params['w_bits']}a{params['a_bits']}")
+    if "seed" in params:
+        parts.append(f"s{params['seed']}")
+    return "-".join(parts + [digest]).replace("/", "_")
+
+
+# ------------------------------------------------------------------------------------ report
+@dataclass
+class SweepReport:
+    name: str
+    results_dir: str
+    planned: list[str]
+    skipped: list[str] = field(default_factory=list)
+    completed: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+# ------------------------------------------------------------------------------- execution
+def record_path(results_dir: str | os.PathLike, spec: SweepSpec, run: Run) -> Path:
+    return Path(results_dir) / spec.name / f"{run.run_id}.json"
+
+
+def is_complete(path: Path, run: Run) -> bool:
+    record = read_record(path)
+    return record is not None and record.get("run_id") == run.run_id
+
+
+def resolve_function(target: str) -> Callable:
+    module, _, name = target.partition(":")
+    try:
+        return getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError) as exc:
+        raise ConfigError(f"cannot import experiment function {target!r}: {exc}") from exc
+
+
+def execute_run(run: Run, *, experiment: str = DEFAULT_EXPERIMENT, notebook: str | None = None,
+                out_dir: str | None = None, threads: int | None = None) -> dict:
+    """Run one point of a sweep where this function is called (this process, a worker process or a
+    Dask worker) and return `{"record": ..., "notebook": executed notebook text or None}`; nothing
+    is written to the results folder here. Errors come back as `{"error": traceback}`."""
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+    start = time.perf_counter()
+    try:
+        if notebook is None:
+            fn = resolve_function(experiment)
+            result = fn(run.config(), out_dir=out_dir, progress=False)
+            record = result.to_dict() if hasattr(result, "to_dict") else dict(result)
+            text = None
+        else:
+            record, text = _execute_notebook_run(run, notebook)
+    except Exception:  # the driver records the failure and goes on with the other runs
+        return {"error": traceback.format_exc(), "seconds": time.perf_counter() - start}
+    record = {**record, "run_id": run.run_id, "params": run.params}
+    record.setdefault("seconds", round(time.perf_counter() - start, 3))
+    return {"record": record, "notebook": text}
+
+
+def execute_notebook(notebook: str | os.PathLike, output: str | os.PathLike, parameters: Mapping,
+                     *, kernel: str = "python3", cwd: str | os.PathLike | None = None,
+                     progress: bool = False) -> Path:
+    """Run `notebook` with papermill, injecting `parameters`, into `output`. Each parameter must be
+    declared in the notebook's `parameters` cell (a typo would otherwise be silently ignored)."""
+    import papermill
+
+    declared = set(papermill.inspect_notebook(str(notebook)))
+    unknown = sorted(set(parameters) - declared)
+    if unknown:
+        raise ConfigError(f"{notebook}: parameter(s) {', '.join(unknown)} not in its parameters cell "
+                          f"(declared: {', '.join(sorted(declared))})")
+    papermill.execute_notebook(str(notebook), str(output), parameters=dict(parameters),
+                               kernel_name=kernel, progress_bar=progress, cwd=cwd)
+    return Path(output)
+
+
+def _execute_notebook_run(run: Run, notebook: str) -> tuple[dict, str]:
+    import papermill
+
+    declared = set(papermill.inspect_notebook(notebook))
+    with tempfile.TemporaryDirectory(prefix="sardfq-nb-") as tmp:
+        params = dict(run.params)
+        result_file = Path(tmp) / "result.json"
+        if "result_path" in declared:
+            params["result_path"] = str(result_file)
+        executed = Path(tmp) / "executed.ipynb"
+        execute_notebook(notebook, executed, params)
+        record = read_record(result_file) or {"kind": "notebook"}
+        return {**record, "notebook_source": str(notebook)}, executed.read_text()
+
+
+def _write_outcome(results_dir: Path, spec: SweepSpec, run: Run, outcome: dict) -> bool:
+    path = record_path(results_dir, spec, run)
+    failed = path.with_name(f"{run.run_id}.failed.json")
+    if "error" in outcome:
+        write_json_atomic(failed, {"run_id": run.run_id, "params": run.params, "error": outcome["error"]})
+        return False
+    record = {**outcome["record"], "sweep": spec.name}
+    if outcome.get("notebook") is not None:
+        nb_path = path.with_suffix(".ipynb")
+        _write_text_atomic(nb_path, outcome["notebook"])
+        record["executed_notebook"] = str(nb_path)
+    write_json_atomic(path, record)  # the record last: its presence means the run is complete
+    if failed.exists():
+        failed.unlink()
+    return True
+
+
+def _write_text_atomic(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def _remove_stale_temporaries(folder: Path, older_than_s: float = 600.0) -> None:
+    """Temporary files left by a process killed while writing (never read as records)."""
+    now = time.time()
+    for tmp in folder.glob(".*.tmp"):
+        try:
+            if now - tmp.stat().st_mtime > older_than_s:
+                tmp.unlink()
+        except OSError:
+            pass
+
+
+def run_sweep(spec: SweepSpec | str | os.PathLike, *, results_dir: str | os.PathLike = "results",
+              workers: int = 1, scheduler: str | None = None, client=None, notebook: str | None = None,
+              progress: bool = True) -> SweepReport:
+    """Run every run of `spec` that has no record yet under `results_dir/<name>/`.
+
+    - `workers=1`, no scheduler: one run after the other in this process;
+    - `workers=N`: N worker processes on this machine (torch threads split between them);
+    - `scheduler='local'`: a Dask LocalCluster of `workers` processes; `scheduler=ADDRESS`: a
+      running Dask scheduler; `client=`: an existing `dask.distributed.Client`.
+    `notebook` overrides the sweep file's notebook. Returns what was skipped, run and failed.
+    """
+    from tqdm.auto import tqdm
+
+    if not isinstance(spec, SweepSpec):
+        spec = load_sweep(spec)
+    if notebook is not None:
+        spec = dataclasses.replace(spec, notebook=str(notebook))
+    if spec.notebook is not None and not Path(spec.notebook).is_file():
+        raise ConfigError(f"sweep {spec.name!r}: notebook {spec.notebook} does not exist")
+    if not isinstance(workers, int) or workers < 1:
+        raise ConfigError(f"workers: must be a positive integer, got {workers!r}")
+    if spec.notebook is None:
+        resolve_function(spec.experiment)  # fail before starting anything
+    start = time.perf_counter()
+    results_dir = Path(results_dir)
+    folder = results_dir / spec.name
+    folder.mkdir(parents=True, exist_ok=True)
+    _remove_stale_temporaries(folder)
+    runs = spec.runs()
+    report = SweepReport(spec.name, str(results_dir), [r.run_id for r in runs])
+    todo = []
+    for run in runs:
+        if is_complete(record_path(results_dir, spec, run), run):
+            report.skipped.append(run.run_id)
+        else:
+            todo.append(run)
+    log.info("sweep %s: %d runs, %d done before, %d to run", spec.name, len(runs), len(report.skipped),
+             len(todo))
+    kwargs = {"experiment": spec.experiment, "notebook": spec.notebook}
+
+    def out_dir(run: Run) -> str:
+        return str(folder / run.run_id)
+
+    bar = tqdm(total=len(todo), desc=f"sweep {spec.name}", unit="run", disable=not progress)
+
+    def finish(run: Run, outcome: dict) -> None:
+        if _write_outcome(results_dir, spec, run, outcome):
+            report.completed.append(run.run_id)
+            log.info("sweep %s: %s done", spec.name, run.run_id)
+        else:
+            report.failed[run.run_id] = outcome["error"].strip().splitlines()[-1]
+            log.error("sweep %s: %s failed: %s", spec.name, run.run_id, report.failed[run.run_id])
+        bar.update(1)
+
+    try:
+        if todo and (client is not None or scheduler is not None):
+            _run_dask(todo, finish, out_dir, kwargs, workers=workers, scheduler=scheduler, client=client)
+        elif todo and workers > 1:
+            _run_processes(todo, finish, out_dir, kwargs, workers=workers)
+        else:
+            for run in todo:
+                finish(run, execute_run(run, out_dir=out_dir(run), **kwargs))
+    finally:
+        bar.close()
+    report.seconds = round(time.perf_counter() - start, 3)
+    return report
+
+
+def _run_processes(todo, finish, out_dir, kwargs, *, workers: int) -> None:
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    ctx = multiprocessing.get_context("spawn")  # torch and fork do not mix
+    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+        futures = {pool.submit(execute_run, run, out_dir=out_dir(run), threads=threads, **kwargs): run
+                   for run in todo}
+        for future in as_completed(futures):
+            finish(futures[future], future.result())
+
+
+def _run_dask(todo, finish, out_dir, kwargs, *, workers: int, scheduler: str | None, client) -> None:
+    from distributed import Client, LocalCluster, as_completed
+
+    cluster = None
+    own_client = client is None
+    if client is None:
+        if scheduler == "local":
+            cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
+                                   dashboard_address=None)
+            client = Client(cluster)
+        else:
+            client = Client(scheduler)
+    threads = max(1, (os.cpu_count() or 1) // workers) if cluster is not None else None
+    try:
+        futures = {}
+        for run in todo:
+            key = f"sardfq-{run.run_id}-{uuid.uuid4().hex[:8]}"
+            future = client.submit(execute_run, run, out_dir=out_dir(run), threads=threads, key=key,
+                                   pure=False, **kwargs)
+            futures[future] = run
+        for future in as_completed(list(futures)):
+            finish(futures[future], future.result())
+    finally:
+        if own_client:
+            client.close()
+        if cluster is not None:
+            cluster.close()

@@ -1,0 +1,188 @@
+"""The batch runner: grid expansion, skipping finished runs, atomic records, kill + resume, Dask."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+import sardfq
+from sardfq.sweep import SweepSpec, execute_run, expand_grid, load_sweep, run_sweep
+
+TESTS = Path(__file__).resolve().parent
+
+
+def fake_experiment(config, *, out_dir=None, progress=True):
+    """A stand-in for run_experiment: sleeps a little, logs the call, returns a record."""
+    delay = float(os.environ.get("SARDFQ_FAKE_DELAY", "0"))
+    log = os.environ.get("SARDFQ_FAKE_LOG")
+    if log:
+        with open(log, "a") as fh:
+            fh.write(config.run_id() + "\n")
+    time.sleep(delay)
+    if config.seed == 99:
+        raise RuntimeError("seed 99 always fails")
+    return {"kind": "experiment", "config": config.to_dict(), "variant": config.variant,
+            "bits": config.bits, "fp": {"top1": 0.7, "top5": 0.9, "n_images": 10},
+            "quantized": {"top1": 0.1 * config.seed, "top5": 0.5, "n_images": 10, "agreement": 0.5},
+            "timings": {"synthesis": delay}, "pid": os.getpid()}
+
+
+def _spec(tmp_path: Path, seeds=(0, 1, 2, 3, 4, 5), name="toy") -> Path:
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(textwrap.dedent(f"""\
+        name: {name}
+        experiment: test_sweep:fake_experiment
+        fixed: {{n: 4, synth_iters: 1, recon_iters: 0, eval_limit: 10}}
+        grid:
+          method: [noise, sardfq]
+          seed: {list(seeds)}
+    """))
+    return path
+
+
+def test_grid_expansion_bits_switches_and_union():
+    runs = expand_grid([
+        {"method": ["noise", "psaq"], "bits": ["w4a4", "w6a6"]},
+        {"method": "sardfq", "switches": [{"apa": False, "msr": False, "sl": False}, {"apa": True}]},
+    ], fixed={"n": 8, "seed": 1})
+    assert len(runs) == 6
+    assert runs[0] == {"n": 8, "seed": 1, "method": "noise", "w_bits": 4, "a_bits": 4}
+    assert runs[4]["apa"] is False and runs[5]["apa"] is True and runs[5]["n"] == 8
+
+
+def test_spec_runs_are_validated_and_deduplicated():
+    spec = SweepSpec.from_dict({"name": "x", "grid": {"method": ["noise", "noise"], "seed": [0]}})
+    assert len(spec.runs()) == 1
+    bad = SweepSpec.from_dict({"name": "x", "grid": {"methd": ["noise"]}})
+    with pytest.raises(sardfq.ConfigError, match="methd.*did you mean 'method'"):
+        bad.runs()
+    with pytest.raises(sardfq.ConfigError, match="unknown key"):
+        SweepSpec.from_dict({"name": "x", "grids": {}})
+    with pytest.raises(sardfq.ConfigError, match="ExperimentConfig.method"):
+        SweepSpec.from_dict({"name": "x", "grid": {"method": ["magic"]}}).runs()
+
+
+def test_sweep_runs_then_skips(tmp_path, monkeypatch):
+    monkeypatch.setenv("SARDFQ_FAKE_LOG", str(tmp_path / "calls.log"))
+    spec = _spec(tmp_path, seeds=(0, 1))
+    report = run_sweep(spec, results_dir=tmp_path / "results", progress=False)
+    assert report.ok and len(report.completed) == 4 and not report.skipped
+    records = sorted((tmp_path / "results" / "toy").glob("*.json"))
+    assert len(records) == 4
+    for path in records:
+        record = json.loads(path.read_text())
+        assert record["run_id"] == path.stem and record["sweep"] == "toy"
+    again = run_sweep(spec, results_dir=tmp_path / "results", progress=False)
+    assert len(again.skipped) == 4 and not again.completed
+    assert len((tmp_path / "calls.log").read_text().split()) == 4
+
+
+def test_failed_run_is_recorded_apart_and_retried(tmp_path):
+    spec = SweepSpec.from_dict({"name": "f", "experiment": "test_sweep:fake_experiment",
+                                "grid": {"method": "noise", "seed": [0, 99]}})
+    report = run_sweep(spec, results_dir=tmp_path, progress=False)
+    assert len(report.completed) == 1 and list(report.failed.values()) == ["RuntimeError: seed 99 always fails"]
+    failed = list((tmp_path / "f").glob("*.failed.json"))
+    assert len(failed) == 1 and "seed 99" in json.loads(failed[0].read_text())["error"]
+    assert len(run_sweep(spec, results_dir=tmp_path, progress=False).failed) == 1  # retried, not skipped
+
+
+def test_truncated_record_is_rerun(tmp_path):
+    spec = load_sweep(_spec(tmp_path, seeds=(0,)))
+    run_sweep(spec, results_dir=tmp_path / "r", progress=False)
+    victim = next((tmp_path / "r" / "toy").glob("*.json"))
+    victim.write_text(victim.read_text()[:20])  # as if a non-atomic writer had been killed
+    report = run_sweep(spec, results_dir=tmp_path / "r", progress=False)
+    assert report.completed == [victim.stem]
+    assert json.loads(victim.read_text())["run_id"] == victim.stem
+
+
+def test_killed_sweep_resumes_with_remaining_runs_only(tmp_path):
+    spec = _spec(tmp_path)  # 12 runs of 0.4 s each
+    folder = tmp_path / "results" / "toy"
+    log = tmp_path / "calls.log"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")]),
+           "SARDFQ_FAKE_DELAY": "0.4", "SARDFQ_FAKE_LOG": str(log)}
+    cmd = [sys.executable, "-m", "sardfq", "sweep", str(spec), "--results", str(tmp_path / "results")]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 60
+    while time.time() < deadline and len(list(folder.glob("*.json"))) < 3:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done_before = {p.stem for p in folder.glob("*.json")}
+    assert 3 <= len(done_before) < 12, "the sweep should have been killed midway"
+    for path in folder.glob("*.json"):
+        assert json.loads(path.read_text())["run_id"] == path.stem  # every record complete
+    started_before = log.read_text().split()
+
+    env["SARDFQ_FAKE_DELAY"] = "0"
+    out = subprocess.run(cmd + ["--json"], env=env, capture_output=True, text=True, check=True)
+    report = json.loads(out.stdout.strip().splitlines()[-1])
+    assert set(report["skipped"]) == done_before
+    assert len(report["completed"]) == 12 - len(done_before) and not report["failed"]
+    assert not set(report["completed"]) & done_before
+    records = {p.stem: json.loads(p.read_text()) for p in folder.glob("*.json")}
+    assert len(records) == 12 and all(r["run_id"] == k for k, r in records.items())
+    reran = log.read_text().split()[len(started_before):]
+    assert sorted(reran) == sorted(report["completed"])  # finished runs were not run again
+
+
+def test_sweep_on_worker_processes(tmp_path):
+    spec = load_sweep(_spec(tmp_path, seeds=(0, 1)))
+    report = run_sweep(spec, results_dir=tmp_path, workers=2, progress=False)
+    assert report.ok and len(report.completed) == 4
+    pids = {json.loads(p.read_text())["pid"] for p in (tmp_path / "toy").glob("*.json")}
+    assert os.getpid() not in pids
+
+
+def test_sweep_on_dask_local_cluster(tmp_path):
+    distributed = pytest.importorskip("distributed")
+    spec = load_sweep(_spec(tmp_path, seeds=(0, 1)))
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=False,
+                                  dashboard_address=None) as cluster:
+        report = run_sweep(spec, results_dir=tmp_path, scheduler=cluster.scheduler_address, progress=False)
+        assert report.ok and len(report.completed) == 4
+        with distributed.Client(cluster) as client:  # an existing client works too; all skipped
+            again = run_sweep(spec, results_dir=tmp_path, client=client, progress=False)
+    assert len(again.skipped) == 4
+    assert len(list((tmp_path / "toy").glob("*.json"))) == 4
+
+
+def test_execute_run_reports_errors_instead_of_raising():
+    run = SweepSpec.from_dict({"name": "e", "grid": {"seed": 99}, "experiment": "test_sweep:fake_experiment"}).runs()[0]
+    outcome = execute_run(run, experiment="test_sweep:fake_experiment")
+    assert "seed 99 always fails" in outcome["error"]
+
+
+NOTEBOOK = {
+    "cells": [
+        {"cell_type": "code", "id": "params", "metadata": {"tags": ["parameters"]}, "source": "seed = 0\nresult_path = None",
+         "outputs": [], "execution_count": None},
+        {"cell_type": "code", "id": "body", "metadata": {}, "outputs": [], "execution_count": None, "source":
+         "import json\nif result_path:\n    json.dump({'kind': 'toy', 'value': seed * 2}, open(result_path, 'w'))"},
+    ],
+    "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}},
+    "nbformat": 4, "nbformat_minor": 5,
+}
+
+
+@pytest.mark.slow
+def test_notebook_sweep_writes_executed_notebook_and_record(tmp_path):
+    nb = tmp_path / "toy.ipynb"
+    nb.write_text(json.dumps(NOTEBOOK))
+    spec = SweepSpec.from_dict({"name": "nb", "grid": {"seed": [3]}})
+    report = run_sweep(spec, results_dir=tmp_path, notebook=str(nb), progress=False)
+    assert report.ok, report.failed
+    record_file = next((tmp_path / "nb").glob("*.json"))
+    record = json.loads(record_file.read_text())
+    assert record["value"] == 6 and record["params"] == {"seed": 3}
+    assert Path(record["executed_notebook"]).is_file()
+    bad = SweepSpec.from_dict({"name": "nb2", "grid": {"sed": [3]}})
+    report = run_sweep(bad, results_dir=tmp_path, notebook=str(nb), progress=False)
+    assert "sed" in next(iter(report.failed.values()))

@@ -10,6 +10,12 @@ from .errors import (CheckpointError, ConfigError, DataNotFoundError, SardfqErro
                      WeightsNotFoundError)
 from .evaluate import EvalResult, evaluate
 from .models import DEFAULT_MODEL, ModelInfo, available_models, load_model
+from .losses import (apa_blocks, apa_loss, patch_similarity_entropy, record_head_outputs,
+                     soft_cross_entropy, soft_targets, tv_l2, tv_loss, tv_target)
+from .methods import METHODS, Method
+from .msr import crop_regions, draw_regions, quadrant_mask
+from .priors import PRIORS, draw_priors, real_attention_bank, transform_priors
+from .synthesis import SynthesisConfig, save_image_grid, synthesize
 
 __version__ = "0.1.0"
 
@@ -18,4 +24,9 @@ __all__ = [
     "ImageArrays", "ModelInfo", "SardfqError", "UnknownNameError", "WeightsNotFoundError",
     "attention_blocks", "available_models", "data_root", "denormalize", "eval_dataset", "evaluate",
     "load_cifar10", "load_model", "normalize", "pixel_range", "record_attention",
+    # synthesis
+    "METHODS", "Method", "PRIORS", "SynthesisConfig", "apa_blocks", "apa_loss", "crop_regions",
+    "draw_priors", "draw_regions", "patch_similarity_entropy", "quadrant_mask", "real_attention_bank",
+    "record_head_outputs", "save_image_grid", "soft_cross_entropy", "soft_targets", "synthesize",
+    "transform_priors", "tv_l2", "tv_loss", "tv_target",
 ]

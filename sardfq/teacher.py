@@ -49,7 +49,11 @@ class TeacherRecipe:
 def train_teacher(recipe: TeacherRecipe = TeacherRecipe(), *, root=None, out="teacher",
                   device="cpu", limit: int | None = None, progress: bool = True) -> dict:
     """Train the teacher architecture from scratch on CIFAR-10 train; returns the config.json record
-    (recipe, per-epoch log, test top-1) written next to `model.safetensors` in `out`."""
+    (recipe, per-epoch log, test top-1) written next to `model.safetensors` in `out`.
+
+    `limit` trains and tests on that many images only (smoke runs). After every epoch the state is
+    saved to `out/last.pt`; a rerun with the same recipe resumes from there.
+    """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(recipe.seed)
@@ -60,6 +64,8 @@ def train_teacher(recipe: TeacherRecipe = TeacherRecipe(), *, root=None, out="te
         index = torch.randperm(len(train), generator=torch.Generator().manual_seed(recipe.seed))[:limit]
         train.images, train.labels = train.images[index], train.labels[index]
     test_set = ArrayDataset(load_cifar10("test", root), info)
+    if limit is not None:  # smoke runs: an even spread of the test set too
+        test_set = torch.utils.data.Subset(test_set, torch.linspace(0, len(test_set) - 1, limit).long().tolist())
     loader = DataLoader(ArrayDataset(train, info, augment=True), batch_size=recipe.batch_size,
                         shuffle=True, drop_last=True,
                         generator=torch.Generator().manual_seed(recipe.seed))

@@ -82,9 +82,9 @@ class ExperimentConfig:
             need(isinstance(getattr(self, name), bool), name, "must be true or false")
         for name in ("w_bits", "a_bits"):
             value = getattr(self, name)
-            need(isinstance(value, int) and not isinstance(value, bool) and 2 <= value <= 32, name,
-                 "must be an integer number of bits in 2..32")
-        for name, low in (("n", 1), ("synth_iters", 0), ("recon_iters", 0), ("seed", 0),
+            need(isinstance(value, int) and not isinstance(value, bool) and 2 <= value <= 8, name,
+                 "must be an integer number of bits in 2..8")
+        for name, low in (("n", 1), ("synth_iters", 1), ("recon_iters", 0), ("seed", 0),
                           ("eval_batch_size", 1)):
             value = getattr(self, name)
             need(isinstance(value, int) and not isinstance(value, bool) and value >= low, name,
@@ -368,7 +368,8 @@ def _synthesis_config(config: ExperimentConfig):
     from .synthesis import SynthesisConfig
 
     return SynthesisConfig(method=config.method, apa=config.apa, msr=config.msr, sl=config.sl, n=config.n,
-                           iters=config.synth_iters, seed=config.seed, **dict(config.synthesis_options))
+                           iterations=config.synth_iters, seed=config.seed,
+                           **dict(config.synthesis_options))
 
 
 def _quant_config(config: ExperimentConfig):
@@ -417,7 +418,7 @@ def run_experiment(config: ExperimentConfig, *, out_dir: str | os.PathLike | Non
     calib_path = calib.save(out / "calibration.safetensors")
 
     with stage("quantize"):
-        q_model = quantize(fp_model, info, quant_config, calib)
+        q_model = quantize(fp_model, info, quant_config, calib, seed=config.seed, progress=progress)
     if recon_config is not None:
         with stage("reconstruct"):
             reconstruct(q_model, fp_model, calib, recon_config, progress=progress)

@@ -19,8 +19,8 @@ def test_config_json_round_trip():
 
 
 @pytest.mark.parametrize("field,value", [
-    ("method", "magic"), ("apa", 1), ("w_bits", 1), ("a_bits", "4"), ("n", 0), ("synth_iters", -1),
-    ("eval_limit", 0), ("device", "tpu"), ("seed", 1.5), ("synthesis_options", [1]),
+    ("method", "magic"), ("apa", 1), ("w_bits", 1), ("a_bits", "4"), ("n", 0), ("w_bits", 16),
+    ("eval_limit", 0), ("synth_iters", 0), ("device", "tpu"), ("seed", 1.5), ("synthesis_options", [1]),
 ])
 def test_config_errors_name_the_field(field, value):
     with pytest.raises(sardfq.ConfigError, match=f"ExperimentConfig.{field}"):

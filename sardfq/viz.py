@@ -1,0 +1,242 @@
+"""Figures for the notebooks and the book (matplotlib + seaborn).
+
+Every helper takes `ax=None` (or a figure size) and returns the matplotlib Figure; images are
+denormalized with the model's own mean/std (`ModelInfo`); each calibration source keeps one colour
+everywhere (`method_color`).
+"""
+from __future__ import annotations
+
+import math
+from typing import Mapping, Sequence
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from .data import denormalize
+from .models import ModelInfo
+
+# One colour per calibration source, everywhere (colour-blind-safe "colorblind" palette order).
+METHOD_COLORS = {
+    "fp": "#4d4d4d",
+    "real": "#029e73",
+    "noise": "#949494",
+    "psaq": "#de8f05",
+    "sardfq": "#0173b2",
+    "paper": "#cc78bc",
+}
+_ABLATION_COLORS = ["#56b4e9", "#d55e00", "#ca9161", "#fbafe4", "#ece133", "#8c564b", "#17becf"]
+
+
+def method_color(name: str) -> str:
+    """The colour of a calibration source (`noise`, `psaq`, `sardfq`, `sardfq[apa+sl]`, ...)."""
+    if name in METHOD_COLORS:
+        return METHOD_COLORS[name]
+    key = name.lower()
+    if key.startswith("sardfq[") or key.startswith("sardfq-"):
+        variants = ["sardfq[none]", "sardfq[apa]", "sardfq[msr]", "sardfq[sl]", "sardfq[apa+msr]",
+                    "sardfq[apa+sl]", "sardfq[msr+sl]"]
+        if key in variants:
+            return _ABLATION_COLORS[variants.index(key)]
+    digest = sum(map(ord, name))
+    return _ABLATION_COLORS[digest % len(_ABLATION_COLORS)]
+
+
+def _figure(ax=None, figsize=(5, 3.5)):
+    import matplotlib.pyplot as plt
+
+    if ax is None:
+        fig, ax = plt.subplots(figsize=figsize, layout="constrained")
+        return fig, ax
+    return ax.figure, ax
+
+
+def _grid(n: int, ncols: int, *, size: float = 1.2, figsize=None):
+    import matplotlib.pyplot as plt
+
+    ncols = max(1, min(ncols, n))
+    nrows = math.ceil(n / ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=figsize or (size * ncols, size * nrows + 0.3),
+                             squeeze=False, layout="constrained")
+    for ax in axes.flat:
+        ax.set_axis_off()
+    return fig, axes.flat
+
+
+def to_display(images: Tensor, info: ModelInfo) -> np.ndarray:
+    """Normalized (N, C, H, W) model inputs -> (N, H, W, C) floats in [0, 1] for imshow."""
+    return denormalize(images.detach().float().cpu(), info).permute(0, 2, 3, 1).numpy()
+
+
+def show_images(images: Tensor, info: ModelInfo, *, labels: Sequence[int] | Tensor | None = None,
+                title: str | None = None, ncols: int = 8, max_images: int = 32, size: float = 1.1):
+    """A grid of normalized model inputs, captioned with class names when `labels` are given."""
+    images = images[:max_images]
+    pixels = to_display(images, info)
+    fig, axes = _grid(len(pixels), ncols, size=size)
+    for i, (ax, img) in enumerate(zip(axes, pixels)):
+        ax.imshow(img, interpolation="nearest")
+        if labels is not None:
+            ax.set_title(info.class_names[int(labels[i])][:12], fontsize=7)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return fig
+
+
+def show_attention(maps: Tensor, grid: tuple[int, int], *, row_titles: Sequence[str] | None = None,
+                   col_titles: Sequence[str] | None = None, size: float = 1.1, cmap: str = "magma"):
+    """Patch-attention maps (rows, cols, h*w) -> a rows x cols grid of heat maps, each on its own
+    colour scale (they are distributions over patches; the shape matters, not the scale)."""
+    import matplotlib.pyplot as plt
+
+    maps = maps.detach().float().cpu()
+    if maps.ndim == 2:
+        maps = maps.unsqueeze(0)
+    rows, cols = maps.shape[:2]
+    fig, axes = plt.subplots(rows, cols, figsize=(size * cols + 0.6, size * rows + 0.3), squeeze=False,
+                             layout="constrained")
+    for r in range(rows):
+        for c in range(cols):
+            ax = axes[r, c]
+            ax.imshow(maps[r, c].view(*grid).numpy(), cmap=cmap, interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if r == 0 and col_titles is not None:
+                ax.set_title(col_titles[c], fontsize=8)
+            if c == 0 and row_titles is not None:
+                ax.set_ylabel(row_titles[r], fontsize=8)
+    return fig
+
+
+def show_images_with_attention(images: Tensor, maps: Tensor, info: ModelInfo, grid: tuple[int, int], *,
+                               labels: Sequence[int] | None = None, alpha: float = 0.55, size: float = 1.4):
+    """Each image (top row) and its attention map (B, h*w) upsampled over it (bottom row)."""
+    import matplotlib.pyplot as plt
+
+    pixels = to_display(images, info)
+    maps = maps.detach().float().cpu().view(len(pixels), 1, *grid)
+    up = torch.nn.functional.interpolate(maps, size=pixels.shape[1:3], mode="bilinear",
+                                         align_corners=False)[:, 0].numpy()
+    n = len(pixels)
+    fig, axes = plt.subplots(2, n, figsize=(size * n, 2 * size + 0.3), squeeze=False, layout="constrained")
+    for i in range(n):
+        axes[0, i].imshow(pixels[i], interpolation="nearest")
+        axes[1, i].imshow(pixels[i], interpolation="nearest")
+        axes[1, i].imshow(up[i], cmap="magma", alpha=alpha, interpolation="bilinear")
+        if labels is not None:
+            axes[0, i].set_title(info.class_names[int(labels[i])][:12], fontsize=7)
+        for ax in axes[:, i]:
+            ax.set_axis_off()
+    return fig
+
+
+def plot_loss_history(history: Sequence[Mapping[str, float]] | Mapping[str, Sequence[Mapping[str, float]]],
+                      *, terms: Sequence[str] | None = None, ax=None, logy: bool = True):
+    """Loss terms against iteration from `CalibrationSet.metadata['history']` (a list of
+    {iteration, term: value} rows), or {label: history} to compare runs (one colour per label)."""
+    fig, ax = _figure(ax)
+    runs = history if isinstance(history, Mapping) else {"": history}
+    styles = ["-", "--", ":", "-."]
+    for label, rows in runs.items():
+        rows = [r for r in rows if r.get("chunk", 0) == 0]
+        if not rows:
+            continue
+        names = terms or [k for k in rows[0] if k not in ("chunk", "iteration")]
+        x = [r["iteration"] for r in rows]
+        for j, name in enumerate(names):
+            if name not in rows[0]:
+                continue
+            color = method_color(label) if label else None
+            ax.plot(x, [r[name] for r in rows], styles[j % len(styles)] if label else "-", color=color,
+                    label=f"{label} {name}".strip())
+    ax.set_xlabel("iteration")
+    ax.set_ylabel("loss")
+    if logy:
+        ax.set_yscale("symlog", linthresh=1e-3)
+    ax.legend(fontsize=7)
+    return fig
+
+
+def show_regions(images: Tensor, info: ModelInfo, image_index: Tensor, quadrant: Tensor, *,
+                 size: float = 1.4, max_images: int = 8):
+    """Images with their MSR regions outlined (quadrant q: row q // 2, column q % 2)."""
+    from matplotlib.patches import Rectangle
+
+    n = min(len(images), max_images)
+    pixels = to_display(images[:n], info)
+    fig, axes = _grid(n, n, size=size)
+    h, w = pixels.shape[1:3]
+    for i, ax in enumerate(axes):
+        if i >= n:
+            break
+        ax.imshow(pixels[i], interpolation="nearest")
+        for q in quadrant[image_index == i].tolist():
+            r, c = divmod(int(q), 2)
+            ax.add_patch(Rectangle((c * w / 2 - 0.5, r * h / 2 - 0.5), w / 2, h / 2, fill=False,
+                                   edgecolor=METHOD_COLORS["sardfq"], linewidth=2))
+    return fig
+
+
+def plot_soft_targets(targets: Tensor, class_names: Sequence[str], *, labels: Sequence[str] | None = None,
+                      ax=None, max_rows: int = 6):
+    """Rows of target distributions as grouped bars over classes (one-hot vs soft, ...)."""
+    import pandas as pd
+    import seaborn as sns
+
+    targets = targets.detach().float().cpu()[:max_rows]
+    labels = list(labels) if labels is not None else [f"target {i}" for i in range(len(targets))]
+    rows = [{"class": class_names[c], "probability": float(targets[i, c]), "target": labels[i]}
+            for i in range(len(targets)) for c in range(targets.shape[1])]
+    fig, ax = _figure(ax, figsize=(7, 3))
+    palette = {lab: method_color(lab) for lab in labels} if all(l in METHOD_COLORS for l in labels) else None
+    sns.barplot(data=pd.DataFrame(rows), x="class", y="probability", hue="target", ax=ax, palette=palette, saturation=1)
+    ax.tick_params(axis="x", rotation=45, labelsize=7)
+    ax.set_xlabel("")
+    ax.legend(fontsize=7)
+    return fig
+
+
+def plot_accuracy(frame, *, x: str = "variant", y: str = "q_top1", hue: str | None = None, ax=None,
+                  fp: float | None = None, title: str | None = None, order: Sequence[str] | None = None):
+    """Bars of top-1 (%) per calibration source (mean over seeds, with the seeds as dots), and the
+    full-precision accuracy as a dashed line."""
+    import seaborn as sns
+
+    fig, ax = _figure(ax, figsize=(6, 3.5))
+    order = list(order) if order is not None else list(dict.fromkeys(frame[x]))
+    if hue is None:
+        palette = {v: method_color(v) for v in order}
+        sns.barplot(data=frame, x=x, y=y, order=order, hue=x, hue_order=order, palette=palette, ax=ax,
+                    errorbar=None, legend=False, saturation=1)
+        if len(frame) > len(order):
+            sns.stripplot(data=frame, x=x, y=y, order=order, color="black", size=3, ax=ax)
+    else:
+        sns.barplot(data=frame, x=x, y=y, order=order, hue=hue, ax=ax, errorbar=None, saturation=1)
+    if fp is not None:
+        ax.axhline(fp, color=METHOD_COLORS["fp"], linestyle="--", linewidth=1)
+        ax.text(len(order) - 0.5, fp, f"FP {fp:.1f}", ha="right", va="bottom", fontsize=8)
+    ax.set_xlabel("")
+    ax.set_ylabel("top-1 (%)")
+    ax.tick_params(axis="x", rotation=20, labelsize=8)
+    if title:
+        ax.set_title(title, fontsize=10)
+    return fig
+
+
+def plot_versus_paper(ours: Mapping[str, float], paper: Mapping[str, float], *, ax=None,
+                      title: str | None = None):
+    """Our top-1 per method beside the paper's anchor numbers, as paired bars."""
+    import pandas as pd
+    import seaborn as sns
+
+    methods = [m for m in paper if m in ours] + [m for m in ours if m not in paper]
+    rows = ([{"method": m, "source": "this project", "top1": ours[m]} for m in methods if m in ours]
+            + [{"method": m, "source": "paper", "top1": paper[m]} for m in methods if m in paper])
+    fig, ax = _figure(ax, figsize=(6, 3.5))
+    sns.barplot(data=pd.DataFrame(rows), x="method", y="top1", hue="source", ax=ax, errorbar=None, saturation=1,
+                palette={"this project": METHOD_COLORS["sardfq"], "paper": METHOD_COLORS["paper"]})
+    ax.set_xlabel("")
+    ax.set_ylabel("top-1 (%)")
+    if title:
+        ax.set_title(title, fontsize=10)
+    return fig

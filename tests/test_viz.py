@@ -1,0 +1,65 @@
+"""Plot helpers return figures, take an axis, keep one colour per method; paper anchors as data."""
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+import sardfq  # noqa: E402
+from sardfq import paper_anchors, viz  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def info():
+    return sardfq.load_model("vit_tiny_cifar10")[1]
+
+
+def test_method_colours_are_fixed_and_distinct():
+    names = ["fp", "real", "noise", "psaq", "sardfq", "sardfq[apa]", "sardfq[msr+sl]", "sardfq[none]"]
+    colours = [viz.method_color(n) for n in names]
+    assert len(set(colours)) == len(colours)
+    assert viz.method_color("sardfq") == viz.METHOD_COLORS["sardfq"]
+
+
+def test_image_and_attention_figures(info):
+    g = torch.Generator().manual_seed(0)
+    images = torch.randn(6, 3, 32, 32, generator=g)
+    fig = viz.show_images(images, info, labels=[0, 1, 2, 3, 4, 5], ncols=3)
+    assert fig.axes[0].get_title() == "airplane"
+    pixels = viz.to_display(images, info)
+    assert pixels.shape == (6, 32, 32, 3) and pixels.min() >= 0 and pixels.max() <= 1
+    maps = torch.rand(2, 3, 64)
+    fig = viz.show_attention(maps, (8, 8), row_titles=["a", "b"], col_titles=["h0", "h1", "h2"])
+    assert len(fig.axes) == 6
+    fig = viz.show_images_with_attention(images[:2], torch.rand(2, 64), info, (8, 8))
+    assert len(fig.axes) == 4
+    regions = viz.show_regions(images[:2], info, torch.tensor([0, 0, 1]), torch.tensor([0, 3, 2]))
+    assert len(regions.axes[0].patches) == 2
+    plt.close("all")
+
+
+def test_plots_draw_on_a_given_axis(info):
+    fig, ax = plt.subplots()
+    history = [{"chunk": 0, "iteration": i, "total": 1.0 / i, "apa": 0.5 / i} for i in range(1, 5)]
+    assert viz.plot_loss_history(history, ax=ax) is fig
+    assert viz.plot_loss_history({"sardfq": history, "psaq": history}, terms=["total"]).axes
+    frame = pd.DataFrame({"variant": ["noise", "sardfq", "sardfq"], "q_top1": [10.0, 50.0, 52.0]})
+    fig = viz.plot_accuracy(frame, fp=70.0)
+    colours = {tuple(p.get_facecolor()[:3]) for p in fig.axes[0].patches}
+    assert matplotlib.colors.to_rgb(viz.METHOD_COLORS["sardfq"]) in colours
+    fig = viz.plot_soft_targets(torch.eye(10)[:2], info.class_names, labels=["one-hot", "soft"])
+    assert fig.axes
+    assert viz.plot_versus_paper({"sardfq": 50.0}, {"noise": 1.0, "sardfq": 60.0}).axes
+    plt.close("all")
+
+
+def test_paper_anchor_tables():
+    table = paper_anchors.w4a4_table()
+    assert table.loc["deit_small_patch16_224", "sardfq"] == 62.29 and len(table) == 7
+    assert (table["sardfq"] > table["psaq"]).all()
+    ablation = paper_anchors.ablation_table()
+    assert ablation.set_index("variant").loc["sardfq[apa+sl]", "top1"] == 60.51
+    assert ablation["top1"].idxmax() == ablation.index[ablation["variant"] == "sardfq"][0]

@@ -16,6 +16,10 @@ from .methods import METHODS, Method
 from .msr import crop_regions, draw_regions, quadrant_mask
 from .priors import PRIORS, draw_priors, real_attention_bank, transform_priors
 from .synthesis import SynthesisConfig, save_image_grid, synthesize
+from .experiments import (ExperimentConfig, ExperimentResult, attention_statistics, load_results,
+                          patch_attention, quickstart_configs, quickstart_table, region_predictions,
+                          run_experiment, summarize_results)
+from .sweep import SweepReport, SweepSpec, load_sweep, run_sweep
 
 __version__ = "0.1.0"
 
@@ -29,4 +33,8 @@ __all__ = [
     "draw_priors", "draw_regions", "patch_similarity_entropy", "quadrant_mask", "real_attention_bank",
     "record_head_outputs", "save_image_grid", "soft_cross_entropy", "soft_targets", "synthesize",
     "transform_priors", "tv_l2", "tv_loss", "tv_target",
+    # experiments and sweeps
+    "ExperimentConfig", "ExperimentResult", "SweepReport", "SweepSpec", "attention_statistics",
+    "load_results", "load_sweep", "patch_attention", "quickstart_configs", "quickstart_table",
+    "region_predictions", "run_experiment", "run_sweep", "summarize_results",
 ]

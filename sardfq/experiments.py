@@ -254,39 +254,48 @@ def read_record(path: str | os.PathLike) -> dict | None:
     return record if isinstance(record, dict) else None
 
 
-def load_results(paths: str | os.PathLike | Iterable[str | os.PathLike] = "results"):
-    """Experiment records (JSON files, or folders searched recursively) as a pandas DataFrame, one
-    row per run: model, variant, method, switches, bits, seed, fp/q top-1 and top-5 (in %), sizes,
-    seconds, and the file each came from."""
+def load_results(paths: str | os.PathLike | Iterable = "results"):
+    """Experiment records as a pandas DataFrame, one row per run: model, variant, method, switches,
+    bits, seed, sizes, FP and quantized top-1/top-5 (in %), agreement, seconds, run id, file.
+
+    `paths`: JSON files or folders (searched recursively), or `ExperimentResult` objects / record
+    dicts. Records with the same run id are counted once (the last one read wins)."""
     import pandas as pd
 
-    if isinstance(paths, (str, os.PathLike)):
+    if isinstance(paths, (str, os.PathLike, ExperimentResult, Mapping)):
         paths = [paths]
-    files: list[Path] = []
-    for p in map(Path, paths):
-        files.extend(sorted(p.rglob("*.json")) if p.is_dir() else [p])
-    rows = []
-    for f in files:
-        record = read_record(f)
-        if not record or record.get("kind") != "experiment":
+    records: list[tuple[dict, str]] = []
+    for item in paths:
+        if isinstance(item, ExperimentResult):
+            records.append((item.to_dict(), ""))
+        elif isinstance(item, Mapping):
+            records.append((dict(item), ""))
+        else:
+            p = Path(item)
+            for f in (sorted(p.rglob("*.json")) if p.is_dir() else [p]):
+                record = read_record(f)
+                if record is not None:
+                    records.append((record, str(f)))
+    rows = {}
+    for record, f in records:
+        if record.get("kind") != "experiment":
             continue
-        cfg = record["config"]
-        rows.append({
+        cfg, q = record["config"], record["quantized"]
+        rows[record.get("run_id") or id(record)] = {
             "model": cfg["model"], "variant": record["variant"], "method": cfg["method"],
             "apa": cfg["apa"], "msr": cfg["msr"], "sl": cfg["sl"], "bits": record["bits"],
             "seed": cfg["seed"], "n": cfg["n"], "synth_iters": cfg["synth_iters"],
-            "recon_iters": cfg["recon_iters"], "eval_images": record["quantized"]["n_images"],
+            "recon_iters": cfg["recon_iters"], "eval_images": q["n_images"],
             "fp_top1": 100 * record["fp"]["top1"], "fp_top5": 100 * record["fp"]["top5"],
-            "q_top1": 100 * record["quantized"]["top1"], "q_top5": 100 * record["quantized"]["top5"],
-            "agreement": (100 * record["quantized"]["agreement"]
-                          if record["quantized"].get("agreement") is not None else None),
+            "q_top1": 100 * q["top1"], "q_top5": 100 * q["top5"],
+            "agreement": 100 * q["agreement"] if q.get("agreement") is not None else None,
             "seconds": sum(record.get("timings", {}).values()), "device": record.get("device"),
-            "run_id": record["run_id"], "file": str(f),
-        })
+            "run_id": record.get("run_id"), "file": f,
+        }
     columns = ["model", "variant", "method", "apa", "msr", "sl", "bits", "seed", "n", "synth_iters",
                "recon_iters", "eval_images", "fp_top1", "fp_top5", "q_top1", "q_top5", "agreement",
                "seconds", "device", "run_id", "file"]
-    return pd.DataFrame(rows, columns=columns)
+    return pd.DataFrame(list(rows.values()), columns=columns)
 
 
 def summarize_results(frame, by: tuple[str, ...] = ("model", "bits", "variant")):
@@ -295,6 +304,48 @@ def summarize_results(frame, by: tuple[str, ...] = ("model", "bits", "variant"))
     out = grouped.agg(fp_top1=("fp_top1", "mean"), q_top1=("q_top1", "mean"),
                       q_top1_std=("q_top1", "std"), runs=("q_top1", "size"))
     return out.reset_index()
+
+
+# ------------------------------------------------------------------------- image analysis
+def patch_attention(model, images, blocks=None, *, batch_size: int = 64) -> dict:
+    """{block: (N, heads, h*w)} patch attention of normalized `images` (CPU tensors), all blocks by
+    default: what APA aligns with its priors."""
+    from .attention import attention_blocks
+    from .priors import real_attention_bank
+
+    blocks = list(range(len(attention_blocks(model)))) if blocks is None else list(blocks)
+    return real_attention_bank(model, images, blocks, batch_size=batch_size)
+
+
+def attention_statistics(maps, grid: tuple[int, int]) -> dict:
+    """How structured patch-attention maps (..., h*w) are: mean entropy (nats; uniform attention
+    over P patches has log P), mean number of peaks (strict local maxima) and mean largest weight."""
+    import torch
+
+    from .priors import local_maxima
+
+    maps = maps.float()
+    entropy = -(maps * maps.clamp_min(1e-12).log()).sum(-1)
+    return {"entropy": float(entropy.mean()), "uniform_entropy": float(torch.log(torch.tensor(float(maps.shape[-1])))),
+            "peaks": float(local_maxima(maps, grid).float().mean()), "max_weight": float(maps.amax(-1).mean())}
+
+
+def region_predictions(model, images, *, batch_size: int = 64):
+    """The model's top-1 class of each quadrant of each image, cropped and resized as MSR does:
+    (N, 4) int64, quadrant q = row q // 2, column q % 2."""
+    import torch
+
+    from .msr import QUADRANTS, crop_regions
+
+    device = next(model.parameters()).device
+    n = len(images)
+    index = torch.arange(n).repeat_interleave(QUADRANTS)
+    quadrant = torch.arange(QUADRANTS).repeat(n)
+    crops = crop_regions(images.float(), index, quadrant)
+    with torch.no_grad():
+        logits = torch.cat([model(crops[i:i + batch_size].to(device)).cpu()
+                            for i in range(0, len(crops), batch_size)])
+    return logits.argmax(1).view(n, QUADRANTS)
 
 
 # ------------------------------------------------------------------------------ environment

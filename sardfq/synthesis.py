@@ -185,13 +185,14 @@ def synthesize(model: nn.Module, info: ModelInfo, config: SynthesisConfig = Synt
         bar = tqdm(total=total_steps, desc=f"synthesize {config.label}", disable=not progress or not total_steps,
                    leave=False)
         images, labels, targets, finals, history = [], [], [], [], []
+        step_seconds: list[float] = []
         loop_seconds = 0.0
         for chunk, size in enumerate(sizes):
             start = method.start(size)
             if method.optimizes:
                 t0 = time.perf_counter()
                 start, final, chunk_history = _optimize(method, model, info, config, start, generator,
-                                                        bar, chunk)
+                                                        bar, chunk, step_seconds)
                 loop_seconds += time.perf_counter() - t0
                 finals.append(final)
                 history.extend(chunk_history)
@@ -219,6 +220,7 @@ def synthesize(model: nn.Module, info: ModelInfo, config: SynthesisConfig = Synt
         "seconds": time.perf_counter() - began,
         "loop_seconds": loop_seconds,
         "ms_per_iteration": 1000 * loop_seconds / max(1, iterations * len(sizes)),
+        "median_ms_per_iteration": 1000 * _median(step_seconds) if step_seconds else 0.0,
         "apa_weight": config.resolved_apa_weight(info),
         "lr": config.resolved_lr(info),
         "device": str(device),
@@ -233,9 +235,11 @@ def synthesize(model: nn.Module, info: ModelInfo, config: SynthesisConfig = Synt
 
 
 def _optimize(method: Method, model: nn.Module, info: ModelInfo, config: SynthesisConfig,
-              images: Tensor, generator: torch.Generator, bar, chunk: int
-              ) -> tuple[Tensor, dict[str, float], list[dict]]:
-    """Adam on the pixels of one chunk; returns (images, final loss terms, history)."""
+              images: Tensor, generator: torch.Generator, bar, chunk: int,
+              step_seconds: list[float]) -> tuple[Tensor, dict[str, float], list[dict]]:
+    """Adam on the pixels of one chunk; returns (images, final loss terms, history).
+
+    Appends the wall time of each step to `step_seconds`."""
     images = images.detach().clone().requires_grad_(True)
     lr = config.resolved_lr(info)
     optimizer = torch.optim.Adam([images], lr=lr, betas=config.betas, eps=1e-8)
@@ -251,6 +255,7 @@ def _optimize(method: Method, model: nn.Module, info: ModelInfo, config: Synthes
             limit = config.jitter_px[min(rnd, len(config.jitter_px) - 1)]
             limit = int(round(limit * size / 224))  # 15/30 px at 224 -> 2/4 px at 32
             for i in range(steps):
+                tick = time.perf_counter()
                 for group in optimizer.param_groups:
                     group["lr"] = lr * _lr_factor(i, steps, warmup)
                 shift = int(torch.randint(-limit, limit + 1, (), generator=generator))
@@ -278,12 +283,19 @@ def _optimize(method: Method, model: nn.Module, info: ModelInfo, config: Synthes
                 with torch.no_grad():
                     images.clamp_(lo, hi)
                 step += 1
+                step_seconds.append(time.perf_counter() - tick)
                 if step % record_every == 0 or step == config.iterations:
                     history.append({"chunk": chunk, "iteration": step, **values})
                 bar.update(1)
                 if step % 10 == 0 or step == config.iterations:
                     bar.set_postfix({k: f"{v:.4g}" for k, v in values.items()}, refresh=False)
     return images.detach(), values, history
+
+
+def _median(values: list[float]) -> float:
+    ordered = sorted(values)
+    mid = len(ordered) // 2
+    return ordered[mid] if len(ordered) % 2 else 0.5 * (ordered[mid - 1] + ordered[mid])
 
 
 def _versions() -> dict[str, str]:

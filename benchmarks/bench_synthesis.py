@@ -1,0 +1,87 @@
+"""Cost of one synthesis iteration per method, against a plain CE + TV iteration.
+
+    HF_HUB_OFFLINE=1 python benchmarks/bench_synthesis.py [--iters 4 --repeats 3] [--deit-iters 3] [--threads 1]
+
+For each model (the embedded teacher, and a randomly initialized timm deit_tiny at 224 px), every
+method runs `--iters` optimization steps on a batch of 32, `--repeats` times interleaved with the
+other methods, and reports the fastest run's median milliseconds per step. `vs CE+TV` divides by a plain CE + TV step (sardfq with every switch off); `vs floor` divides
+by that step's time x (1 + mean MSR crops per image), the cost of simply pushing the extra crop
+rows through the model. The goal for SARDFQ is at most 1.2x its floor.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import torch  # noqa: E402
+
+import sardfq  # noqa: E402
+from sardfq import SynthesisConfig, synthesize  # noqa: E402
+
+VARIANTS = [  # (label, config overrides)
+    ("CE+TV", dict(method="sardfq", apa=False, msr=False, sl=False)),
+    ("psaq", dict(method="psaq")),
+    ("sardfq", dict(method="sardfq")),
+    ("sardfq-no-msr", dict(method="sardfq", msr=False)),
+    ("sardfq-no-apa", dict(method="sardfq", apa=False)),
+]
+
+
+def bench_model(name: str, model, info, *, batch: int, iters: int, repeats: int, seed: int,
+                device: str) -> list[dict]:
+    """Variants run round-robin `repeats` times (so a busy machine slows them alike); each keeps
+    the fastest of its per-run median step times, and the mean crops per image over its runs."""
+    best = {label: float("inf") for label, _ in VARIANTS}
+    crops = {label: [] for label, _ in VARIANTS}
+    for rep in range(repeats):
+        for label, overrides in VARIANTS:
+            config = SynthesisConfig(n=batch, batch_size=batch, iterations=max(iters, 2),
+                                     seed=seed + rep, **overrides)
+            meta = synthesize(model, info, config, device=device, progress=False).metadata
+            best[label] = min(best[label], meta["median_ms_per_iteration"])
+            crops[label].append(meta.get("mean_crops_per_image", 0.0))
+    rows = [{"model": name, "method": label, "ms": best[label],
+             "crops": sum(crops[label]) / len(crops[label])} for label, _ in VARIANTS]
+    base = rows[0]["ms"]
+    for row in rows:
+        row["vs_cetv"] = row["ms"] / base
+        row["vs_floor"] = row["ms"] / (base * (1 + row["crops"]))
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--iters", type=int, default=4, help="steps per run on the teacher")
+    parser.add_argument("--repeats", type=int, default=3, help="runs per method on the teacher")
+    parser.add_argument("--deit-iters", type=int, default=3, help="steps per run on deit_tiny (0: skip)")
+    parser.add_argument("--deit-repeats", type=int, default=1, help="runs per method on deit_tiny")
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    rows = []
+    model, info = sardfq.load_model("vit_tiny_cifar10", device=args.device)
+    rows += bench_model("vit_tiny_cifar10 (32 px)", model, info, batch=args.batch, iters=args.iters,
+                        repeats=args.repeats, seed=args.seed, device=args.device)
+    if args.deit_iters:
+        torch.manual_seed(args.seed)
+        model, info = sardfq.load_model("deit_tiny_patch16_224", pretrained=False, device=args.device)
+        rows += bench_model("deit_tiny random (224 px)", model, info, batch=args.batch,
+                            iters=args.deit_iters, repeats=args.deit_repeats, seed=args.seed,
+                            device=args.device)
+    print(f"device {args.device}, torch threads {torch.get_num_threads()}, batch {args.batch}")
+    print(f"{'model':<27}{'method':<15}{'ms/iter':>10}{'crops/img':>11}{'vs CE+TV':>10}{'vs floor':>10}")
+    for r in rows:
+        print(f"{r['model']:<27}{r['method']:<15}{r['ms']:>10.1f}{r['crops']:>11.2f}"
+              f"{r['vs_cetv']:>10.2f}{r['vs_floor']:>10.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -174,6 +174,9 @@ class ExperimentResult:
     run_id: str = ""
     started: str = ""
     finished: str = ""
+    # the models themselves, kept only when run_experiment(keep_models=True); never serialized
+    fp_model: Any = field(default=None, repr=False, compare=False)
+    q_model: Any = field(default=None, repr=False, compare=False)
 
     @property
     def fp_top1(self) -> float:
@@ -430,10 +433,11 @@ def _quant_config(config: ExperimentConfig):
 
 
 def run_experiment(config: ExperimentConfig, *, out_dir: str | os.PathLike | None = None,
-                   progress: bool = True) -> ExperimentResult:
-    """Run one experiment and return its record; with `out_dir`, also keep the calibration set
-    (`calibration.safetensors`) and the record (`result.json`) there. Without it the calibration
-    set goes to `runs/<run-id>/`."""
+                   progress: bool = True, keep_models: bool = False) -> ExperimentResult:
+    """Run one experiment and return its record. The calibration set is saved as
+    `calibration.safetensors` in `out_dir` (default `runs/<run-id>/`); save the record itself with
+    `result.save(path)`. `keep_models=True` keeps the FP and quantized models on the result (for
+    inspection in a notebook); they never enter the record."""
     import torch
 
     from .data import eval_dataset
@@ -483,11 +487,12 @@ def run_experiment(config: ExperimentConfig, *, out_dir: str | os.PathLike | Non
         calibration=_summarize_metadata(calib.metadata), timings=timings, versions=library_versions(),
         device=device_description(device), run_id=run_id, started=started,
         finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
-    if out_dir is not None:
-        result.save(out / "result.json")
-    del q_model
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
+    if keep_models:
+        result.fp_model, result.q_model = fp_model, q_model
+    else:
+        del q_model
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
     return result
 
 

@@ -224,8 +224,8 @@ def plot_accuracy(frame, *, x: str = "variant", y: str = "q_top1", hue: str | No
 
 
 def plot_versus_paper(ours: Mapping[str, float], paper: Mapping[str, float], *, ax=None,
-                      title: str | None = None):
-    """Our top-1 per method beside the paper's anchor numbers, as paired bars."""
+                      title: str | None = None, ylabel: str = "top-1 (%)"):
+    """Our numbers per method beside the paper's anchor numbers, as paired bars."""
     import pandas as pd
     import seaborn as sns
 
@@ -236,7 +236,26 @@ def plot_versus_paper(ours: Mapping[str, float], paper: Mapping[str, float], *, 
     sns.barplot(data=pd.DataFrame(rows), x="method", y="top1", hue="source", ax=ax, errorbar=None, saturation=1,
                 palette={"this project": METHOD_COLORS["sardfq"], "paper": METHOD_COLORS["paper"]})
     ax.set_xlabel("")
-    ax.set_ylabel("top-1 (%)")
+    ax.set_ylabel(ylabel)
+    if title:
+        ax.set_title(title, fontsize=10)
+    return fig
+
+
+def plot_weight_quantization(weight: Tensor, quantized: Tensor, *, channel: int = 0, ax=None,
+                             title: str | None = None):
+    """One output channel of a weight: the FP values (histogram) and the levels its quantized copy
+    takes (vertical lines)."""
+    fig, ax = _figure(ax, figsize=(6, 3))
+    w = weight.detach().float().cpu()[channel].flatten().numpy()
+    q = quantized.detach().float().cpu()[channel].flatten()
+    ax.hist(w, bins=60, color=METHOD_COLORS["fp"], alpha=0.6, label="FP weights")
+    for i, level in enumerate(torch.unique(q).tolist()):
+        ax.axvline(level, color=METHOD_COLORS["sardfq"], linewidth=1, alpha=0.8,
+                   label="quantized levels" if i == 0 else None)
+    ax.set_xlabel("weight value")
+    ax.set_ylabel("count")
+    ax.legend(fontsize=7)
     if title:
         ax.set_title(title, fontsize=10)
     return fig

@@ -63,3 +63,11 @@ def test_paper_anchor_tables():
     ablation = paper_anchors.ablation_table()
     assert ablation.set_index("variant").loc["sardfq[apa+sl]", "top1"] == 60.51
     assert ablation["top1"].idxmax() == ablation.index[ablation["variant"] == "sardfq"][0]
+
+
+def test_weight_quantization_plot():
+    weight = torch.randn(4, 32)
+    levels = (weight * 2).round() / 2
+    fig = viz.plot_weight_quantization(weight, levels, channel=1, title="w")
+    assert len(fig.axes[0].lines) == len(torch.unique(levels[1]))
+    plt.close("all")

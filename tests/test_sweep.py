@@ -186,3 +186,11 @@ def test_notebook_sweep_writes_executed_notebook_and_record(tmp_path):
     bad = SweepSpec.from_dict({"name": "nb2", "grid": {"sed": [3]}})
     report = run_sweep(bad, results_dir=tmp_path, notebook=str(nb), progress=False)
     assert "sed" in next(iter(report.failed.values()))
+
+
+@pytest.mark.parametrize("path", sorted((TESTS.parent / "sweeps").glob("*.yaml")), ids=lambda p: p.stem)
+def test_shipped_sweep_files_expand_to_valid_runs(path):
+    spec = load_sweep(path)
+    runs = spec.runs()
+    assert runs and spec.name == path.stem
+    assert len({r.run_id for r in runs}) == len(runs)

@@ -432,6 +432,12 @@ def _quant_config(config: ExperimentConfig):
     return QuantConfig(w_bits=config.w_bits, a_bits=config.a_bits, **dict(config.quant_options))
 
 
+def _recon_config(config: ExperimentConfig):
+    from .reconstruction import ReconConfig
+
+    return ReconConfig(iters=config.recon_iters)
+
+
 def run_experiment(config: ExperimentConfig, *, out_dir: str | os.PathLike | None = None,
                    progress: bool = True, keep_models: bool = False) -> ExperimentResult:
     """Run one experiment and return its record. The calibration set is saved as
@@ -443,7 +449,6 @@ def run_experiment(config: ExperimentConfig, *, out_dir: str | os.PathLike | Non
     from .data import eval_dataset
     from .evaluate import evaluate
     from .models import load_model
-    from .reconstruction import ReconConfig, reconstruct
     from .quant import quantize
     from .synthesis import synthesize
 
@@ -458,7 +463,7 @@ def run_experiment(config: ExperimentConfig, *, out_dir: str | os.PathLike | Non
 
     synth_config = _synthesis_config(config)  # validate both configs before any slow work
     quant_config = _quant_config(config)
-    recon_config = ReconConfig(iters=config.recon_iters) if config.recon_iters > 0 else None
+    recon_config = _recon_config(config) if config.recon_iters > 0 else None
 
     with stage("load"):
         fp_model, info = load_model(config.model, checkpoint=config.checkpoint, device=device)
@@ -475,6 +480,8 @@ def run_experiment(config: ExperimentConfig, *, out_dir: str | os.PathLike | Non
     with stage("quantize"):
         q_model = quantize(fp_model, info, quant_config, calib, seed=config.seed, progress=progress)
     if recon_config is not None:
+        from .reconstruction import reconstruct
+
         with stage("reconstruct"):
             reconstruct(q_model, fp_model, calib, recon_config, progress=progress)
     with stage("q_eval"):

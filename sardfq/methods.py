@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import math
 import os
 from typing import TYPE_CHECKING, Any, ContextManager
 

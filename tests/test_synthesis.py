@@ -174,21 +174,21 @@ def _apa_to(model, info, images, priors, blocks):
 def test_apa_falls_and_ends_closer_to_the_priors_than_psaq(teacher):
     model, info = teacher
     seed, n, iters = 4, 4, 24
-    sard = synthesize(model, info, SynthesisConfig(n=n, iterations=iters, seed=seed, msr=False),
-                      progress=False)
+    # a strong a1 makes the effect plain within a few steps; MSR off keeps the run short
+    config = SynthesisConfig(n=n, iterations=iters, seed=seed, msr=False, apa_weight=1000.0)
+    sard = synthesize(model, info, config, progress=False)
     psaq = synthesize(model, info, SynthesisConfig(method="psaq", n=n, iterations=iters, seed=seed),
                       progress=False)
     apa = [h["apa"] for h in sard.metadata["history"]]
-    assert sum(apa[-5:]) < 0.7 * sum(apa[:5])
+    assert sum(apa[-5:]) < 0.6 * sum(apa[:5]), apa
     # the same seed redraws the run's priors
-    config = SynthesisConfig(n=n, iterations=iters, seed=seed, msr=False)
     method = sardfq.METHODS.get("sardfq")(model, info, config, generator=torch.Generator().manual_seed(seed),
                                           device=torch.device("cpu"))
     method.start(n)
     blocks = sardfq.apa_blocks(info.num_blocks)
     d_sard = _apa_to(model, info, sard.images, method.priors, blocks)
     d_psaq = _apa_to(model, info, psaq.images, method.priors, blocks)
-    assert d_sard < 0.8 * d_psaq
+    assert d_sard < 0.7 * d_psaq, (d_sard, d_psaq)
 
 
 # --------------------------------------------------------------------------------- outputs

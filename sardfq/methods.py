@@ -134,6 +134,7 @@ class SardfqMethod(Method):
         self.blocks = apa_blocks(self.info.num_blocks, cfg.deep_only)
         self.crops_seen = 0
         self.images_seen = 0
+        self.all_crop_labels: list[Tensor] = []
         if cfg.apa:
             self.grids, self.heads = self._probe_grids()
             self.bank = None
@@ -155,7 +156,8 @@ class SardfqMethod(Method):
     def start(self, batch: int) -> Tensor:
         cfg, gen, classes = self.config, self.generator, self.info.num_classes
         images = super().start(batch)  # labels, TV level, noise
-        self.crop_labels = torch.randint(0, classes, (batch, QUADRANTS), generator=gen)
+        self.crop_labels = torch.randint(0, classes, (batch, QUADRANTS), generator=gen)  # B, 4
+        self.all_crop_labels.append(self.crop_labels)
         relevant = F.one_hot(self.labels, classes).bool()  # B, classes
         crop_relevant = F.one_hot(self.crop_labels, classes).bool()  # B, 4, classes
         if cfg.msr:  # an image also shows its regions' classes
@@ -209,7 +211,9 @@ class SardfqMethod(Method):
 
     def extra_metadata(self):
         crops = self.crops_seen / self.images_seen if self.images_seen else 0.0
-        return {"mean_crops_per_image": crops, "apa_blocks": self.blocks if self.config.apa else []}
+        crop_labels = torch.cat(self.all_crop_labels).tolist() if self.config.msr else None
+        return {"mean_crops_per_image": crops, "apa_blocks": self.blocks if self.config.apa else [],
+                "crop_labels": crop_labels}  # N x 4, quadrant q = row q // 2, column q % 2
 
 
 def real_images(info: ModelInfo, n: int, *, generator: torch.Generator,

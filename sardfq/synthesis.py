@@ -185,25 +185,24 @@ def synthesize(model: nn.Module, info: ModelInfo, config: SynthesisConfig = Synt
                                                     device=device, data_root=data_root)
         sizes = [min(config.batch_size, config.n - s) for s in range(0, config.n, config.batch_size)]
         total_steps = config.iterations * len(sizes) if method.optimizes else 0
-        bar = tqdm(total=total_steps, desc=f"synthesize {config.label}", disable=not progress or not total_steps,
-                   leave=False)
         images, labels, targets, finals, history = [], [], [], [], []
         step_seconds: list[float] = []
         loop_seconds = 0.0
-        for chunk, size in enumerate(sizes):
-            start = method.start(size)
-            if method.optimizes:
-                t0 = time.perf_counter()
-                start, final, chunk_history = _optimize(method, model, info, config, start, generator,
-                                                        bar, chunk, step_seconds)
-                loop_seconds += time.perf_counter() - t0
-                finals.append(final)
-                history.extend(chunk_history)
-            images.append(start.detach().cpu())
-            labels.append(method.labels.cpu())
-            soft = method.soft_targets()
-            targets.append(None if soft is None else soft.cpu())
-        bar.close()
+        with tqdm(total=total_steps, desc=f"synthesize {config.label}", leave=False,
+                  disable=not progress or not total_steps) as bar:
+            for chunk, size in enumerate(sizes):
+                start = method.start(size)
+                if method.optimizes:
+                    t0 = time.perf_counter()
+                    start, final, chunk_history = _optimize(method, model, info, config, start,
+                                                            generator, bar, chunk, step_seconds)
+                    loop_seconds += time.perf_counter() - t0
+                    finals.append(final)
+                    history.extend(chunk_history)
+                images.append(start.detach().cpu())
+                labels.append(method.labels.cpu())
+                soft = method.soft_targets()
+                targets.append(None if soft is None else soft.cpu())
     finally:
         for p, flag in zip(model.parameters(), grad_flags):
             p.requires_grad_(flag)

@@ -105,6 +105,12 @@ def test_chunks_and_metadata(tiny):
     assert set(meta["final_losses"]) == {"total", "entropy", "ce", "tv"}
     assert SynthesisConfig.from_dict(meta["config"]).method == "psaq"
     assert len({h["chunk"] for h in meta["history"]}) == 3
+    sard = synthesize(model, info, SynthesisConfig(n=5, batch_size=2, iterations=2), progress=False)
+    crop_labels = torch.tensor(sard.metadata["crop_labels"])
+    assert crop_labels.shape == (5, 4)
+    # with MSR and SL, each image's soft target also covers its regions' classes
+    for target, crops in zip(sard.soft_targets, crop_labels):
+        assert set(crops.tolist()) <= set(torch.nonzero(target > target.min() * 10).flatten().tolist())
 
 
 def test_noise_is_gaussian_and_not_optimized(tiny):

@@ -174,6 +174,7 @@ class ExperimentResult:
     run_id: str = ""
     started: str = ""
     finished: str = ""
+    reconstruction: dict = field(default_factory=dict)  # per-block output MSE before/after
     # the models themselves, kept only when run_experiment(keep_models=True); never serialized
     fp_model: Any = field(default=None, repr=False, compare=False)
     q_model: Any = field(default=None, repr=False, compare=False)
@@ -198,6 +199,7 @@ class ExperimentResult:
             "quantized": dict(self.quantized),
             "calibration_path": self.calibration_path,
             "calibration": dict(self.calibration),
+            "reconstruction": dict(self.reconstruction),
             "timings": dict(self.timings),
             "versions": dict(self.versions),
             "device": self.device,
@@ -210,7 +212,8 @@ class ExperimentResult:
         return cls(config=ExperimentConfig.from_dict(d["config"]), fp=d["fp"], quantized=d["quantized"],
                    calibration_path=d.get("calibration_path"), calibration=d.get("calibration", {}),
                    timings=d.get("timings", {}), versions=d.get("versions", {}), device=d.get("device", ""),
-                   run_id=d.get("run_id", ""), started=d.get("started", ""), finished=d.get("finished", ""))
+                   run_id=d.get("run_id", ""), started=d.get("started", ""), finished=d.get("finished", ""),
+                   reconstruction=d.get("reconstruction", {}))
 
     def save(self, path: str | os.PathLike) -> Path:
         return write_json_atomic(path, self.to_dict())
@@ -435,7 +438,7 @@ def _quant_config(config: ExperimentConfig):
 def _recon_config(config: ExperimentConfig):
     from .reconstruction import ReconConfig
 
-    return ReconConfig(iters=config.recon_iters)
+    return ReconConfig(iters=config.recon_iters, seed=config.seed)
 
 
 def run_experiment(config: ExperimentConfig, *, out_dir: str | os.PathLike | None = None,
@@ -464,6 +467,7 @@ def run_experiment(config: ExperimentConfig, *, out_dir: str | os.PathLike | Non
     synth_config = _synthesis_config(config)  # validate both configs before any slow work
     quant_config = _quant_config(config)
     recon_config = _recon_config(config) if config.recon_iters > 0 else None
+    reconstruction: dict = {}
 
     with stage("load"):
         fp_model, info = load_model(config.model, checkpoint=config.checkpoint, device=device)
@@ -483,7 +487,7 @@ def run_experiment(config: ExperimentConfig, *, out_dir: str | os.PathLike | Non
         from .reconstruction import reconstruct
 
         with stage("reconstruct"):
-            reconstruct(q_model, fp_model, calib, recon_config, progress=progress)
+            reconstruction = reconstruct(q_model, fp_model, calib, recon_config, progress=progress).to_dict()
     with stage("q_eval"):
         quantized = evaluate(q_model, dataset, name=f"{config.model} {config.bits}",
                              batch_size=config.eval_batch_size, reference=fp_model, device=device,
@@ -493,7 +497,7 @@ def run_experiment(config: ExperimentConfig, *, out_dir: str | os.PathLike | Non
         config=config, fp=fp, quantized=quantized, calibration_path=str(calib_path),
         calibration=_summarize_metadata(calib.metadata), timings=timings, versions=library_versions(),
         device=device_description(device), run_id=run_id, started=started,
-        finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+        finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"), reconstruction=reconstruction)
     if keep_models:
         result.fp_model, result.q_model = fp_model, q_model
     else:

@@ -1,0 +1,168 @@
+"""The public verbs of quantization: `quantize`, `save_quantized`, `load_quantized`.
+
+A quantized model is the timm model itself with quantized modules swapped in (an ordinary
+`nn.Module`, on the FP model's device). It carries `q_model.sardfq_quant`, a dict with the model
+name, the timm arguments that rebuild its architecture, the `QuantConfig` and the `ModelInfo`, which
+is what `save_quantized` writes beside the weights.
+
+Saved folder: `model.safetensors` (the state dict: FP parameter names plus quantizer buffers) and
+`quant_config.json` (format marker and version, model name, architecture arguments, QuantConfig,
+ModelInfo, calibration record).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from timm.models.swin_transformer import SwinTransformer
+from torch import Tensor, nn
+
+from ..calibset import CalibrationSet
+from ..errors import CheckpointError, ConfigError
+from ..models import ModelInfo, load_model
+from .calibration import calibrate, calibration_images
+from .config import QuantConfig
+from .placement import build_quant_model
+
+log = logging.getLogger(__name__)
+
+FORMAT = "sardfq-quantized"
+FORMAT_VERSION = 1
+CONFIG_FILE = "quant_config.json"
+WEIGHTS_FILE = "model.safetensors"
+
+
+def architecture_kwargs(model: nn.Module) -> dict:
+    """The `load_model` / `timm.create_model` arguments that rebuild `model`'s architecture.
+
+    Read from the built modules (depth, widths, heads, image and patch size, classes), so models
+    made with overrides such as `img_size=32, depth=2` rebuild without being told how they were made.
+    """
+    pe = model.patch_embed
+    kwargs = {"img_size": list(pe.img_size), "patch_size": list(pe.patch_size),
+              "embed_dim": int(model.embed_dim), "num_classes": int(model.num_classes)}
+    if isinstance(model, SwinTransformer):
+        blocks = [stage.blocks for stage in model.layers]
+        first = blocks[0][0]
+        # a window clamped to a small grid rebuilds identically from the clamped size
+        kwargs.update(depths=[len(b) for b in blocks],
+                      num_heads=[int(b[0].attn.num_heads) for b in blocks],
+                      window_size=list(first.window_size),
+                      mlp_ratio=first.mlp.fc1.out_features / first.mlp.fc1.in_features)
+    else:
+        first = model.blocks[0]
+        kwargs.update(depth=len(model.blocks), num_heads=int(first.attn.num_heads),
+                      mlp_ratio=first.mlp.fc1.out_features / first.mlp.fc1.in_features)
+    return kwargs
+
+
+def quantize(fp_model: nn.Module, info: ModelInfo, config: QuantConfig = QuantConfig(),
+             calib: Tensor | CalibrationSet | str | os.PathLike | None = None, *,
+             batch_size: int = 32, seed: int = 0, progress: bool = False) -> nn.Module:
+    """A calibrated fake-quantized copy of `fp_model` (left untouched) under `config`.
+
+    `calib`: normalized calibration images (N, C, H, W), a `CalibrationSet` or its file. Without
+    it the model comes back uncalibrated (for `load_quantized`, which fills in saved ranges).
+    """
+    if not isinstance(config, QuantConfig):
+        raise ConfigError(f"config must be a QuantConfig, got {type(config).__name__}")
+    start = time.perf_counter()
+    q_model = build_quant_model(fp_model, config)
+    q_model.sardfq_quant = {"model": info.name, "model_kwargs": architecture_kwargs(fp_model),
+                            "config": config, "info": info, "calibration": None}
+    if calib is not None:
+        images = calibration_images(calib, info)
+        record = calibrate(q_model, images, batch_size=batch_size, seed=seed, progress=progress)
+        q_model.sardfq_quant["calibration"] = {**record, "seed": seed, "batch_size": batch_size}
+        log.info("quantized %s at %s in %.1f s", info.name, config.name, time.perf_counter() - start)
+    return q_model
+
+
+def _meta(q_model: nn.Module) -> dict:
+    meta = getattr(q_model, "sardfq_quant", None)
+    if not isinstance(meta, dict):
+        raise ConfigError("this model was not made by sardfq.quantize (it has no sardfq_quant record)")
+    return meta
+
+
+def save_quantized(q_model: nn.Module, folder: str | os.PathLike) -> Path:
+    """Write `q_model` to `folder` (created): safetensors weights + JSON config. Returns the folder."""
+    from safetensors.torch import save_file
+
+    meta = _meta(q_model)
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu().contiguous() for k, v in q_model.state_dict().items()}
+    record = {"format": FORMAT, "format_version": FORMAT_VERSION, "model": meta["model"],
+              "model_kwargs": meta["model_kwargs"], "quant_config": meta["config"].to_dict(),
+              "bits": meta["config"].name, "info": meta["info"].to_dict(),
+              "calibration": meta.get("calibration"), "reconstruction": meta.get("reconstruction")}
+    # write both files under temporary names first: a crash never leaves a folder that looks complete
+    for name, write in ((WEIGHTS_FILE, lambda tmp: save_file(state, tmp, metadata={"format": FORMAT})),
+                        (CONFIG_FILE, lambda tmp: Path(tmp).write_text(json.dumps(record, indent=1)))):
+        fd, tmp = tempfile.mkstemp(dir=folder, suffix=".tmp")
+        os.close(fd)
+        try:
+            write(tmp)
+            os.replace(tmp, folder / name)
+        finally:
+            if os.path.exists(tmp):
+                os.remove(tmp)
+    return folder
+
+
+def is_quantized_folder(path: str | os.PathLike) -> bool:
+    """Whether `path` is a folder written by `save_quantized` (it has the config file)."""
+    return Path(path).is_dir() and (Path(path) / CONFIG_FILE).is_file()
+
+
+_SIZES = ("img_size", "patch_size", "window_size")
+
+
+def _from_json(key: str, value):
+    """JSON lists back to what timm takes: an int for a square size, else a tuple."""
+    if isinstance(value, list):
+        square = key in _SIZES and len(value) == 2 and value[0] == value[1]
+        return value[0] if square else tuple(value)
+    return value
+
+
+def load_quantized(folder: str | os.PathLike, *, device: str | torch.device = "cpu"
+                   ) -> tuple[nn.Module, ModelInfo]:
+    """Rebuild a model saved by `save_quantized`; returns `(q_model, info)` in eval mode."""
+    from safetensors.torch import load_file
+
+    folder = Path(folder)
+    config_path, weights_path = folder / CONFIG_FILE, folder / WEIGHTS_FILE
+    if not config_path.is_file() or not weights_path.is_file():
+        raise CheckpointError(f"{folder} is not a saved quantized model: it needs {CONFIG_FILE} and "
+                              f"{WEIGHTS_FILE} (write one with sardfq.save_quantized or `sardfq quantize --out`)")
+    try:
+        record = json.loads(config_path.read_text())
+        if record.get("format") != FORMAT:
+            raise ValueError(f"format is {record.get('format')!r}, not {FORMAT!r}")
+        if record.get("format_version") != FORMAT_VERSION:
+            raise ValueError(f"format version {record.get('format_version')} (this sardfq reads {FORMAT_VERSION})")
+        config = QuantConfig.from_dict(record["quant_config"])
+        name, kwargs = record["model"], record["model_kwargs"]
+    except (ValueError, KeyError, TypeError, ConfigError) as exc:
+        raise CheckpointError(f"could not read {config_path}: {exc}") from exc
+    try:
+        state = load_file(str(weights_path))
+    except Exception as exc:  # truncated or foreign files raise many different types
+        raise CheckpointError(f"could not read {weights_path}: {exc}") from exc
+    fp_model, info = load_model(name, pretrained=False, **{k: _from_json(k, v) for k, v in kwargs.items()})
+    q_model = quantize(fp_model, info, config)
+    try:
+        q_model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        first = " ".join(str(exc).splitlines()[:3])
+        raise CheckpointError(f"{weights_path} does not fit {name} at {config.name}: {first}") from exc
+    q_model.sardfq_quant.update(calibration=record.get("calibration"),
+                                reconstruction=record.get("reconstruction"))
+    return q_model.to(device).eval(), info

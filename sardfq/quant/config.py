@@ -1,0 +1,94 @@
+"""`QuantConfig`: bit-widths, range searches and per-module overrides of a quantized model."""
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass, field, fields
+
+from ..errors import ConfigError, UnknownNameError
+from .quantizers import QUANTIZERS, SEARCHES, check_bits
+
+SAME_AS_ACTIVATIONS = "a_bits"  # attn_bits default: the post-softmax map gets a_bits
+_OVERRIDE_KEYS = ("w_bits", "a_bits", "attn_bits")
+_NAME = re.compile(r"^w(\d+|fp)a(\d+|fp)$")
+
+
+@dataclass(frozen=True)
+class QuantConfig:
+    """How to quantize a timm ViT/DeiT/Swin.
+
+    Bit-widths are integers 2..8, or None for full precision (that part left unquantized).
+    - `w_bits`: weights of every Linear in the blocks (per output channel) [paper: W4A4 main setting].
+    - `a_bits`: inputs of those Linears and the q, k, v operands of the attention matmuls (per tensor).
+    - `attn_bits`: the post-softmax attention map, with the `attn_quantizer` kind (log2 [paper]);
+      by default the same as `a_bits`.
+    - `embed_bits` / `head_bits`: weight and input of the patch embedding and the classifier head;
+      8 by default [choice: common practice in ViT PTQ, the paper keeps them at 8 bits as well].
+    - `w_search` / `a_search`: the range search of weight / activation quantizers (`SEARCHES`):
+      weights search a grid of shrunk min/max ranges per channel, activations pairs of quantiles,
+      both for the lowest L2 error [choice, RepQ-ViT-style].
+    - `overrides`: {module pattern: {"w_bits"|"a_bits"|"attn_bits": bits}}; patterns are timm
+      qualified names where `*` stands for one name part and `**` for any number, e.g.
+      `{"blocks.0.**": {"w_bits": 8}}`. Later patterns win.
+    Not quantized: LayerNorms, residual additions, position embeddings, GELU, softmax inputs.
+    """
+
+    w_bits: int | None = 4
+    a_bits: int | None = 4
+    attn_bits: int | None | str = SAME_AS_ACTIVATIONS
+    embed_bits: int | None = 8
+    head_bits: int | None = 8
+    w_search: str = "grid"
+    a_search: str = "quantile"
+    attn_quantizer: str = "log2"
+    overrides: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        for name in ("w_bits", "a_bits", "embed_bits", "head_bits"):
+            object.__setattr__(self, name, check_bits(getattr(self, name), f"QuantConfig.{name}"))
+        if self.attn_bits == SAME_AS_ACTIVATIONS:
+            object.__setattr__(self, "attn_bits", self.a_bits)
+        object.__setattr__(self, "attn_bits", check_bits(self.attn_bits, "QuantConfig.attn_bits"))
+        for name, registry in (("w_search", SEARCHES), ("a_search", SEARCHES),
+                               ("attn_quantizer", QUANTIZERS)):
+            try:
+                registry.get(getattr(self, name))
+            except UnknownNameError as exc:
+                raise ConfigError(f"QuantConfig.{name}: {exc}") from None
+        if not isinstance(self.overrides, dict):
+            raise ConfigError(f"QuantConfig.overrides must be a dict of pattern -> bits, got "
+                              f"{type(self.overrides).__name__}")
+        clean = {}
+        for pattern, bits in self.overrides.items():
+            if not isinstance(pattern, str) or not pattern:
+                raise ConfigError(f"QuantConfig.overrides: patterns must be non-empty strings, got {pattern!r}")
+            if not isinstance(bits, dict) or not set(bits) <= set(_OVERRIDE_KEYS):
+                raise ConfigError(f"QuantConfig.overrides[{pattern!r}] must be a dict with keys among "
+                                  f"{_OVERRIDE_KEYS}, got {bits!r}")
+            clean[pattern] = {k: check_bits(v, f"QuantConfig.overrides[{pattern!r}][{k!r}]")
+                              for k, v in bits.items()}
+        object.__setattr__(self, "overrides", clean)
+
+    @property
+    def name(self) -> str:
+        """The bit setting as a short name, e.g. `w4a4` (`wfp` / `afp` for full precision)."""
+        return f"w{self.w_bits or 'fp'}a{self.a_bits or 'fp'}"
+
+    @classmethod
+    def from_name(cls, name: str, **kwargs) -> "QuantConfig":
+        """`QuantConfig.from_name("w4a4")`: a bit setting by name, other fields from `kwargs`."""
+        match = _NAME.match(name.strip().lower())
+        if match is None:
+            raise ConfigError(f"bit setting {name!r} is not of the form w<bits>a<bits> (e.g. w4a4, w8a8)")
+        w, a = (None if g == "fp" else int(g) for g in match.groups())
+        return cls(w_bits=w, a_bits=a, **kwargs)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "QuantConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ConfigError(f"QuantConfig has no field(s) {sorted(unknown)}; known: {sorted(known)}")
+        return cls(**data)

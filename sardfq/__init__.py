@@ -20,6 +20,9 @@ from .experiments import (ExperimentConfig, ExperimentResult, attention_statisti
                           patch_attention, quickstart_configs, quickstart_table, region_predictions,
                           run_experiment, summarize_results)
 from .sweep import SweepReport, SweepSpec, load_sweep, run_sweep
+from .quant import (QuantConfig, load_quantized, quantize, quantizers, save_quantized,
+                    set_quant_state)
+from .reconstruction import ReconConfig, ReconResult, reconstruct
 
 __version__ = "0.1.0"
 
@@ -37,4 +40,7 @@ __all__ = [
     "ExperimentConfig", "ExperimentResult", "SweepReport", "SweepSpec", "attention_statistics",
     "load_results", "load_sweep", "patch_attention", "quickstart_configs", "quickstart_table",
     "region_predictions", "run_experiment", "run_sweep", "summarize_results",
+    # quantization
+    "QuantConfig", "ReconConfig", "ReconResult", "load_quantized", "quantize", "quantizers",
+    "reconstruct", "save_quantized", "set_quant_state",
 ]

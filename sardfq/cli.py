@@ -54,6 +54,12 @@ def _run_eval(args: argparse.Namespace) -> None:
 def _load_for_eval(model: str, checkpoint: str | None, device):
     from .models import load_model
 
+    if Path(model).is_dir():  # a folder written by `sardfq quantize` / sardfq.save_quantized
+        from .quant import load_quantized
+
+        if checkpoint is not None:
+            raise SardfqError("--checkpoint does not apply to a saved quantized model folder")
+        return load_quantized(model, device=device)
     return load_model(model, checkpoint=checkpoint, device=device)
 
 
@@ -262,6 +268,90 @@ def _run_synthesize(args: argparse.Namespace) -> None:
                          f"(grid: {png}) in {meta['seconds']:.1f} s; final losses: {losses}"])
 
 
+# ------------------------------------------------------------------------------------- quantize
+def _bits(value: str):
+    """A bit-width from the command line: an integer, or fp / none for full precision."""
+    return None if value.strip().lower() in ("fp", "none", "full") else int(value)
+
+
+def _add_quantize(sub) -> None:
+    p = sub.add_parser("quantize", help="quantize a model on a calibration set, optionally reconstruct "
+                                        "and evaluate; saves a folder that `sardfq eval DIR` reads")
+    p.add_argument("model", help="model name (e.g. vit_tiny_cifar10, deit_tiny_patch16_224)")
+    p.add_argument("--calib", required=True, help="calibration set file (from `sardfq synthesize`)")
+    p.add_argument("--w-bits", type=_bits, default=4, help="weight bits, 2..8 or fp (default: 4)")
+    p.add_argument("--a-bits", type=_bits, default=4, help="activation bits, 2..8 or fp (default: 4)")
+    p.add_argument("--attn-bits", type=_bits, default=None,
+                   help="post-softmax attention bits (default: the activation bits)")
+    p.add_argument("--embed-bits", type=_bits, default=8, help="patch embedding bits (default: 8)")
+    p.add_argument("--head-bits", type=_bits, default=8, help="classifier head bits (default: 8)")
+    p.add_argument("--recon-iters", type=int, default=0,
+                   help="block reconstruction steps per block (default: 0, calibration only)")
+    p.add_argument("--recon-lr", type=float, default=4e-5, help="reconstruction learning rate")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", help="output folder (default: quantized/MODEL-BITS)")
+    p.add_argument("--data", help="evaluate on this data folder's test set after quantizing")
+    p.add_argument("--limit", type=int, help="evaluate on this many test images (implies evaluating)")
+    p.add_argument("--batch-size", type=int, default=256, help="evaluation batch size")
+    p.add_argument("--checkpoint", help="local weights file for a timm model")
+    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
+    p.add_argument("--json", action="store_true", help="print one JSON object on the last line")
+    p.set_defaults(func=_run_quantize)
+
+
+def _run_quantize(args: argparse.Namespace) -> None:
+    import time
+
+    from .calibset import CalibrationSet
+    from .models import load_model
+    from .quant import QuantConfig, quantize, save_quantized
+    from .reconstruction import ReconConfig, reconstruct
+
+    timings = {}
+    began = time.perf_counter()
+    extra = {} if args.attn_bits is None else {"attn_bits": args.attn_bits}
+    config = QuantConfig(w_bits=args.w_bits, a_bits=args.a_bits, embed_bits=args.embed_bits,
+                         head_bits=args.head_bits, **extra)
+    recon_config = ReconConfig(iters=args.recon_iters, lr=args.recon_lr, seed=args.seed)
+    device = _device(args.device)
+    calib = CalibrationSet.load(args.calib)
+    fp_model, info = load_model(args.model, checkpoint=args.checkpoint, device=device)
+    timings["load_s"] = time.perf_counter() - began
+    step = time.perf_counter()
+    q_model = quantize(fp_model, info, config, calib, seed=args.seed, progress=args.progress)
+    timings["quantize_s"] = time.perf_counter() - step
+    blocks = []
+    if args.recon_iters > 0:
+        step = time.perf_counter()
+        blocks = reconstruct(q_model, fp_model, calib, recon_config, progress=args.progress).to_dict()["blocks"]
+        timings["reconstruct_s"] = time.perf_counter() - step
+    step = time.perf_counter()
+    out = save_quantized(q_model, args.out or f"quantized/{args.model}-{config.name}")
+    timings["save_s"] = time.perf_counter() - step
+    record = {"model": args.model, "out": str(out), "bits": config.name, "quant_config": config.to_dict(),
+              "calib": args.calib, "n_calib": len(calib), "seed": args.seed,
+              "recon_iters": args.recon_iters, "reconstruction": blocks, "accuracy": None}
+    lines = [f"{args.model} at {config.name} calibrated on {len(calib)} images from {args.calib} -> {out}"]
+    lines += [f"  {b['block']}: output MSE {b['mse_before']:.4g} -> {b['mse_after']:.4g}" for b in blocks]
+    if args.data is not None or args.limit is not None:
+        from .data import eval_dataset
+        from .evaluate import evaluate
+
+        step = time.perf_counter()
+        dataset = eval_dataset(info, fp_model, args.data, limit=args.limit)
+        result = evaluate(q_model, dataset, name=f"{args.model} {config.name}", batch_size=args.batch_size,
+                          device=device, progress=args.progress)
+        timings["eval_s"] = time.perf_counter() - step
+        record["accuracy"] = result.to_dict()
+        lines.append(f"  top-1 {100 * result.top1:.2f}%  top-5 {100 * result.top5:.2f}% "
+                     f"on {result.n_images} test images")
+    timings["total_s"] = time.perf_counter() - began
+    record["timings"] = timings
+    lines.append("  " + ", ".join(f"{k[:-2]} {v:.1f} s" for k, v in timings.items()))
+    _emit(args, record, lines)
+
+
 # ------------------------------------------------------------------------------------- helpers
 def _device(name: str | None):
     import torch
@@ -281,7 +371,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"sardfq {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log at debug level")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add in (_add_eval, _add_train_teacher, _add_run, _add_sweep, _add_synthesize):
+    for add in (_add_eval, _add_train_teacher, _add_run, _add_sweep, _add_synthesize, _add_quantize):
         add(sub)
     return parser
 

@@ -118,3 +118,26 @@ def test_run_experiment_end_to_end_on_the_teacher(cifar_root, tmp_path):
                            out_dir=tmp_path / "noise")
     assert again.fp["cached"] is True and again.fp["top1"] == result.fp["top1"]
     assert "reconstruct" not in again.timings
+
+
+def test_cli_run_builds_the_config_from_options_and_a_config_file(tmp_path, monkeypatch, capsys):
+    import sardfq.experiments as experiments
+    from sardfq.cli import main
+
+    seen = []
+
+    def fake_run(config, *, out_dir=None, progress=True):
+        seen.append(config)
+        return _result(config.method, config.seed, 0.25)
+
+    monkeypatch.setattr(experiments, "run_experiment", fake_run)
+    (tmp_path / "c.json").write_text(json.dumps({"method": "psaq", "n": 8, "seed": 3}))
+    assert main(["run", "--config", str(tmp_path / "c.json"), "--bits", "w6a6", "--limit", "10",
+                 "--no-msr", "--device", "cpu", "--json", "--no-progress"]) == 0
+    config = seen[0]
+    assert (config.method, config.n, config.seed, config.bits, config.eval_limit, config.msr) == \
+        ("psaq", 8, 3, "w6a6", 10, False)
+    record = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert record["quantized"]["top1"] == 0.25
+    assert main(["run", "--bits", "4bit", "--device", "cpu"]) == 2  # input errors: one line, status 2
+    assert "w4a4" in capsys.readouterr().err

@@ -121,7 +121,8 @@ def _add_run(sub) -> None:
                                           "(same as `sardfq run --quickstart`)")
     q.add_argument("model", nargs="?", default=d.model, help=f"model name (default: {d.model})")
     q.add_argument("--data", dest="data_root", help="data folder (default: $SARDFQ_DATA)")
-    q.add_argument("--out", help="folder for the calibration sets and result records")
+    q.add_argument("--out", help="folder for the calibration sets and records (<run-id>.json, as in a "
+                                 "sweep's results folder)")
     _add_common_run_options(q)
     q.set_defaults(func=_run_quickstart)
 
@@ -173,10 +174,10 @@ def _run_quickstart(args: argparse.Namespace) -> None:
     results = []
     for config in quickstart_configs(args.model, device=str(_device(args.device)),
                                       data_root=args.data_root):
-        out = Path(args.out) / config.run_id() if args.out else None
+        out = Path(args.out) / config.run_id() if args.out else None  # the layout of a sweep
         result = run_experiment(config, out_dir=out, progress=args.progress)
         if out is not None:
-            result.save(out / "result.json")
+            result.save(Path(args.out) / f"{config.run_id()}.json")
         results.append(result)
     lines = quickstart_table(results) + [f"total {time.perf_counter() - start:.0f} s"]
     _emit(args, {"runs": [r.to_dict() for r in results], "seconds": time.perf_counter() - start}, lines)

@@ -533,7 +533,7 @@ class _Stage:
 
 
 # ------------------------------------------------------------------------------ quickstart
-QUICKSTART = dict(n=32, synth_iters=100, recon_iters=100, eval_limit=1000, w_bits=4, a_bits=4, seed=0)
+QUICKSTART = dict(n=32, synth_iters=80, recon_iters=20, eval_limit=1000, w_bits=4, a_bits=4, seed=0)
 
 
 def quickstart_configs(model: str = DEFAULT_MODEL, *, device: str = "cpu", data_root: str | None = None,

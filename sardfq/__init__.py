@@ -18,7 +18,7 @@ from .priors import PRIORS, draw_priors, real_attention_bank, transform_priors
 from .synthesis import SynthesisConfig, save_image_grid, synthesize
 from .experiments import (ExperimentConfig, ExperimentResult, attention_statistics, load_results,
                           patch_attention, quickstart_configs, quickstart_table, region_predictions,
-                          run_experiment, summarize_results)
+                          run_experiment, run_or_load, summarize_results)
 from .sweep import SweepReport, SweepSpec, load_sweep, run_sweep
 from .quant import (QuantConfig, load_quantized, quantize, quantizers, save_quantized,
                     set_quant_state)
@@ -39,7 +39,7 @@ __all__ = [
     # experiments and sweeps
     "ExperimentConfig", "ExperimentResult", "SweepReport", "SweepSpec", "attention_statistics",
     "load_results", "load_sweep", "patch_attention", "quickstart_configs", "quickstart_table",
-    "region_predictions", "run_experiment", "run_sweep", "summarize_results",
+    "region_predictions", "run_experiment", "run_or_load", "run_sweep", "summarize_results",
     # quantization
     "QuantConfig", "ReconConfig", "ReconResult", "load_quantized", "quantize", "quantizers",
     "reconstruct", "save_quantized", "set_quant_state",

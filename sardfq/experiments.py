@@ -507,6 +507,24 @@ def run_experiment(config: ExperimentConfig, *, out_dir: str | os.PathLike | Non
     return result
 
 
+def run_or_load(config: ExperimentConfig, results_dir: str | os.PathLike | None = None, *,
+                progress: bool = True) -> ExperimentResult:
+    """Load if computed, else compute: the record `<results_dir>/<run-id>.json` when it exists (as
+    written by a sweep or `sardfq quickstart --out`), else `run_experiment`, saving the record and
+    the calibration set (`<results_dir>/<run-id>/`) there. Without `results_dir`, always runs."""
+    if results_dir is not None:
+        path = Path(results_dir) / f"{config.run_id()}.json"
+        record = read_record(path)
+        if record is not None and record.get("run_id") == config.run_id():
+            log.info("loaded %s", path)
+            return ExperimentResult.from_dict(record)
+    out = None if results_dir is None else Path(results_dir) / config.run_id()
+    result = run_experiment(config, out_dir=out, progress=progress)
+    if results_dir is not None:
+        result.save(Path(results_dir) / f"{config.run_id()}.json")
+    return result
+
+
 def _summarize_metadata(meta: Mapping) -> dict:
     """The calibration metadata without long per-iteration histories (those stay in the file)."""
     out = {}

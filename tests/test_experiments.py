@@ -141,3 +141,19 @@ def test_cli_run_builds_the_config_from_options_and_a_config_file(tmp_path, monk
     assert record["quantized"]["top1"] == 0.25
     assert main(["run", "--bits", "4bit", "--device", "cpu"]) == 2  # input errors: one line, status 2
     assert "w4a4" in capsys.readouterr().err
+
+
+def test_run_or_load_reuses_a_saved_record(tmp_path, monkeypatch):
+    import sardfq.experiments as experiments
+
+    saved = _result("noise", 0, 0.3)
+    saved.save(tmp_path / f"{saved.config.run_id()}.json")
+    monkeypatch.setattr(experiments, "run_experiment", lambda *a, **k: pytest.fail("should load"))
+    loaded = sardfq.run_or_load(saved.config, tmp_path)
+    assert loaded.config == saved.config and loaded.q_top1 == 0.3
+    ran = []
+    monkeypatch.setattr(experiments, "run_experiment",
+                        lambda config, **k: ran.append(config) or _result("psaq", 1, 0.4))
+    other = saved.config.replace(method="psaq", seed=1)
+    assert sardfq.run_or_load(other, tmp_path).q_top1 == 0.4 and ran == [other]
+    assert (tmp_path / f"{other.run_id()}.json").is_file()

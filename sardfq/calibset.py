@@ -22,6 +22,12 @@ from .errors import CheckpointError
 FORMAT_VERSION = 1
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 @dataclass
 class CalibrationSet:
     images: Tensor  # N, C, H, W, normalized float32
@@ -55,6 +61,7 @@ class CalibrationSet:
         os.close(fd)
         try:
             save_file(tensors, tmp, metadata=meta)
+            os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual permissions
             os.replace(tmp, path)
         finally:
             if os.path.exists(tmp):

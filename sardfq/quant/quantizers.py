@@ -183,16 +183,13 @@ class UniformQuantizer(Quantizer):
         lo, hi = lo.clamp(max=0.0), hi.clamp(min=0.0)  # the range always holds 0 exactly
         scale = ((hi - lo) / self.qmax).clamp(min=1e-8)  # M, C
         zero = torch.round(-lo / scale)
-        best_err = torch.full((rows.shape[0],), float("inf"), device=rows.device)
-        best_scale, best_zero = scale[0].clone(), zero[0].clone()
-        per_tensor = self.channels is None
-        for m in range(scale.shape[0]):  # a loop keeps memory at one copy of the data
-            s, z = (scale[m, 0], zero[m, 0]) if per_tensor else (scale[m][:, None], zero[m][:, None])
-            err = (self._quant(rows, s, z) - rows).square_().sum(dim=1)  # C
-            better = err < best_err
-            best_err = torch.where(better, err, best_err)
-            best_scale = torch.where(better, scale[m], best_scale)
-            best_zero = torch.where(better, zero[m], best_zero)
+        # all candidates at once (M, C, K), in chunks of about 4M values: few large ops instead of
+        # many small ones, which matters on a busy CPU
+        step = max(1, (1 << 22) // rows.numel())
+        err = torch.cat([(self._quant(rows[None], scale[i:i + step, :, None], zero[i:i + step, :, None])
+                          - rows).square_().sum(dim=-1) for i in range(0, len(scale), step)])  # M, C
+        best = err.argmin(dim=0)[None]  # 1, C: the first candidate of lowest error per channel
+        best_scale, best_zero = scale.gather(0, best)[0], zero.gather(0, best)[0]
         self.scale.copy_(best_scale.reshape(self.scale.shape))
         self.zero_point.copy_(best_zero.reshape(self.zero_point.shape))
         self.calibrated.fill_(True)
@@ -216,7 +213,7 @@ class Log2Quantizer(Quantizer):
         # clamping at the smallest normal float keeps log2 (and its gradient) finite at x = 0
         tiny = torch.finfo(x.dtype).tiny
         if not torch.is_grad_enabled() or not x.requires_grad:  # in place, for speed
-            exponent = x.clamp(min=tiny).div_(scale).log2_().neg_().round_()
+            exponent = (x.clamp(min=tiny) / scale).log2_().neg_().round_()
             zero = (exponent > self.levels - 1) | (x <= 0)
             return exponent.clamp_(0, self.levels - 1).neg_().exp2_().mul_(scale).masked_fill_(zero, 0.0)
         exponent = round_ste(-torch.log2(x.clamp(min=tiny) / scale))
@@ -232,15 +229,11 @@ class Log2Quantizer(Quantizer):
     @torch.no_grad()
     def calibrate(self, x: Tensor) -> None:
         """Search the shift `t` of `scale = max * 2^-t` for the lowest L2 error."""
-        values = x.reshape(-1).float()
+        values = x.reshape(1, -1).float()  # 1, K
         top = values.max().clamp(min=1e-8)
-        best_err, best_scale = float("inf"), top
-        for t in self._SHIFTS.tolist():
-            scale = top * 2.0 ** (-t)
-            err = (self._quant(values, scale) - values).pow(2).sum().item()
-            if err < best_err:
-                best_err, best_scale = err, scale
-        self.scale.copy_(best_scale)
+        scales = top * torch.exp2(-self._SHIFTS.to(values))[:, None]  # M, 1
+        err = (self._quant(values, scales) - values).square_().sum(dim=1)  # M
+        self.scale.copy_(scales[err.argmin(), 0])
         self.calibrated.fill_(True)
 
 

@@ -18,7 +18,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 quickstart: setup
-	$(BIN)/sardfq eval vit_tiny_cifar10
+	$(BIN)/sardfq quickstart
 
 test: setup
 	$(BIN)/python -m pytest

@@ -6,7 +6,7 @@ export HF_HUB_OFFLINE ?= 1
 # A checkout beside the development data finds it without configuration.
 export SARDFQ_DATA ?= $(abspath $(wildcard ../shared/data))
 
-.PHONY: setup quickstart test book clean
+.PHONY: setup quickstart test notebooks book clean
 
 setup: $(VENV)/.installed
 
@@ -21,7 +21,10 @@ quickstart: setup
 	$(BIN)/sardfq quickstart
 
 test: setup
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest tests notebooks --nbval-lax
+
+notebooks: setup  # re-execute the chapters at the book's sizes (book/params), then `make book`
+	$(BIN)/python book/build_chapters.py
 
 book: setup
 	$(BIN)/jupyter-book build . -W --keep-going

@@ -29,3 +29,15 @@ def teacher():
 def _isolated_cache(tmp_path_factory, monkeypatch):
     # every test shares one session cache folder, never the user's ~/.cache
     monkeypatch.setenv("SARDFQ_CACHE", str(tmp_path_factory.getbasetemp() / "sardfq-cache"))
+
+
+@pytest.fixture
+def one_torch_thread():
+    """One torch thread: on a busy 2-core machine, two threads wait on each other at every small op
+    (measured several times slower); the tensors in the tests that use this are small enough for one."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

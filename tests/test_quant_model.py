@@ -17,14 +17,7 @@ TINY = {
                   dict(img_size=64, depths=(2, 2), num_heads=(1, 2), embed_dim=32, window_size=4)),
 }
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One torch thread: on a busy 2-core machine, two threads wait on each other at every small op
-    (measured several times slower); the tensors here are small enough for one."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module", params=sorted(TINY))

@@ -11,14 +11,7 @@ from sardfq.quant import (QUANTIZERS, SEARCHES, Log2Quantizer, QuantConfig, Unif
 BITS = range(2, 9)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One torch thread: on a busy 2-core machine, two threads wait on each other at every small op
-    (measured several times slower); the tensors here are small enough for one."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _data(seed=0, shape=(4096,), heavy=False):

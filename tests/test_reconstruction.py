@@ -10,14 +10,7 @@ from sardfq.quant import QuantConfig, quantize, quantizers
 from sardfq.reconstruction import ReconConfig, reconstruct, reconstruction_units
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One torch thread: on a busy 2-core machine, two threads wait on each other at every small op
-    (measured several times slower); the tensors here are small enough for one."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_recon_config_validates_and_round_trips():

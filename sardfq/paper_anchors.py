@@ -1,8 +1,8 @@
 """The paper's reported numbers, kept as data to compare our measurements with.
 
 Source: Zhong et al., "Semantic Alignment and Reinforcement for Data-Free Quantization of Vision
-Transformers", ICCV 2025 (arXiv 2412.16553), main W4A4 table, W6A6 rows, and ablations, as
-transcribed in the project's docs/PAPER.md. ImageNet top-1 accuracy in percent.
+Transformers", ICCV 2025 (arXiv 2412.16553): main W4A4 table, W6A6 rows and ablations, as
+reported in detailed reading notes of the paper. ImageNet top-1 accuracy in percent.
 """
 from __future__ import annotations
 

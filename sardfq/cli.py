@@ -240,10 +240,7 @@ def _add_synthesize(sub) -> None:
     p.add_argument("--prior", default="gmm", help="attention prior: gmm, laplace or real")
     p.add_argument("--out", help="output .safetensors file (default: calib/MODEL-LABEL-seedS.safetensors)")
     p.add_argument("--data", help="data folder for --method real / --prior real (default: $SARDFQ_DATA)")
-    p.add_argument("--checkpoint", help="local weights file for a timm model")
-    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
-    p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
-    p.add_argument("--json", action="store_true", help="print one JSON object on the last line")
+    _add_model_run_options(p)
     p.set_defaults(func=_run_synthesize)
 
 
@@ -294,10 +291,7 @@ def _add_quantize(sub) -> None:
     p.add_argument("--data", help="evaluate on this data folder's test set after quantizing")
     p.add_argument("--limit", type=int, help="evaluate on this many test images (implies evaluating)")
     p.add_argument("--batch-size", type=int, default=256, help="evaluation batch size")
-    p.add_argument("--checkpoint", help="local weights file for a timm model")
-    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
-    p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
-    p.add_argument("--json", action="store_true", help="print one JSON object on the last line")
+    _add_model_run_options(p)
     p.set_defaults(func=_run_quantize)
 
 
@@ -354,6 +348,14 @@ def _run_quantize(args: argparse.Namespace) -> None:
 
 
 # ------------------------------------------------------------------------------------- helpers
+def _add_model_run_options(p) -> None:
+    """Options shared by the commands that load a model and run a long job on it."""
+    p.add_argument("--checkpoint", help="local weights file for a timm model")
+    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
+    p.add_argument("--json", action="store_true", help="print one JSON object on the last line")
+
+
 def _device(name: str | None):
     import torch
 

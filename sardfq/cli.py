@@ -357,13 +357,9 @@ def _add_model_run_options(p) -> None:
 
 
 def _device(name: str | None):
-    import torch
+    from .models import resolve_device
 
-    if name is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise SardfqError(f"--device {name} asked for, but this machine has no CUDA GPU; use --device cpu")
-    return torch.device(name)
+    return resolve_device(name, what="--device")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -375,13 +375,10 @@ def device_description(device) -> str:
 
 
 def resolve_device(name: str):
-    """torch.device for `name`; asking for CUDA on a machine without it is a ConfigError."""
-    import torch
+    """torch.device for an ExperimentConfig's `device` (CUDA without a GPU is a ConfigError)."""
+    from .models import resolve_device as _resolve
 
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"ExperimentConfig.device: {name!r} asked for, but this machine has no CUDA "
-                          "GPU; use device='cpu'")
-    return torch.device(name)
+    return _resolve(name, what="ExperimentConfig.device")
 
 
 # ------------------------------------------------------------------------ full-precision cache

@@ -18,7 +18,7 @@ import timm
 import torch
 from torch import nn
 
-from .errors import CheckpointError, UnknownNameError, WeightsNotFoundError
+from .errors import CheckpointError, ConfigError, UnknownNameError, WeightsNotFoundError
 from .registry import close_matches_hint
 
 log = logging.getLogger(__name__)
@@ -86,6 +86,16 @@ def _check_name(name: str) -> None:
     raise UnknownNameError(
         f"unknown model {name!r}.{close_matches_hint(name, known)} Supported: {', '.join(known)}."
     )
+
+
+def resolve_device(name: str | None = None, *, what: str = "device") -> torch.device:
+    """torch.device for `name` (None: CUDA when available, else the CPU). Asking for CUDA on a
+    machine without it is a ConfigError that names `what` (a field or a command-line option)."""
+    if name is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if str(name).startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"{what}: {name!r} asked for, but this machine has no CUDA GPU; use cpu")
+    return torch.device(name)
 
 
 def load_model(

@@ -59,6 +59,21 @@ class ImageArrays:
     def __len__(self) -> int:
         return len(self.labels)
 
+    def subset(self, index) -> "ImageArrays":
+        index = torch.as_tensor(index, dtype=torch.long)
+        return ImageArrays(self.images[index], self.labels[index], self.classes)
+
+
+# Every 10th training image (5,000, class-balanced) is held out of calibration: the `real` method
+# never draws it, and `heldout_dataset` evaluates on it to choose hyper-parameters without ever
+# looking at the test set. (The teacher did train on these images; they rank settings, no more.)
+HELDOUT_EVERY = 10
+
+
+def heldout_mask(n_train: int) -> Tensor:
+    """True for the training images held out of calibration."""
+    return torch.arange(n_train) % HELDOUT_EVERY == HELDOUT_EVERY - 1
+
 
 def load_cifar10(split: str = "test", root: str | os.PathLike | None = None) -> ImageArrays:
     """CIFAR-10 `split` ("train" or "test") as uint8 arrays, decoding once and caching the result."""
@@ -238,6 +253,20 @@ def eval_dataset(info: ModelInfo, model: torch.nn.Module, root: str | os.PathLik
         dataset = ArrayDataset(load_cifar10("test", root), info)
     else:
         dataset = imagenet_val(info, model, root)
+    return _even_spread(dataset, limit)
+
+
+def heldout_dataset(info: ModelInfo, root: str | os.PathLike | None = None, *,
+                    limit: int | None = None) -> Dataset:
+    """The training images held out of calibration (`heldout_mask`), normalized for the model: the
+    set on which hyper-parameters are chosen. CIFAR-10 models only."""
+    if info.dataset != "cifar10":
+        raise ConfigError(f"a held-out selection split exists for CIFAR-10 models only, not {info.name}")
+    train = load_cifar10("train", root)
+    return _even_spread(ArrayDataset(train.subset(heldout_mask(len(train)).nonzero()[:, 0]), info), limit)
+
+
+def _even_spread(dataset: Dataset, limit: int | None) -> Dataset:
     if limit is not None and limit < len(dataset):
         # images are stored class by class: take an even spread, not the first class only
         index = np.linspace(0, len(dataset) - 1, limit).round().astype(int).tolist()

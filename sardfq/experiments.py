@@ -25,7 +25,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
-from .errors import ConfigError
+from .errors import CheckpointError, ConfigError
 from .models import DEFAULT_MODEL
 
 log = logging.getLogger(__name__)
@@ -63,6 +63,8 @@ class ExperimentConfig:
     synth_iters: int = 1000  # [paper] 1000 iterations
     recon_iters: int = 1000  # [choice] block reconstruction steps (0 = calibration only)
     eval_limit: int | None = None  # evaluate on an even spread of this many test images (None: all)
+    heldout_limit: int = 0  # also evaluate on this many held-out training images (0: skip), to
+    #                         choose hyper-parameters without looking at the test set
     seed: int = 0
     device: str = "cpu"
     data_root: str | None = None  # None: $SARDFQ_DATA
@@ -85,7 +87,7 @@ class ExperimentConfig:
             need(isinstance(value, int) and not isinstance(value, bool) and 2 <= value <= 8, name,
                  "must be an integer number of bits in 2..8")
         for name, low in (("n", 1), ("synth_iters", 1), ("recon_iters", 0), ("seed", 0),
-                          ("eval_batch_size", 1)):
+                          ("eval_batch_size", 1), ("heldout_limit", 0)):
             value = getattr(self, name)
             need(isinstance(value, int) and not isinstance(value, bool) and value >= low, name,
                  f"must be an integer >= {low}")
@@ -154,9 +156,27 @@ class ExperimentConfig:
         d = self.to_dict()
         for key in ("device", "data_root", "eval_batch_size"):
             d.pop(key)
-        digest = hashlib.sha1(json.dumps(d, sort_keys=True).encode()).hexdigest()[:8]
-        variant = self.variant.replace("[", "-").replace("]", "").replace("+", "-")
-        return f"{self.model}-{variant}-{self.bits}-s{self.seed}-{digest}"
+        if not d["heldout_limit"]:  # added later: leave the identifiers of older runs unchanged
+            d.pop("heldout_limit")
+        return f"{self.model}-{self._slug()}-{self.bits}-s{self.seed}-{_digest(d)}"
+
+    def synthesis_id(self) -> str:
+        """Identifies the calibration set alone: runs that differ only in bit-width, reconstruction
+        or evaluation share it (a sweep synthesizes it once)."""
+        d = {"model": self.model, "checkpoint": self.checkpoint, "method": self.method, "n": self.n,
+             "seed": self.seed, "synthesis_options": dict(self.synthesis_options)}
+        if self.method in ("psaq", "sardfq"):  # noise and real images do not iterate
+            d["synth_iters"] = self.synth_iters
+        if self.method == "sardfq":
+            d.update(apa=self.apa, msr=self.msr, sl=self.sl)
+        return f"{self.model}-{self._slug()}-s{self.seed}-{_digest(d)}"
+
+    def _slug(self) -> str:
+        return self.variant.replace("[", "-").replace("]", "").replace("+", "-")
+
+
+def _digest(d: Mapping) -> str:
+    return hashlib.sha1(json.dumps(d, sort_keys=True).encode()).hexdigest()[:8]
 
 
 @dataclass
@@ -175,6 +195,7 @@ class ExperimentResult:
     started: str = ""
     finished: str = ""
     reconstruction: dict = field(default_factory=dict)  # per-block output MSE before/after
+    heldout: dict = field(default_factory=dict)  # {"fp": ..., "quantized": ...} on held-out train images
     # the models themselves, kept only when run_experiment(keep_models=True); never serialized
     fp_model: Any = field(default=None, repr=False, compare=False)
     q_model: Any = field(default=None, repr=False, compare=False)
@@ -200,6 +221,7 @@ class ExperimentResult:
             "calibration_path": self.calibration_path,
             "calibration": dict(self.calibration),
             "reconstruction": dict(self.reconstruction),
+            "heldout": dict(self.heldout),
             "timings": dict(self.timings),
             "versions": dict(self.versions),
             "device": self.device,
@@ -213,7 +235,7 @@ class ExperimentResult:
                    calibration_path=d.get("calibration_path"), calibration=d.get("calibration", {}),
                    timings=d.get("timings", {}), versions=d.get("versions", {}), device=d.get("device", ""),
                    run_id=d.get("run_id", ""), started=d.get("started", ""), finished=d.get("finished", ""),
-                   reconstruction=d.get("reconstruction", {}))
+                   reconstruction=d.get("reconstruction", {}), heldout=d.get("heldout", {}))
 
     def save(self, path: str | os.PathLike) -> Path:
         return write_json_atomic(path, self.to_dict())
@@ -382,10 +404,12 @@ def resolve_device(name: str):
 
 
 # ------------------------------------------------------------------------ full-precision cache
-def _fp_cache_path(config: ExperimentConfig) -> Path:
+def _fp_cache_path(config: ExperimentConfig, split: str = "test") -> Path:
     from .data import cache_dir
 
     key = {"model": config.model, "eval_limit": config.eval_limit}
+    if split != "test":
+        key = {"model": config.model, "split": split, "limit": config.heldout_limit}
     if config.checkpoint:
         ckpt = Path(config.checkpoint)
         key["checkpoint"] = [str(ckpt.resolve()), ckpt.stat().st_mtime_ns if ckpt.exists() else None]
@@ -396,13 +420,13 @@ def _fp_cache_path(config: ExperimentConfig) -> Path:
 
 
 def fp_accuracy(model, info, dataset, config: ExperimentConfig, *, device, progress: bool = True,
-                use_cache: bool = True) -> dict:
+                use_cache: bool = True, split: str = "test") -> dict:
     """The FP model's accuracy on `dataset`, read from the cache when this model, weights and
     evaluation subset were evaluated before (the embedded teacher's weights ship with the package,
     so its key is the model name)."""
     from .evaluate import evaluate
 
-    path = _fp_cache_path(config)
+    path = _fp_cache_path(config, split)
     if use_cache:
         cached = read_record(path)
         if cached is not None and cached.get("n_images") == len(dataset):
@@ -439,14 +463,18 @@ def _recon_config(config: ExperimentConfig):
 
 
 def run_experiment(config: ExperimentConfig, *, out_dir: str | os.PathLike | None = None,
-                   progress: bool = True, keep_models: bool = False) -> ExperimentResult:
+                   calibration_dir: str | os.PathLike | None = None, progress: bool = True,
+                   keep_models: bool = False) -> ExperimentResult:
     """Run one experiment and return its record. The calibration set is saved as
-    `calibration.safetensors` in `out_dir` (default `runs/<run-id>/`); save the record itself with
-    `result.save(path)`. `keep_models=True` keeps the FP and quantized models on the result (for
-    inspection in a notebook); they never enter the record."""
+    `calibration.safetensors` in `out_dir` (default `runs/<run-id>/`), or, given `calibration_dir`,
+    as `<calibration_dir>/<synthesis-id>.safetensors`, where a later run with the same synthesis
+    settings (another bit-width, say) loads it instead of synthesizing again. Save the record itself
+    with `result.save(path)`. `keep_models=True` keeps the FP and quantized models on the result
+    (for inspection in a notebook); they never enter the record."""
     import torch
 
-    from .data import eval_dataset
+    from .calibset import CalibrationSet
+    from .data import eval_dataset, heldout_dataset
     from .evaluate import evaluate
     from .models import load_model
     from .quant import quantize
@@ -473,10 +501,20 @@ def run_experiment(config: ExperimentConfig, *, out_dir: str | os.PathLike | Non
         fp = fp_accuracy(fp_model, info, dataset, config, device=device, progress=progress)
     log.info("%s FP top-1 %.2f%% on %d images", config.model, 100 * fp["top1"], fp["n_images"])
 
-    with stage("synthesis"):
-        calib = synthesize(fp_model, info, synth_config, device=device, data_root=config.data_root,
-                           progress=progress)
-    calib_path = calib.save(out / "calibration.safetensors")
+    calib, calib_path = None, out / "calibration.safetensors"
+    if calibration_dir is not None:
+        calib_path = Path(calibration_dir) / f"{config.synthesis_id()}.safetensors"
+        if calib_path.is_file():
+            try:
+                calib = CalibrationSet.load(calib_path)
+                log.info("calibration set from %s", calib_path)
+            except CheckpointError as exc:  # a damaged file is synthesized again, not trusted
+                log.warning("%s; synthesizing it again", exc)
+    if calib is None:
+        with stage("synthesis"):
+            calib = synthesize(fp_model, info, synth_config, device=device, data_root=config.data_root,
+                               progress=progress)
+        calib.save(calib_path)
 
     with stage("quantize"):
         q_model = quantize(fp_model, info, quant_config, calib, seed=config.seed, progress=progress)
@@ -490,11 +528,20 @@ def run_experiment(config: ExperimentConfig, *, out_dir: str | os.PathLike | Non
                              batch_size=config.eval_batch_size, reference=fp_model, device=device,
                              progress=progress).to_dict()
     log.info("%s %s %s top-1 %.2f%%", config.model, config.variant, config.bits, 100 * quantized["top1"])
+    heldout = {}
+    if config.heldout_limit:
+        with stage("heldout_eval"):
+            selection = heldout_dataset(info, config.data_root, limit=config.heldout_limit)
+            heldout = {"fp": fp_accuracy(fp_model, info, selection, config, device=device,
+                                         progress=progress, split="heldout"),
+                       "quantized": evaluate(q_model, selection, name=f"{config.model} {config.bits} heldout",
+                                             batch_size=config.eval_batch_size, reference=fp_model,
+                                             device=device, progress=progress).to_dict()}
     result = ExperimentResult(
         config=config, fp=fp, quantized=quantized, calibration_path=str(calib_path),
         calibration=_summarize_metadata(calib.metadata), timings=timings, versions=library_versions(),
         device=device_description(device), run_id=run_id, started=started,
-        finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"), reconstruction=reconstruction)
+        finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"), reconstruction=reconstruction, heldout=heldout)
     if keep_models:
         result.fp_model, result.q_model = fp_model, q_model
     else:

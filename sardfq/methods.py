@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .attention import record_attention
-from .data import load_cifar10, normalize
+from .data import heldout_mask, load_cifar10, normalize
 from .errors import DataNotFoundError
 from .losses import (apa_blocks, apa_loss, patch_similarity_entropy, record_head_outputs,
                      soft_cross_entropy, soft_targets, tv_loss, tv_target)
@@ -221,7 +221,8 @@ def real_images(info: ModelInfo, n: int, *, generator: torch.Generator,
     """n training images drawn with `generator`, normalized for the model: (images, labels)."""
     if info.dataset == "cifar10":
         train = load_cifar10("train", root)
-        index = torch.randperm(len(train), generator=generator)[:n]
+        allowed = (~heldout_mask(len(train))).nonzero()[:, 0]  # never the selection images
+        index = allowed[torch.randperm(len(allowed), generator=generator)[:n]]
         return normalize(train.images[index], info), train.labels[index]
     return _imagenet_train_images(info, n, generator=generator, root=root)
 

@@ -39,6 +39,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import importlib
+import inspect
 import itertools
 import json
 import logging
@@ -57,6 +58,7 @@ from .experiments import ExperimentConfig, parse_bits, read_record, write_json_a
 log = logging.getLogger(__name__)
 
 DEFAULT_EXPERIMENT = "sardfq.experiments:run_experiment"
+CALIBRATION_FOLDER = "calibration"  # <results>/calibration/<synthesis-id>.safetensors
 _SPEC_KEYS = {"name", "fixed", "grid", "notebook", "experiment", "description"}
 
 
@@ -205,7 +207,8 @@ def resolve_function(target: str) -> Callable:
 
 
 def execute_run(run: Run, *, experiment: str = DEFAULT_EXPERIMENT, notebook: str | None = None,
-                out_dir: str | None = None, threads: int | None = None) -> dict:
+                out_dir: str | None = None, calibration_dir: str | None = None,
+                threads: int | None = None) -> dict:
     """Run one point of a sweep where this function is called (this process, a worker process or a
     Dask worker) and return `{"record": ..., "notebook": executed notebook text or None}`; nothing
     is written to the results folder here. Errors come back as `{"error": traceback}`."""
@@ -217,7 +220,10 @@ def execute_run(run: Run, *, experiment: str = DEFAULT_EXPERIMENT, notebook: str
     try:
         if notebook is None:
             fn = resolve_function(experiment)
-            result = fn(run.config(), out_dir=out_dir, progress=False)
+            extra = {}
+            if calibration_dir is not None and "calibration_dir" in inspect.signature(fn).parameters:
+                extra["calibration_dir"] = calibration_dir
+            result = fn(run.config(), out_dir=out_dir, progress=False, **extra)
             record = result.to_dict() if hasattr(result, "to_dict") else dict(result)
             text = None
         else:
@@ -338,7 +344,9 @@ def run_sweep(spec: SweepSpec | str | os.PathLike, *, results_dir: str | os.Path
             todo.append(run)
     log.info("sweep %s: %d runs, %d done before, %d to run", spec.name, len(runs), len(report.skipped),
              len(todo))
-    kwargs = {"experiment": spec.experiment, "notebook": spec.notebook}
+    # calibration sets are shared by all sweeps of this results folder (see run_experiment)
+    kwargs = {"experiment": spec.experiment, "notebook": spec.notebook,
+              "calibration_dir": str(results_dir / CALIBRATION_FOLDER)}
 
     def out_dir(run: Run) -> str:
         return str(folder / run.run_id)

@@ -126,3 +126,24 @@ def test_eval_limit_is_an_even_spread_over_classes(cifar_root, teacher):
     data = sardfq.eval_dataset(info, model, cifar_root, limit=100)
     labels = [data[i][1] for i in range(len(data))]
     assert len(labels) == 100 and sorted(set(labels)) == list(range(10))
+
+
+def test_heldout_split_is_every_tenth_training_image_and_never_calibrates(cifar_root, teacher):
+    from sardfq.data import heldout_dataset, heldout_mask
+    from sardfq.methods import real_images
+
+    model, info = teacher
+    mask = heldout_mask(50000)
+    assert int(mask.sum()) == 5000 and mask[9] and not mask[:9].any()
+    train = sardfq.load_cifar10("train", cifar_root)
+    assert torch.bincount(train.labels[mask]).tolist() == [500] * 10
+    data = heldout_dataset(info, cifar_root, limit=50)
+    assert len(data) == 50 and len({data[i][1] for i in range(50)}) == 10
+    first = data.dataset.arrays.images[0]
+    assert torch.equal(first, train.images[9])
+    # the real-image calibration source draws from the other 45,000 images only
+    images, _ = real_images(info, 200, generator=torch.Generator().manual_seed(0), root=cifar_root)
+    drawn = sardfq.normalize(train.images[mask], info)
+    flat = drawn.flatten(1)
+    hits = (torch.cdist(images.flatten(1), flat).min(dim=1).values < 1e-4).sum()
+    assert hits == 0

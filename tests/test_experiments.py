@@ -3,6 +3,7 @@ import json
 import os
 
 import pytest
+import torch
 
 import sardfq
 from sardfq.experiments import (ExperimentConfig, ExperimentResult, load_results, parse_bits,
@@ -43,6 +44,20 @@ def test_run_id_is_stable_readable_and_ignores_where_it_runs():
     assert a.run_id().startswith("vit_tiny_cifar10-sardfq-msr-sl-w4a4-s0-")
     assert ExperimentConfig(method="noise").variant == "noise"
     assert ExperimentConfig(apa=False, msr=False, sl=False).variant == "sardfq[none]"
+    # the held-out evaluation is part of a run only when asked for
+    assert a.replace(heldout_limit=0).run_id() == a.run_id() != a.replace(heldout_limit=100).run_id()
+
+
+def test_synthesis_id_is_shared_by_runs_that_only_quantize_differently():
+    a = ExperimentConfig(method="sardfq", seed=1)
+    same = [a.replace(w_bits=8, a_bits=8), a.replace(recon_iters=3, eval_limit=10, heldout_limit=5)]
+    assert {c.synthesis_id() for c in same} == {a.synthesis_id()}
+    different = [a.replace(seed=2), a.replace(msr=False), a.replace(synth_iters=5), a.replace(n=8),
+                 a.replace(method="psaq"), a.replace(synthesis_options={"prior": "laplace"})]
+    assert len({c.synthesis_id() for c in different} | {a.synthesis_id()}) == len(different) + 1
+    # noise does not iterate and has no switches: those fields do not split its calibration set
+    noise = ExperimentConfig(method="noise")
+    assert noise.synthesis_id() == noise.replace(synth_iters=7, apa=False).synthesis_id()
 
 
 def test_write_json_atomic_leaves_no_temporaries(tmp_path):
@@ -117,6 +132,30 @@ def test_run_experiment_end_to_end_on_the_teacher(cifar_root, tmp_path):
                            out_dir=tmp_path / "noise")
     assert again.fp["cached"] is True and again.fp["top1"] == result.fp["top1"]
     assert "reconstruct" not in again.timings
+
+
+@pytest.mark.slow
+def test_runs_share_a_calibration_dir_and_report_the_heldout_split(cifar_root, tmp_path):
+    from sardfq.calibset import CalibrationSet
+    from sardfq.experiments import run_experiment
+
+    calib_dir = tmp_path / "calibration"
+    config = ExperimentConfig(method="sardfq", n=2, synth_iters=2, recon_iters=0, eval_limit=20,
+                              heldout_limit=30, data_root=str(cifar_root))
+    first = run_experiment(config, calibration_dir=calib_dir, progress=False)
+    assert first.calibration_path == str(calib_dir / f"{config.synthesis_id()}.safetensors")
+    assert "synthesis" in first.timings
+    assert first.heldout["fp"]["n_images"] == first.heldout["quantized"]["n_images"] == 30
+    w8 = run_experiment(config.replace(w_bits=8, a_bits=8), calibration_dir=calib_dir, progress=False)
+    assert "synthesis" not in w8.timings and w8.calibration_path == first.calibration_path
+    assert w8.heldout["fp"]["cached"] is True
+    # a damaged shared file is synthesized again rather than trusted
+    with open(first.calibration_path, "r+b") as fh:
+        fh.truncate(100)
+    again = run_experiment(config, calibration_dir=calib_dir, progress=False)
+    assert "synthesis" in again.timings
+    assert torch.equal(CalibrationSet.load(again.calibration_path).images,
+                       CalibrationSet.load(first.calibration_path).images)
 
 
 def test_cli_run_builds_the_config_from_options_and_a_config_file(tmp_path, monkeypatch, capsys):

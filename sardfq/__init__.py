@@ -4,8 +4,8 @@ The public API; notebooks, the CLI and the tests use only these names.
 """
 from .attention import attention_blocks, record_attention
 from .calibset import CalibrationSet
-from .data import (ArrayDataset, ImageArrays, data_root, denormalize, eval_dataset, load_cifar10,
-                   normalize, pixel_range)
+from .data import (ArrayDataset, ImageArrays, data_root, denormalize, eval_dataset, heldout_dataset,
+                   load_cifar10, normalize, pixel_range)
 from .errors import (CheckpointError, ConfigError, DataNotFoundError, SardfqError, UnknownNameError,
                      WeightsNotFoundError)
 from .evaluate import EvalResult, evaluate
@@ -18,7 +18,7 @@ from .priors import PRIORS, draw_priors, real_attention_bank, transform_priors
 from .synthesis import SynthesisConfig, save_image_grid, synthesize
 from .experiments import (ExperimentConfig, ExperimentResult, attention_statistics, load_results,
                           patch_attention, quickstart_configs, quickstart_table, region_predictions,
-                          run_experiment, run_or_load, summarize_results)
+                          run_experiment, run_or_load, summarize_results, mean_std_table)
 from .sweep import SweepReport, SweepSpec, load_sweep, run_sweep
 from .quant import (QuantConfig, load_quantized, quantize, quantizers, save_quantized,
                     set_quant_state)
@@ -30,6 +30,7 @@ __all__ = [
     "ArrayDataset", "CalibrationSet", "CheckpointError", "ConfigError", "DEFAULT_MODEL", "DataNotFoundError", "EvalResult",
     "ImageArrays", "ModelInfo", "SardfqError", "UnknownNameError", "WeightsNotFoundError",
     "attention_blocks", "available_models", "data_root", "denormalize", "eval_dataset", "evaluate",
+    "heldout_dataset",
     "load_cifar10", "load_model", "normalize", "pixel_range", "record_attention",
     # synthesis
     "METHODS", "Method", "PRIORS", "SynthesisConfig", "apa_blocks", "apa_loss", "crop_regions",
@@ -38,7 +39,7 @@ __all__ = [
     "transform_priors", "tv_l2", "tv_loss", "tv_target",
     # experiments and sweeps
     "ExperimentConfig", "ExperimentResult", "SweepReport", "SweepSpec", "attention_statistics",
-    "load_results", "load_sweep", "patch_attention", "quickstart_configs", "quickstart_table",
+    "load_results", "load_sweep", "mean_std_table", "patch_attention", "quickstart_configs", "quickstart_table",
     "region_predictions", "run_experiment", "run_or_load", "run_sweep", "summarize_results",
     # quantization
     "QuantConfig", "ReconConfig", "ReconResult", "load_quantized", "quantize", "quantizers",

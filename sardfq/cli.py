@@ -108,6 +108,9 @@ def _add_run(sub) -> None:
                    help=f"block reconstruction steps, 0: calibration only (default: {d.recon_iters})")
     p.add_argument("--limit", dest="eval_limit", type=int,
                    help="evaluate on this many test images (an even spread; default: all)")
+    p.add_argument("--heldout", dest="heldout_limit", type=int,
+                   help="also evaluate on this many training images held out of calibration, the "
+                        "split for choosing hyper-parameters (CIFAR-10 models; default: 0, skip)")
     p.add_argument("--seed", type=int, help=f"default: {d.seed}")
     p.add_argument("--data", dest="data_root", help="data folder (default: $SARDFQ_DATA)")
     p.add_argument("--checkpoint", help="local weights file for a timm model")
@@ -136,7 +139,7 @@ def _add_common_run_options(p) -> None:
 
 
 _RUN_FIELDS = ("model", "method", "apa", "msr", "sl", "bits", "n", "synth_iters", "recon_iters",
-               "eval_limit", "seed", "data_root", "checkpoint")
+               "eval_limit", "heldout_limit", "seed", "data_root", "checkpoint")
 
 
 def _run_run(args: argparse.Namespace) -> None:
@@ -160,6 +163,9 @@ def _run_run(args: argparse.Namespace) -> None:
         f"{r['quantized']['n_images']} test images:",
         f"  full precision top-1 {100 * r['fp']['top1']:.2f}%  top-5 {100 * r['fp']['top5']:.2f}%",
         f"  quantized      top-1 {100 * r['quantized']['top1']:.2f}%  top-5 {100 * r['quantized']['top5']:.2f}%",
+        *([f"  held-out training images ({r['heldout']['quantized']['n_images']}): full precision "
+           f"top-1 {100 * r['heldout']['fp']['top1']:.2f}%, quantized {100 * r['heldout']['quantized']['top1']:.2f}%"]
+          if r["heldout"] else []),
         f"  calibration set: {r['calibration_path']}",
         "  seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in r["timings"].items()),
     ])

@@ -284,7 +284,9 @@ def read_record(path: str | os.PathLike) -> dict | None:
 
 def load_results(paths: str | os.PathLike | Iterable = "results"):
     """Experiment records as a pandas DataFrame, one row per run: model, variant, method, switches,
-    bits, seed, sizes, FP and quantized top-1/top-5 (in %), agreement, seconds, run id, file.
+    design (the non-default synthesis options), bits, seed, sizes, FP and quantized top-1/top-5 (in
+    %), agreement, the same on held-out training images when measured, the synthesis cost (median
+    ms per iteration), seconds, run id, file.
 
     `paths`: JSON files or folders (searched recursively), or `ExperimentResult` objects / record
     dicts. Records with the same run id are counted once (the last one read wins)."""
@@ -309,21 +311,41 @@ def load_results(paths: str | os.PathLike | Iterable = "results"):
         if record.get("kind") != "experiment":
             continue
         cfg, q = record["config"], record["quantized"]
+        heldout, calib = record.get("heldout") or {}, record.get("calibration") or {}
+        options = cfg.get("synthesis_options") or {}
         rows[record.get("run_id") or id(record)] = {
             "model": cfg["model"], "variant": record["variant"], "method": cfg["method"],
-            "apa": cfg["apa"], "msr": cfg["msr"], "sl": cfg["sl"], "bits": record["bits"],
-            "seed": cfg["seed"], "n": cfg["n"], "synth_iters": cfg["synth_iters"],
+            "apa": cfg["apa"], "msr": cfg["msr"], "sl": cfg["sl"],
+            "design": ", ".join(f"{k}={v}" for k, v in sorted(options.items())) or "default",
+            "bits": record["bits"], "seed": cfg["seed"], "n": cfg["n"], "synth_iters": cfg["synth_iters"],
             "recon_iters": cfg["recon_iters"], "eval_images": q["n_images"],
             "fp_top1": 100 * record["fp"]["top1"], "fp_top5": 100 * record["fp"]["top5"],
             "q_top1": 100 * q["top1"], "q_top5": 100 * q["top5"],
             "agreement": 100 * q["agreement"] if q.get("agreement") is not None else None,
+            "heldout_fp_top1": 100 * heldout["fp"]["top1"] if heldout else None,
+            "heldout_q_top1": 100 * heldout["quantized"]["top1"] if heldout else None,
+            "synth_ms_per_iter": calib.get("median_ms_per_iteration") or None,
+            "calibration_path": _locate(record.get("calibration_path"), f),
             "seconds": sum(record.get("timings", {}).values()), "device": record.get("device"),
             "run_id": record.get("run_id"), "file": f,
         }
-    columns = ["model", "variant", "method", "apa", "msr", "sl", "bits", "seed", "n", "synth_iters",
-               "recon_iters", "eval_images", "fp_top1", "fp_top5", "q_top1", "q_top5", "agreement",
+    columns = ["model", "variant", "method", "apa", "msr", "sl", "design", "bits", "seed", "n",
+               "synth_iters", "recon_iters", "eval_images", "fp_top1", "fp_top5", "q_top1", "q_top5",
+               "agreement", "heldout_fp_top1", "heldout_q_top1", "synth_ms_per_iter", "calibration_path",
                "seconds", "device", "run_id", "file"]
     return pd.DataFrame(list(rows.values()), columns=columns)
+
+
+def _locate(path: str | None, record_file: str) -> str | None:
+    """Find a record's calibration set from any working directory: the path as written, else the
+    same name in the `calibration/` folder beside the record's sweep folder (where sweeps put it)."""
+    if not path or Path(path).exists() or not record_file:
+        return path
+    sweep_root = Path(record_file).resolve().parent.parent
+    for candidate in (sweep_root.parent / path, sweep_root / "calibration" / Path(path).name):
+        if candidate.exists():
+            return str(candidate)
+    return path
 
 
 def summarize_results(frame, by: tuple[str, ...] = ("model", "bits", "variant")):
@@ -331,7 +353,25 @@ def summarize_results(frame, by: tuple[str, ...] = ("model", "bits", "variant"))
     grouped = frame.groupby(list(by), sort=False)
     out = grouped.agg(fp_top1=("fp_top1", "mean"), q_top1=("q_top1", "mean"),
                       q_top1_std=("q_top1", "std"), runs=("q_top1", "size"))
+    if frame["heldout_q_top1"].notna().any():
+        out["heldout_q_top1"] = grouped["heldout_q_top1"].mean()
     return out.reset_index()
+
+
+def mean_std_table(frame, index: str | list[str], columns: str | None = None, value: str = "q_top1",
+                   digits: int = 1):
+    """A table of 'mean ± std (runs)' strings of `value` over seeds, one row per `index` value and
+    one column per `columns` value: how the book prints a number measured on several seeds."""
+    keys = [index] if isinstance(index, str) else list(index)
+    keys += [columns] if columns else []
+    grouped = frame.groupby(keys, sort=False)[value].agg(["mean", "std", "size"])
+
+    def cell(row):
+        std = "" if row["size"] < 2 else f" ± {row['std']:.{digits}f}"
+        return f"{row['mean']:.{digits}f}{std} ({int(row['size'])})"
+
+    cells = grouped.apply(cell, axis=1)
+    return cells.unstack(columns) if columns else cells.to_frame(value)
 
 
 # ------------------------------------------------------------------------- image analysis

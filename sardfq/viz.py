@@ -198,20 +198,25 @@ def plot_soft_targets(targets: Tensor, class_names: Sequence[str], *, labels: Se
 
 def plot_accuracy(frame, *, x: str = "variant", y: str = "q_top1", hue: str | None = None, ax=None,
                   fp: float | None = None, title: str | None = None, order: Sequence[str] | None = None):
-    """Bars of top-1 (%) per calibration source (mean over seeds, with the seeds as dots), and the
-    full-precision accuracy as a dashed line."""
+    """Bars of top-1 (%) per calibration source: the mean over seeds with a one-standard-deviation
+    error bar and the seeds as dots, and the full-precision accuracy as a dashed line."""
     import seaborn as sns
 
     fig, ax = _figure(ax, figsize=(6, 3.5))
     order = list(order) if order is not None else list(dict.fromkeys(frame[x]))
+    seeds = len(frame) > len(order) * (frame[hue].nunique() if hue else 1)
+    bars = dict(errorbar="sd" if seeds else None, capsize=0.15, err_kws={"linewidth": 1}, saturation=1)
     if hue is None:
         palette = {v: method_color(v) for v in order}
         sns.barplot(data=frame, x=x, y=y, order=order, hue=x, hue_order=order, palette=palette, ax=ax,
-                    errorbar=None, legend=False, saturation=1)
-        if len(frame) > len(order):
+                    legend=False, **bars)
+        if seeds:
             sns.stripplot(data=frame, x=x, y=y, order=order, color="black", size=3, ax=ax)
     else:
-        sns.barplot(data=frame, x=x, y=y, order=order, hue=hue, ax=ax, errorbar=None, saturation=1)
+        sns.barplot(data=frame, x=x, y=y, order=order, hue=hue, ax=ax, **bars)
+        if seeds:
+            sns.stripplot(data=frame, x=x, y=y, order=order, hue=hue, dodge=True, palette="dark:black",
+                          size=2.5, ax=ax, legend=False)
     if fp is not None:
         ax.axhline(fp, color=METHOD_COLORS["fp"], linestyle="--", linewidth=1)
         ax.text(len(order) - 0.5, fp, f"FP {fp:.1f}", ha="right", va="bottom", fontsize=8)
@@ -220,6 +225,34 @@ def plot_accuracy(frame, *, x: str = "variant", y: str = "q_top1", hue: str | No
     ax.tick_params(axis="x", rotation=20, labelsize=8)
     if title:
         ax.set_title(title, fontsize=10)
+    return fig
+
+
+def plot_ablation_heatmaps(tables: Mapping[str, Mapping[str, float]], *, title: str | None = None):
+    """One heat map per source (e.g. {"paper, DeiT-S": {...}, "this project": {...}}) of top-1 by
+    switch combination: rows APA off/on, columns the MSR/SL pair. Keys are variant names
+    (`sardfq[none]`, `sardfq[apa+sl]`, `sardfq`, ...); each map has its own colour scale, since
+    the question is which switches help, not the absolute level."""
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    columns = [("", "none"), ("msr", "MSR"), ("sl", "SL"), ("msr+sl", "MSR+SL")]
+
+    def variant(apa: bool, parts: str) -> str:
+        on = (["apa"] if apa else []) + (parts.split("+") if parts else [])
+        return "sardfq" if len(on) == 3 else f"sardfq[{'+'.join(on) or 'none'}]"
+
+    fig, axes = plt.subplots(1, len(tables), figsize=(4.2 * len(tables), 2.4), layout="constrained",
+                             squeeze=False)
+    for ax, (name, values) in zip(axes.flat, tables.items()):
+        grid = np.array([[values.get(variant(apa, parts), np.nan) for parts, _ in columns]
+                         for apa in (False, True)])
+        sns.heatmap(grid, annot=True, fmt=".1f", cmap="viridis", cbar=False, ax=ax,
+                    xticklabels=[label for _, label in columns], yticklabels=["no APA", "APA"])
+        ax.set_title(name, fontsize=10)
+        ax.tick_params(axis="y", rotation=0)
+    if title:
+        fig.suptitle(title, fontsize=10)
     return fig
 
 

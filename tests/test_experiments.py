@@ -93,6 +93,9 @@ def test_result_round_trip_and_table(tmp_path):
     summary = summarize_results(frame)
     sardfq_row = summary[summary["variant"] == "sardfq"].iloc[0]
     assert sardfq_row["runs"] == 2 and sardfq_row["q_top1"] == pytest.approx(55.0)
+    cells = sardfq.mean_std_table(frame, "variant")["q_top1"]
+    assert cells["sardfq"] == "55.0 ± 7.1 (2)" and cells["noise"] == "20.0 (1)"
+    assert set(frame["design"]) == {"default"} and frame["heldout_q_top1"].isna().all()
     lines = quickstart_table(results[:2])
     assert "10 CIFAR-10 test images" in lines[0]
     assert lines[2].split()[-3:-1] == ["70.00", "95.00"] and "50.00" in lines[-1]
@@ -171,10 +174,11 @@ def test_cli_run_builds_the_config_from_options_and_a_config_file(tmp_path, monk
     monkeypatch.setattr(experiments, "run_experiment", fake_run)
     (tmp_path / "c.json").write_text(json.dumps({"method": "psaq", "n": 8, "seed": 3}))
     assert main(["run", "--config", str(tmp_path / "c.json"), "--bits", "w6a6", "--limit", "10",
-                 "--no-msr", "--device", "cpu", "--json", "--no-progress"]) == 0
+                 "--heldout", "20", "--no-msr", "--device", "cpu", "--json", "--no-progress"]) == 0
     config = seen[0]
     assert (config.method, config.n, config.seed, config.bits, config.eval_limit, config.msr) == \
         ("psaq", 8, 3, "w6a6", 10, False)
+    assert config.heldout_limit == 20
     record = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert record["quantized"]["top1"] == 0.25
     assert main(["run", "--bits", "4bit", "--device", "cpu"]) == 2  # input errors: one line, status 2

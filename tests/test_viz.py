@@ -4,6 +4,7 @@ import matplotlib
 matplotlib.use("Agg")
 
 import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
@@ -53,6 +54,19 @@ def test_plots_draw_on_a_given_axis(info):
     fig = viz.plot_soft_targets(torch.eye(10)[:2], info.class_names, labels=["one-hot", "soft"])
     assert fig.axes
     assert viz.plot_versus_paper({"sardfq": 50.0}, {"noise": 1.0, "sardfq": 60.0}).axes
+    plt.close("all")
+
+
+def test_accuracy_bars_have_error_bars_over_seeds_and_heatmaps_place_each_variant():
+    frame = pd.DataFrame({"variant": ["noise", "noise", "sardfq", "sardfq"], "q_top1": [10.0, 14.0, 50.0, 50.0]})
+    ax = viz.plot_accuracy(frame).axes[0]
+    # one error bar per source, spanning mean ± sd: noise 12 ± 2.83
+    spans = sorted((np.nanmin(line.get_ydata()), np.nanmax(line.get_ydata())) for line in ax.lines)
+    assert spans == [pytest.approx((12 - 8 ** 0.5, 12 + 8 ** 0.5)), pytest.approx((50, 50))]
+    fig = viz.plot_ablation_heatmaps({"ours": {"sardfq[none]": 1.0, "sardfq[apa+sl]": 2.0, "sardfq": 3.0}})
+    cells = fig.axes[0].collections[0].get_array().reshape(2, 4)
+    assert cells[0, 0] == 1.0 and cells[1, 2] == 2.0 and cells[1, 3] == 3.0
+    assert np.ma.is_masked(cells[0, 1])  # not run: left blank
     plt.close("all")
 
 

@@ -1,6 +1,7 @@
 """Cost of one synthesis iteration per method, against a plain CE + TV iteration.
 
     HF_HUB_OFFLINE=1 python benchmarks/bench_synthesis.py [--iters 4 --repeats 3] [--deit-iters 3] [--threads 1]
+        [--json results/bench/synthesis_cpu.json]   # also write the rows (the results chapter plots them)
 
 For each model (the embedded teacher, and a randomly initialized timm deit_tiny at 224 px), every
 method runs `--iters` optimization steps on a batch of 32, `--repeats` times interleaved with the
@@ -62,6 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--json", help="also write the rows, with the settings, to this JSON file")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -80,6 +82,13 @@ def main(argv: list[str] | None = None) -> int:
     for r in rows:
         print(f"{r['model']:<27}{r['method']:<15}{r['ms']:>10.1f}{r['crops']:>11.2f}"
               f"{r['vs_cetv']:>10.2f}{r['vs_floor']:>10.2f}")
+    if args.json:
+        from sardfq.experiments import library_versions, write_json_atomic
+
+        settings = {k: v for k, v in vars(args).items() if k != "json"}
+        write_json_atomic(args.json, {"kind": "benchmark", "benchmark": "synthesis", "settings": settings,
+                                      "torch_threads": torch.get_num_threads(), "rows": rows,
+                                      "versions": library_versions(), "command": " ".join(sys.argv)})
     return 0
 
 

@@ -447,9 +447,8 @@ def resolve_device(name: str):
 def _fp_cache_path(config: ExperimentConfig, split: str = "test") -> Path:
     from .data import cache_dir
 
-    key = {"model": config.model, "eval_limit": config.eval_limit}
-    if split != "test":
-        key = {"model": config.model, "split": split, "limit": config.heldout_limit}
+    key = ({"model": config.model, "eval_limit": config.eval_limit} if split == "test"
+           else {"model": config.model, "split": split, "limit": config.heldout_limit})
     if config.checkpoint:
         ckpt = Path(config.checkpoint)
         key["checkpoint"] = [str(ckpt.resolve()), ckpt.stat().st_mtime_ns if ckpt.exists() else None]

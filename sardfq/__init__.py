@@ -16,9 +16,11 @@ from .methods import METHODS, Method
 from .msr import crop_regions, draw_regions, quadrant_mask
 from .priors import PRIORS, draw_priors, real_attention_bank, transform_priors
 from .synthesis import SynthesisConfig, save_image_grid, synthesize
-from .experiments import (ExperimentConfig, ExperimentResult, attention_statistics, load_results,
-                          patch_attention, quickstart_configs, quickstart_table, region_predictions,
-                          run_experiment, run_or_load, summarize_results, mean_std_table)
+from .config import ExperimentConfig
+from .experiment import quickstart_configs, run_experiment, run_or_load
+from .records import (ExperimentResult, load_results, mean_std_table, quickstart_table,
+                      summarize_results)
+from .analysis import attention_statistics, patch_attention, region_predictions
 from .sweep import SweepReport, SweepSpec, load_sweep, run_sweep
 from .quant import (QuantConfig, load_quantized, quantize, quantizers, save_quantized,
                     set_quant_state)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,14 +17,9 @@ import torch
 from torch import Tensor
 
 from .errors import CheckpointError
+from .io import atomic_path
 
 FORMAT_VERSION = 1
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 @dataclass
@@ -51,21 +45,13 @@ class CalibrationSet:
         from safetensors.torch import save_file
 
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
         tensors = {"images": self.images.detach().float().cpu().contiguous(),
                    "labels": self.labels.detach().long().cpu().contiguous()}
         if self.soft_targets is not None:
             tensors["soft_targets"] = self.soft_targets.detach().float().cpu().contiguous()
         meta = {"sardfq": json.dumps({**self.metadata, "format_version": FORMAT_VERSION})}
-        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-        os.close(fd)
-        try:
-            save_file(tensors, tmp, metadata=meta)
-            os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual permissions
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.remove(tmp)
+        with atomic_path(path) as tmp:
+            save_file(tensors, str(tmp), metadata=meta)
         return path
 
     @classmethod

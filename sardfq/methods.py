@@ -16,7 +16,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-from typing import TYPE_CHECKING, Any, ContextManager
+from typing import Any, ContextManager
 
 import torch
 import torch.nn.functional as F
@@ -30,14 +30,9 @@ from .losses import (apa_blocks, apa_loss, patch_similarity_entropy, record_head
 from .models import ModelInfo
 from .msr import QUADRANTS, crop_regions, draw_regions
 from .priors import draw_priors, real_attention_bank, transform_priors
-from .registry import Registry
-
-if TYPE_CHECKING:
-    from .synthesis import SynthesisConfig
+from .synthesis_config import METHODS, SynthesisConfig
 
 log = logging.getLogger(__name__)
-
-METHODS: Registry[type["Method"]] = Registry("synthesis method")
 
 
 class Method:
@@ -46,7 +41,7 @@ class Method:
     optimizes = True
     weights: dict[str, float] = {}
 
-    def __init__(self, model: nn.Module, info: ModelInfo, config: "SynthesisConfig", *,
+    def __init__(self, model: nn.Module, info: ModelInfo, config: SynthesisConfig, *,
                  generator: torch.Generator, device: torch.device,
                  data_root: str | os.PathLike | None = None):
         self.model, self.info, self.config = model, info, config

@@ -3,18 +3,22 @@
 A sweep file (YAML) names the sweep, fixed parameters and a grid:
 
     name: ablation                       # results go to results/ablation/<run-id>.json
-    fixed: {model: vit_tiny_cifar10, n: 32, synth_iters: 1000, recon_iters: 1000}
+    fixed: {model: vit_tiny_cifar10, synthesis.n: 32, synthesis.iterations: 1000, recon.iters: 1000}
     grid:                                # a mapping, or a list of mappings (their union)
-      method: [sardfq]
+      synthesis.method: [sardfq]
       switches:                          # a list of mappings: each one is merged into the run
-        - {apa: false, msr: false, sl: false}
-        - {apa: true, msr: true, sl: true}
-      bits: [w4a4, w6a6]                 # 'wXaY' sets w_bits and a_bits
+        - {synthesis: {apa: false, msr: false, sl: false}}
+        - {synthesis.apa: true, synthesis.prior: laplace}
+      bits: [w4a4, w6a6]                 # 'wXaY' sets quant.w_bits and quant.a_bits
       seed: [0, 1, 2]
     # notebook: notebooks/05_w4a4_calibration.ipynb   # optional: run this notebook per run
     # experiment: mypackage.module:function          # optional: another experiment function
 
-Every run is an `ExperimentConfig` given to `run_experiment` (or to the `experiment` function),
+Keys are `ExperimentConfig` fields; a field of a nested config is a dotted key
+(`synthesis.apa_weight: 10.0`) or a nested mapping (`synthesis: {apa_weight: 10.0}`), merged key
+by key with the fixed parameters. Every run is validated before any run starts: an unknown key is a
+ConfigError naming it. Every run is an `ExperimentConfig` given to `run_experiment` (or to the
+`experiment` function),
 or, with a notebook, a papermill execution of that notebook with the run's parameters (the
 notebook's `parameters` cell must declare each one; a declared `result_path` receives the path
 where the notebook should save its `ExperimentResult`).
@@ -52,12 +56,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
-from .errors import ConfigError
-from .experiments import ExperimentConfig, parse_bits, read_record, write_json_atomic
+from .config import NESTED, ExperimentConfig, merge, nest
+from .errors import ConfigError, SardfqError
+from .io import atomic_write_text, read_record, write_json_atomic
+from .quant.config import parse_bits
 
 log = logging.getLogger(__name__)
 
-DEFAULT_EXPERIMENT = "sardfq.experiments:run_experiment"
+DEFAULT_EXPERIMENT = "sardfq.experiment:run_experiment"
 CALIBRATION_FOLDER = "calibration"  # <results>/calibration/<synthesis-id>.safetensors
 _SPEC_KEYS = {"name", "fixed", "grid", "notebook", "experiment", "description"}
 
@@ -112,10 +118,13 @@ class SweepSpec:
         runs: dict[str, Run] = {}
         for params in expand_grid(self.grid, self.fixed):
             if self.notebook is None:
-                config = ExperimentConfig.from_dict(params)
+                try:
+                    config = ExperimentConfig.from_dict(params)
+                except SardfqError as exc:
+                    raise type(exc)(f"sweep {self.name!r}: {exc}") from None
                 run = Run(config.run_id(), config.to_dict())
             else:
-                run = Run(notebook_run_id(params), params)
+                run = Run(notebook_run_id(params), _bits_to_fields(params))
             runs.setdefault(run.run_id, run)
         return list(runs.values())
 
@@ -138,21 +147,25 @@ def load_sweep(path: str | os.PathLike) -> SweepSpec:
 
 def expand_grid(grid: Iterable[Mapping] | Mapping, fixed: Mapping | None = None) -> list[dict]:
     """Cartesian product of each grid block (a list of values per key; a scalar is one value),
-    over `fixed`. A mapping value is merged into the run; `bits: w4a4` sets w_bits and a_bits."""
+    over `fixed`. A mapping value (other than a nested config's) is merged into the run; dotted
+    keys become nested mappings, merged key by key."""
     blocks = [grid] if isinstance(grid, Mapping) else list(grid) or [{}]
     out = []
     for block in blocks:
         keys = list(block)
         choices = [v if isinstance(v, list) else [v] for v in block.values()]
         for combo in itertools.product(*choices):
-            params = _normalize(dict(fixed or {}))
+            params = nest(fixed or {})
             for key, value in zip(keys, combo):
-                params.update(_normalize(dict(value) if isinstance(value, Mapping) else {key: value}))
+                merged = value if isinstance(value, Mapping) and key not in NESTED else {key: value}
+                params = merge(params, nest(merged))
             out.append(params)
     return out
 
 
-def _normalize(params: dict) -> dict:
+def _bits_to_fields(params: dict) -> dict:
+    """A notebook's parameters: `bits: w4a4` becomes its `w_bits` and `a_bits` parameters."""
+    params = dict(params)
     if "bits" in params:
         params["w_bits"], params["a_bits"] = parse_bits(params.pop("bits"))
     return params
@@ -160,6 +173,7 @@ def _normalize(params: dict) -> dict:
 
 def notebook_run_id(params: Mapping) -> str:
     """Identifier of a notebook run: a few telling parameters plus a hash of all of them."""
+    params = _bits_to_fields(dict(params))
     digest = hashlib.sha1(json.dumps(params, sort_keys=True, default=str).encode()).hexdigest()[:8]
     parts = [str(params[k]) for k in ("model", "method") if k in params]
     if "w_bits" in params and "a_bits" in params:
@@ -276,23 +290,12 @@ def _write_outcome(results_dir: Path, spec: SweepSpec, run: Run, outcome: dict) 
     record = {**outcome["record"], "sweep": spec.name}
     if outcome.get("notebook") is not None:
         nb_path = path.with_suffix(".ipynb")
-        _write_text_atomic(nb_path, outcome["notebook"])
+        atomic_write_text(nb_path, outcome["notebook"])
         record["executed_notebook"] = str(nb_path)
     write_json_atomic(path, record)  # the record last: its presence means the run is complete
     if failed.exists():
         failed.unlink()
     return True
-
-
-def _write_text_atomic(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 def _remove_stale_temporaries(folder: Path, older_than_s: float = 600.0) -> None:

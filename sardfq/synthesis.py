@@ -8,12 +8,10 @@ clipped to the valid normalized range after each step. Images are optimized `bat
 """
 from __future__ import annotations
 
-import dataclasses
 import logging
 import math
 import os
 import time
-from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
@@ -22,135 +20,12 @@ from tqdm.auto import tqdm
 
 from .calibset import CalibrationSet
 from .data import denormalize, pixel_range
-from .errors import ConfigError, UnknownNameError
+from .io import atomic_path
 from .methods import METHODS, Method
 from .models import ModelInfo
-from .msr import K_MSR, QUADRANTS
-from .priors import K_APA, PRIORS
+from .synthesis_config import SynthesisConfig
 
 log = logging.getLogger(__name__)
-
-# [choice] APA weight a1 (the paper tunes it per model in [1, 1e5]). Chosen on the embedded teacher
-# with synthetic images only, never test data: for a1 in {0, 10, 1e2, 1e3, 1e4} (8 images, 100
-# steps, APA + SL, seed 11) we measured the APA distance of the final images to their priors and
-# their soft-label CE; a1 = 100 is the largest value whose CE stays within 1.5x of a1 = 0's
-# (0.19 vs 0.17; 1e3: 0.45, 1e4: 2.4 with the labels lost) while cutting the APA distance by 65%.
-# Other models scale it by (patches / 64)^2, because the MSE between maps that sum to 1 over P
-# patches shrinks like 1 / P^2.
-TEACHER_APA_WEIGHT = 100.0
-TEACHER_PATCHES = 64
-
-
-@dataclass(frozen=True)
-class SynthesisConfig:
-    """How to synthesize a calibration set. Sources: [paper], [PSAQ-ViT code] or [choice]."""
-
-    method: str = "sardfq"  # noise | real | psaq | sardfq
-    n: int = 32  # [paper] calibration images
-    iterations: int = 1000  # [paper]
-    seed: int = 0  # [choice]
-    batch_size: int = 32  # [paper] images optimized together; larger n runs in chunks
-    apa: bool = True  # [paper] switches of the sardfq method (ignored by the others)
-    msr: bool = True
-    sl: bool = True
-    apa_weight: float | None = None  # [choice] a1; None: TEACHER_APA_WEIGHT scaled to the grid
-    prior: str = "gmm"  # [paper] gmm | laplace | real
-    k_apa: int = K_APA  # [paper] mixture components at most
-    k_msr: int = K_MSR  # [paper] regions per image at most
-    depth_weighting: bool = True  # [paper] weight block l by l/L
-    deep_only: bool = True  # [paper] APA on blocks l >= L/2 only
-    soft_label_low: float = 5.0  # [paper] Z of the relevant classes ~ U(low, high)
-    soft_label_high: float = 10.0  # [paper]
-    tv_weight: float = 0.05  # [paper]
-    entropy_weight: float = 1.0  # [PSAQ-ViT code] psaq only
-    lr: float | None = None  # [PSAQ-ViT code] None: 0.2, or 0.25 for Swin
-    betas: tuple[float, float] = (0.5, 0.9)  # [PSAQ-ViT code]
-    rounds: int = 2  # [PSAQ-ViT code]
-    warmup_fraction: float = 0.1  # [PSAQ-ViT code] of each round
-    jitter_px: tuple[int, ...] = (15, 30)  # [PSAQ-ViT code] per round at 224 px; scaled
-    flip_p: float = 0.5  # [PSAQ-ViT code]
-    real_prior_images: int = 256  # [choice] real images behind prior="real"
-
-    def __post_init__(self):
-        for name, registry in (("method", METHODS), ("prior", PRIORS)):
-            value = getattr(self, name)
-            if value not in registry:
-                try:
-                    registry.get(value)
-                except UnknownNameError as exc:
-                    raise UnknownNameError(f"SynthesisConfig.{name}: {exc}") from None
-        for name in ("apa", "msr", "sl", "depth_weighting", "deep_only"):
-            if not isinstance(getattr(self, name), bool):
-                self._fail(name, "must be True or False")
-        for name in ("n", "iterations", "batch_size", "rounds", "k_apa", "real_prior_images"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                self._fail(name, "must be an integer >= 1")
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
-            self._fail("seed", "must be an integer >= 0")
-        if isinstance(self.k_msr, bool) or not isinstance(self.k_msr, int) or not 1 <= self.k_msr <= QUADRANTS:
-            self._fail("k_msr", f"must be an integer in 1..{QUADRANTS} (regions are the quadrants of a 2x2 grid)")
-        if self.iterations < self.rounds:
-            self._fail("iterations", f"must be at least rounds ({self.rounds})")
-        if self.apa_weight is not None and not (math.isfinite(self.apa_weight) and self.apa_weight >= 0):
-            self._fail("apa_weight", "must be a finite number >= 0 (or None for the default)")
-        if self.lr is not None and not (math.isfinite(self.lr) and self.lr > 0):
-            self._fail("lr", "must be a positive number (or None for the default)")
-        for name in ("tv_weight", "entropy_weight"):
-            if not (math.isfinite(getattr(self, name)) and getattr(self, name) >= 0):
-                self._fail(name, "must be a finite number >= 0")
-        if not self.soft_label_low <= self.soft_label_high:
-            self._fail("soft_label_low", "must not exceed soft_label_high")
-        if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
-            self._fail("betas", "must be two numbers in [0, 1)")
-        if not 0 <= self.warmup_fraction < 1:
-            self._fail("warmup_fraction", "must be in [0, 1)")
-        if not self.jitter_px or any(int(j) != j or j < 0 for j in self.jitter_px):
-            self._fail("jitter_px", "must be one or more whole numbers of pixels >= 0")
-        if not 0 <= self.flip_p <= 1:
-            self._fail("flip_p", "must be a probability in [0, 1]")
-        # tuples survive JSON as lists; keep the frozen dataclass hashable and comparable
-        object.__setattr__(self, "betas", tuple(float(b) for b in self.betas))
-        object.__setattr__(self, "jitter_px", tuple(int(j) for j in self.jitter_px))
-
-    def _fail(self, name: str, why: str):
-        raise ConfigError(f"SynthesisConfig.{name} {why}; got {getattr(self, name)!r}")
-
-    @property
-    def switches(self) -> dict[str, bool] | None:
-        """{apa, msr, sl} for the sardfq method; None for the others."""
-        return {"apa": self.apa, "msr": self.msr, "sl": self.sl} if self.method == "sardfq" else None
-
-    @property
-    def label(self) -> str:
-        """A short name: the method, plus the switches that are off (e.g. `sardfq-no-msr`)."""
-        if self.method != "sardfq":
-            return self.method
-        off = [k for k, v in self.switches.items() if not v]
-        return "sardfq" + "".join(f"-no-{k}" for k in off)
-
-    def resolved_apa_weight(self, info: ModelInfo) -> float:
-        if self.apa_weight is not None:
-            return float(self.apa_weight)
-        patches = info.patch_grid[0] * info.patch_grid[1]
-        return TEACHER_APA_WEIGHT * (patches / TEACHER_PATCHES) ** 2
-
-    def resolved_lr(self, info: ModelInfo) -> float:
-        if self.lr is not None:
-            return float(self.lr)
-        return 0.25 if info.family == "swin" else 0.2
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict) -> "SynthesisConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ConfigError(f"SynthesisConfig has no field(s) {', '.join(unknown)}; "
-                              f"known: {', '.join(sorted(known))}")
-        return cls(**data)
 
 
 def _lr_factor(step: int, steps: int, warmup: int) -> float:
@@ -316,12 +191,11 @@ def save_image_grid(calib_set: CalibrationSet, info: ModelInfo, path: str | os.P
     """
     from torchvision.utils import save_image
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     images = denormalize(calib_set.images.float(), info)  # N, C, H, W in [0, 1]
     factor = upscale if upscale is not None else max(1, 128 // images.shape[-1])
     if factor > 1:
         images = torch.nn.functional.interpolate(images, scale_factor=factor, mode="nearest")
     nrow = nrow or max(1, math.ceil(math.sqrt(len(images) * 2)))  # wider than tall
-    save_image(images, str(path), nrow=nrow, padding=2, pad_value=1.0)
-    return path
+    with atomic_path(path) as tmp:
+        save_image(images, str(tmp), nrow=nrow, padding=2, pad_value=1.0, format="png")
+    return Path(path)

@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import tempfile
 import time
 from pathlib import Path
 
@@ -24,6 +23,7 @@ from torch import Tensor, nn
 
 from ..calibset import CalibrationSet
 from ..errors import CheckpointError, ConfigError
+from ..io import atomic_path, atomic_write_text
 from ..models import ModelInfo, load_model
 from .calibration import calibrate, calibration_images
 from .config import QuantConfig
@@ -102,17 +102,11 @@ def save_quantized(q_model: nn.Module, folder: str | os.PathLike) -> Path:
               "model_kwargs": meta["model_kwargs"], "quant_config": meta["config"].to_dict(),
               "bits": meta["config"].name, "info": meta["info"].to_dict(),
               "calibration": meta.get("calibration"), "reconstruction": meta.get("reconstruction")}
-    # write both files under temporary names first: a crash never leaves a folder that looks complete
-    for name, write in ((WEIGHTS_FILE, lambda tmp: save_file(state, tmp, metadata={"format": FORMAT})),
-                        (CONFIG_FILE, lambda tmp: Path(tmp).write_text(json.dumps(record, indent=1)))):
-        fd, tmp = tempfile.mkstemp(dir=folder, suffix=".tmp")
-        os.close(fd)
-        try:
-            write(tmp)
-            os.replace(tmp, folder / name)
-        finally:
-            if os.path.exists(tmp):
-                os.remove(tmp)
+    # each file atomically, the config (what marks a complete folder) last: a crash never leaves a
+    # folder that looks complete
+    with atomic_path(folder / WEIGHTS_FILE) as tmp:
+        save_file(state, str(tmp), metadata={"format": FORMAT})
+    atomic_write_text(folder / CONFIG_FILE, json.dumps(record, indent=1))
     return folder
 
 

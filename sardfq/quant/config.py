@@ -5,6 +5,7 @@ import re
 from dataclasses import asdict, dataclass, field, fields
 
 from ..errors import ConfigError, UnknownNameError
+from ..registry import reject_unknown
 from .quantizers import QUANTIZERS, SEARCHES, check_bits
 
 SAME_AS_ACTIVATIONS = "a_bits"  # attn_bits default: the post-softmax map gets a_bits
@@ -76,19 +77,28 @@ class QuantConfig:
     @classmethod
     def from_name(cls, name: str, **kwargs) -> "QuantConfig":
         """`QuantConfig.from_name("w4a4")`: a bit setting by name, other fields from `kwargs`."""
-        match = _NAME.match(name.strip().lower())
-        if match is None:
-            raise ConfigError(f"bit setting {name!r} is not of the form w<bits>a<bits> (e.g. w4a4, w8a8)")
-        w, a = (None if g == "fp" else int(g) for g in match.groups())
+        w, a = parse_bits(name)
         return cls(w_bits=w, a_bits=a, **kwargs)
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """The fields as JSON-ready values; `attn_bits` equal to `a_bits` is written as "a_bits", so
+        a copy with other activation bits keeps the attention map at the activation bits."""
+        d = asdict(self)
+        if self.attn_bits == self.a_bits:
+            d["attn_bits"] = SAME_AS_ACTIVATIONS
+        return d
 
     @classmethod
     def from_dict(cls, data: dict) -> "QuantConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = set(data) - known
-        if unknown:
-            raise ConfigError(f"QuantConfig has no field(s) {sorted(unknown)}; known: {sorted(known)}")
+        """From a plain mapping (JSON); an unknown key is a ConfigError naming it."""
+        reject_unknown("QuantConfig", data, (f.name for f in fields(cls)))
         return cls(**data)
+
+
+def parse_bits(name: str) -> tuple[int | None, int | None]:
+    """A bit setting's name as (weight bits, activation bits): 'w4a4' -> (4, 4), 'wfpa8' -> (None, 8)."""
+    match = _NAME.match(str(name).strip().lower())
+    if match is None:
+        raise ConfigError(f"bit setting {name!r} is not of the form w<bits>a<bits> (e.g. w4a4, w8a8)")
+    w, a = (None if g == "fp" else int(g) for g in match.groups())
+    return w, a

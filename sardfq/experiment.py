@@ -1,0 +1,234 @@
+"""One experiment, end to end: synthesize a calibration set, quantize, reconstruct, evaluate.
+
+`run_experiment(ExperimentConfig(...))` is the single verb behind `sardfq run`, the quickstart, the
+sweep runner and the results notebooks. It returns an `ExperimentResult` (`sardfq.records`) whose
+`to_dict()` holds every number the project reports; `save()` writes it as JSON atomically.
+
+The full-precision accuracy depends only on the model, its weights and the evaluation subset, so it
+is computed once and cached on disk (under `SARDFQ_CACHE`); a sweep over methods and bit-widths
+does not evaluate the same model again and again.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import platform
+import time
+from pathlib import Path
+from typing import Mapping
+
+from .config import ExperimentConfig
+from .errors import CheckpointError
+from .io import read_record, write_json_atomic
+from .models import DEFAULT_MODEL
+from .records import ExperimentResult
+
+log = logging.getLogger(__name__)
+
+
+def run_experiment(config: ExperimentConfig, *, out_dir: str | os.PathLike | None = None,
+                   calibration_dir: str | os.PathLike | None = None, progress: bool = True,
+                   keep_models: bool = False) -> ExperimentResult:
+    """Run one experiment and return its record. The calibration set is saved as
+    `calibration.safetensors` in `out_dir` (default `runs/<run-id>/`), or, given `calibration_dir`,
+    as `<calibration_dir>/<synthesis-id>.safetensors`, where a later run with the same synthesis
+    settings (another bit-width, say) loads it instead of synthesizing again. Save the record itself
+    with `result.save(path)`. `keep_models=True` keeps the FP and quantized models on the result
+    (for inspection in a notebook); they never enter the record."""
+    import torch
+
+    from .calibset import CalibrationSet
+    from .data import eval_dataset, heldout_dataset
+    from .evaluate import evaluate
+    from .models import load_model
+    from .quant import quantize
+    from .reconstruction import reconstruct
+    from .synthesis import synthesize
+
+    device = resolve_device(config.device)
+    run_id = config.run_id()
+    out = Path(out_dir) if out_dir is not None else Path("runs") / run_id
+    started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    timings: dict[str, float] = {}
+
+    reconstruction: dict = {}
+
+    def stage(name):
+        return _Stage(name, timings)
+
+    with stage("load"):
+        fp_model, info = load_model(config.model, checkpoint=config.checkpoint, device=device)
+        dataset = eval_dataset(info, fp_model, config.data_root, limit=config.eval_limit)
+    with stage("fp_eval"):
+        fp = fp_accuracy(fp_model, info, dataset, config, device=device, progress=progress)
+    log.info("%s FP top-1 %.2f%% on %d images", config.model, 100 * fp["top1"], fp["n_images"])
+
+    calib, calib_path = None, out / "calibration.safetensors"
+    if calibration_dir is not None:
+        calib_path = Path(calibration_dir) / f"{config.synthesis_id()}.safetensors"
+        if calib_path.is_file():
+            try:
+                calib = CalibrationSet.load(calib_path)
+                log.info("calibration set from %s", calib_path)
+            except CheckpointError as exc:  # a damaged file is synthesized again, not trusted
+                log.warning("%s; synthesizing it again", exc)
+    if calib is None:
+        with stage("synthesis"):
+            calib = synthesize(fp_model, info, config.synthesis, device=device, data_root=config.data_root,
+                               progress=progress)
+        calib.save(calib_path)
+
+    with stage("quantize"):
+        q_model = quantize(fp_model, info, config.quant, calib, seed=config.seed, progress=progress)
+    if config.recon.iters > 0:
+        with stage("reconstruct"):
+            reconstruction = reconstruct(q_model, fp_model, calib, config.recon, progress=progress).to_dict()
+    with stage("q_eval"):
+        quantized = evaluate(q_model, dataset, name=f"{config.model} {config.bits}",
+                             batch_size=config.eval_batch_size, reference=fp_model, device=device,
+                             progress=progress).to_dict()
+    log.info("%s %s %s top-1 %.2f%%", config.model, config.variant, config.bits, 100 * quantized["top1"])
+    heldout = {}
+    if config.heldout_limit:
+        with stage("heldout_eval"):
+            selection = heldout_dataset(info, config.data_root, limit=config.heldout_limit)
+            heldout = {"fp": fp_accuracy(fp_model, info, selection, config, device=device,
+                                         progress=progress, split="heldout"),
+                       "quantized": evaluate(q_model, selection, name=f"{config.model} {config.bits} heldout",
+                                             batch_size=config.eval_batch_size, reference=fp_model,
+                                             device=device, progress=progress).to_dict()}
+    result = ExperimentResult(
+        config=config, fp=fp, quantized=quantized, calibration_path=str(calib_path),
+        calibration=_summarize_metadata(calib.metadata), timings=timings, versions=library_versions(),
+        device=device_description(device), run_id=run_id, started=started,
+        finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"), reconstruction=reconstruction, heldout=heldout)
+    if keep_models:
+        result.fp_model, result.q_model = fp_model, q_model
+    else:
+        del q_model
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+    return result
+
+
+def run_or_load(config: ExperimentConfig, results_dir: str | os.PathLike | None = None, *,
+                progress: bool = True) -> ExperimentResult:
+    """Load if computed, else compute: the record `<results_dir>/<run-id>.json` when it exists (as
+    written by a sweep or `sardfq quickstart --out`), else `run_experiment`, saving the record and
+    the calibration set (`<results_dir>/<run-id>/`) there. Without `results_dir`, always runs."""
+    if results_dir is not None:
+        path = Path(results_dir) / f"{config.run_id()}.json"
+        record = read_record(path)
+        if record is not None and record.get("run_id") == config.run_id():
+            log.info("loaded %s", path)
+            return ExperimentResult.from_dict(record)
+    out = None if results_dir is None else Path(results_dir) / config.run_id()
+    result = run_experiment(config, out_dir=out, progress=progress)
+    if results_dir is not None:
+        result.save(Path(results_dir) / f"{config.run_id()}.json")
+    return result
+
+
+def _summarize_metadata(meta: Mapping) -> dict:
+    """The calibration metadata without long per-iteration histories (those stay in the file)."""
+    out = {}
+    for key, value in meta.items():
+        if isinstance(value, (list, dict)) and len(json.dumps(value, default=str)) > 2000:
+            continue
+        out[key] = value
+    return out
+
+
+class _Stage:
+    """Times a `with` block into `timings[name]` (seconds)."""
+
+    def __init__(self, name: str, timings: dict):
+        self.name, self.timings = name, timings
+
+    def __enter__(self):
+        self.start = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc):
+        self.timings[self.name] = round(time.perf_counter() - self.start, 3)
+        return False
+
+
+def _fp_cache_path(config: ExperimentConfig, split: str = "test") -> Path:
+    from .data import cache_dir
+
+    key = ({"model": config.model, "eval_limit": config.eval_limit} if split == "test"
+           else {"model": config.model, "split": split, "limit": config.heldout_limit})
+    if config.checkpoint:
+        ckpt = Path(config.checkpoint)
+        key["checkpoint"] = [str(ckpt.resolve()), ckpt.stat().st_mtime_ns if ckpt.exists() else None]
+    root = config.data_root or os.environ.get("SARDFQ_DATA")
+    key["data_root"] = str(Path(root).resolve()) if root else None
+    digest = hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+    return cache_dir() / "fp-eval" / f"{config.model}-{digest}.json"
+
+
+def fp_accuracy(model, info, dataset, config: ExperimentConfig, *, device, progress: bool = True,
+                use_cache: bool = True, split: str = "test") -> dict:
+    """The FP model's accuracy on `dataset`, read from the cache when this model, weights and
+    evaluation subset were evaluated before (the embedded teacher's weights ship with the package,
+    so its key is the model name)."""
+    from .evaluate import evaluate
+
+    path = _fp_cache_path(config, split)
+    if use_cache:
+        cached = read_record(path)
+        if cached is not None and cached.get("n_images") == len(dataset):
+            log.info("FP accuracy of %s from cache %s", config.model, path)
+            return {**cached, "cached": True}
+    result = evaluate(model, dataset, name=f"{config.model} fp", batch_size=config.eval_batch_size,
+                      device=device, progress=progress).to_dict()
+    try:
+        write_json_atomic(path, result)
+    except OSError as exc:  # an unwritable cache only costs time
+        log.warning("could not cache the FP accuracy at %s: %s", path, exc)
+    return {**result, "cached": False}
+
+
+# ------------------------------------------------------------------------------ environment
+def library_versions() -> dict:
+    import timm
+    import torch
+
+    from . import __version__
+
+    return {"sardfq": __version__, "torch": torch.__version__, "timm": timm.__version__,
+            "python": platform.python_version()}
+
+
+def device_description(device) -> str:
+    import torch
+
+    device = torch.device(device)
+    if device.type == "cuda":
+        return f"{device} ({torch.cuda.get_device_name(device)})"
+    return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+
+
+def resolve_device(name: str):
+    """torch.device for an ExperimentConfig's `device` (CUDA without a GPU is a ConfigError)."""
+    from .models import resolve_device as _resolve
+
+    return _resolve(name, what="ExperimentConfig.device")
+
+
+# ------------------------------------------------------------------------------ quickstart
+QUICKSTART = {"synthesis": {"n": 32, "iterations": 80}, "recon": {"iters": 20}, "eval_limit": 1000,
+              "bits": "w4a4", "seed": 0}
+
+
+def quickstart_configs(model: str = DEFAULT_MODEL, *, device: str = "cpu", data_root: str | None = None,
+                       **overrides) -> list[ExperimentConfig]:
+    """The quickstart's two experiments: Gaussian-noise calibration and SARDFQ, both W4A4, sized to
+    finish in minutes on a laptop CPU (`QUICKSTART`). `overrides` change any field as in
+    `ExperimentConfig.replace`, e.g. `synthesis={"iterations": 4}, recon={"iters": 2}`."""
+    base = ExperimentConfig.from_dict({"model": model, "device": device, "data_root": data_root, **QUICKSTART})
+    base = base.replace(**overrides)
+    return [base.replace(synthesis={"method": method}) for method in ("noise", "sardfq")]

@@ -12,7 +12,7 @@ import logging
 import sys
 from pathlib import Path
 
-from .errors import SardfqError
+from .errors import ConfigError, SardfqError
 
 
 def _emit(args: argparse.Namespace, record: dict, lines: list[str]) -> None:
@@ -90,35 +90,24 @@ def _run_train_teacher(args: argparse.Namespace) -> None:
 
 # ----------------------------------------------------------------------------- run, quickstart
 def _add_run(sub) -> None:
-    from .experiments import ExperimentConfig
+    from .config import ExperimentConfig
 
     d = ExperimentConfig()
     S = argparse.SUPPRESS  # options not typed stay out of args: --config or the defaults fill them
     p = sub.add_parser("run", help="one experiment: synthesize, quantize, reconstruct, evaluate",
-                       argument_default=S)
+                       argument_default=S, description="Options not given take their values from "
+                       "--config, else the defaults of ExperimentConfig and its nested configs.")
     p.add_argument("model", nargs="?", help=f"model name (default: {d.model})")
-    p.add_argument("--method", help="noise, real, psaq or sardfq (default: sardfq)")
-    for switch in ("apa", "msr", "sl"):
-        p.add_argument(f"--no-{switch}", dest=switch, action="store_false",
-                       help=f"SARDFQ without {switch.upper()} (ablation)")
-    p.add_argument("--bits", help="weight/activation bits as wXaY (default: w4a4)")
-    p.add_argument("--n", type=int, help=f"calibration images (default: {d.n})")
-    p.add_argument("--synth-iters", dest="synth_iters", type=int, help=f"default: {d.synth_iters}")
-    p.add_argument("--recon-iters", dest="recon_iters", type=int,
-                   help=f"block reconstruction steps, 0: calibration only (default: {d.recon_iters})")
-    p.add_argument("--limit", dest="eval_limit", type=int,
-                   help="evaluate on this many test images (an even spread; default: all)")
-    p.add_argument("--heldout", dest="heldout_limit", type=int,
-                   help="also evaluate on this many training images held out of calibration, the "
-                        "split for choosing hyper-parameters (CIFAR-10 models; default: 0, skip)")
-    p.add_argument("--seed", type=int, help=f"default: {d.seed}")
-    p.add_argument("--data", dest="data_root", help="data folder (default: $SARDFQ_DATA)")
-    p.add_argument("--checkpoint", help="local weights file for a timm model")
-    p.add_argument("--config", help="a JSON file of ExperimentConfig fields (options override it)")
+    p.add_argument("--config", help="a JSON file of ExperimentConfig fields, nested "
+                                    '({"synthesis": {"apa_weight": 10}}) or dotted ("synthesis.apa_weight"); '
+                                    "options given here override it")
+    p.add_argument("--bits", help=f"weight/activation bits as wXaY, sets --w-bits and --a-bits "
+                                  f"(default: {d.bits})")
     p.add_argument("--out", default=None, help="folder for the calibration set and result.json")
     p.add_argument("--quickstart", action="store_true", default=False,
                    help="FP vs noise vs SARDFQ W4A4 on the embedded teacher, in minutes on a CPU")
     _add_common_run_options(p)
+    add_config_options(p, ExperimentConfig, hide=("model", "device"))
     p.set_defaults(func=_run_run)
     q = sub.add_parser("quickstart", help="FP vs noise vs SARDFQ W4A4 top-1 on the embedded teacher "
                                           "(same as `sardfq run --quickstart`)")
@@ -138,22 +127,36 @@ def _add_common_run_options(p) -> None:
                    help="print one JSON object on the last line")
 
 
-_RUN_FIELDS = ("model", "method", "apa", "msr", "sl", "bits", "n", "synth_iters", "recon_iters",
-               "eval_limit", "heldout_limit", "seed", "data_root", "checkpoint")
+def _read_config_file(path: str) -> dict:
+    try:
+        values = json.loads(Path(path).read_text())
+    except OSError as exc:
+        raise ConfigError(f"--config {path}: cannot read it ({exc.strerror or exc})") from None
+    except ValueError as exc:
+        raise ConfigError(f"--config {path} is not valid JSON: {exc}") from None
+    if not isinstance(values, dict):
+        raise ConfigError(f"--config {path} must hold a JSON object of ExperimentConfig fields, "
+                          f"got {type(values).__name__}")
+    return values
 
 
 def _run_run(args: argparse.Namespace) -> None:
-    from .experiments import ExperimentConfig, run_experiment
+    from .config import ExperimentConfig, merge, nest
+    from .experiment import run_experiment
 
     if args.quickstart:
         args.model = getattr(args, "model", None) or ExperimentConfig().model
         args.data_root = getattr(args, "data_root", None)
         return _run_quickstart(args)
-    values = json.loads(Path(args.config).read_text()) if getattr(args, "config", None) else {}
-    values.update({k: getattr(args, k) for k in _RUN_FIELDS if getattr(args, k, None) is not None})
+    values = nest(_read_config_file(args.config)) if getattr(args, "config", None) else {}
+    values = merge(values, nest(config_values(args)))
+    if getattr(args, "model", None) is not None:
+        values["model"] = args.model
+    if getattr(args, "bits", None) is not None:
+        values["bits"] = args.bits
     if args.device is not None or "device" not in values:
         values["device"] = str(_device(args.device))
-    config = ExperimentConfig.from_dict(values)
+    config = ExperimentConfig.from_dict(values)  # every option checked before any slow work
     result = run_experiment(config, out_dir=args.out, progress=args.progress)
     if args.out:
         result.save(Path(args.out) / "result.json")
@@ -174,7 +177,8 @@ def _run_run(args: argparse.Namespace) -> None:
 def _run_quickstart(args: argparse.Namespace) -> None:
     import time
 
-    from .experiments import quickstart_configs, quickstart_table, run_experiment
+    from .experiment import quickstart_configs, run_experiment
+    from .records import quickstart_table
 
     start = time.perf_counter()
     results = []
@@ -232,31 +236,26 @@ def _run_sweep(args: argparse.Namespace) -> None:
 
 # ----------------------------------------------------------------------------------- synthesize
 def _add_synthesize(sub) -> None:
-    p = sub.add_parser("synthesize", help="synthesize a calibration set (safetensors + PNG grid)")
+    from .synthesis_config import SynthesisConfig
+
+    p = sub.add_parser("synthesize", help="synthesize a calibration set (safetensors + PNG grid)",
+                       argument_default=argparse.SUPPRESS)
     p.add_argument("model", help="model name (e.g. vit_tiny_cifar10, deit_tiny_patch16_224)")
-    p.add_argument("--method", default="sardfq", help="noise, real, psaq or sardfq (default: sardfq)")
-    for switch in ("apa", "msr", "sl"):
-        p.add_argument(f"--no-{switch}", dest=switch, action="store_false",
-                       help=f"SARDFQ without {switch.upper()} (ablation)")
-    p.add_argument("--n", type=int, default=32, help="number of images (default: 32)")
-    p.add_argument("--iters", type=int, default=1000, help="optimization steps (default: 1000)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--apa-weight", type=float, default=None,
-                   help="APA weight a1 (default: chosen for the model's patch grid)")
-    p.add_argument("--prior", default="gmm", help="attention prior: gmm, laplace or real")
-    p.add_argument("--out", help="output .safetensors file (default: calib/MODEL-LABEL-seedS.safetensors)")
-    p.add_argument("--data", help="data folder for --method real / --prior real (default: $SARDFQ_DATA)")
+    p.add_argument("--out", default=None,
+                   help="output .safetensors file (default: calib/MODEL-LABEL-seedS.safetensors)")
+    p.add_argument("--data", default=None,
+                   help="data folder for --method real / --prior real (default: $SARDFQ_DATA)")
     _add_model_run_options(p)
+    add_config_options(p, SynthesisConfig, prefix="synthesis.")
     p.set_defaults(func=_run_synthesize)
 
 
 def _run_synthesize(args: argparse.Namespace) -> None:
+    from .config import nest
     from .models import load_model
     from .synthesis import SynthesisConfig, save_image_grid, synthesize
 
-    config = SynthesisConfig(method=args.method, n=args.n, iterations=args.iters, seed=args.seed,
-                             apa=args.apa, msr=args.msr, sl=args.sl, apa_weight=args.apa_weight,
-                             prior=args.prior)
+    config = SynthesisConfig.from_dict(nest(config_values(args)).get("synthesis", {}))
     device = _device(args.device)
     model, info = load_model(args.model, checkpoint=args.checkpoint, device=device)
     calib = synthesize(model, info, config, device=device, data_root=args.data, progress=args.progress)
@@ -273,31 +272,24 @@ def _run_synthesize(args: argparse.Namespace) -> None:
 
 
 # ------------------------------------------------------------------------------------- quantize
-def _bits(value: str):
-    """A bit-width from the command line: an integer, or fp / none for full precision."""
-    return None if value.strip().lower() in ("fp", "none", "full") else int(value)
-
-
 def _add_quantize(sub) -> None:
+    from .quant import QuantConfig
+    from .reconstruction import ReconConfig
+
     p = sub.add_parser("quantize", help="quantize a model on a calibration set, optionally reconstruct "
-                                        "and evaluate; saves a folder that `sardfq eval DIR` reads")
+                                        "and evaluate; saves a folder that `sardfq eval DIR` reads",
+                       argument_default=argparse.SUPPRESS)
     p.add_argument("model", help="model name (e.g. vit_tiny_cifar10, deit_tiny_patch16_224)")
     p.add_argument("--calib", required=True, help="calibration set file (from `sardfq synthesize`)")
-    p.add_argument("--w-bits", type=_bits, default=4, help="weight bits, 2..8 or fp (default: 4)")
-    p.add_argument("--a-bits", type=_bits, default=4, help="activation bits, 2..8 or fp (default: 4)")
-    p.add_argument("--attn-bits", type=_bits, default=None,
-                   help="post-softmax attention bits (default: the activation bits)")
-    p.add_argument("--embed-bits", type=_bits, default=8, help="patch embedding bits (default: 8)")
-    p.add_argument("--head-bits", type=_bits, default=8, help="classifier head bits (default: 8)")
-    p.add_argument("--recon-iters", type=int, default=0,
-                   help="block reconstruction steps per block (default: 0, calibration only)")
-    p.add_argument("--recon-lr", type=float, default=4e-5, help="reconstruction learning rate")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", help="output folder (default: quantized/MODEL-BITS)")
-    p.add_argument("--data", help="evaluate on this data folder's test set after quantizing")
-    p.add_argument("--limit", type=int, help="evaluate on this many test images (implies evaluating)")
+    p.add_argument("--seed", type=int, default=0, help="seeds calibration and reconstruction (default: 0)")
+    p.add_argument("--out", default=None, help="output folder (default: quantized/MODEL-BITS)")
+    p.add_argument("--data", default=None, help="evaluate on this data folder's test set after quantizing")
+    p.add_argument("--limit", type=int, default=None,
+                   help="evaluate on this many test images (implies evaluating)")
     p.add_argument("--batch-size", type=int, default=256, help="evaluation batch size")
     _add_model_run_options(p)
+    add_config_options(p, QuantConfig, prefix="quant.")
+    add_config_options(p, ReconConfig, prefix="recon.", hide=("seed",))
     p.set_defaults(func=_run_quantize)
 
 
@@ -305,16 +297,16 @@ def _run_quantize(args: argparse.Namespace) -> None:
     import time
 
     from .calibset import CalibrationSet
+    from .config import nest
     from .models import load_model
     from .quant import QuantConfig, quantize, save_quantized
     from .reconstruction import ReconConfig, reconstruct
 
     timings = {}
     began = time.perf_counter()
-    extra = {} if args.attn_bits is None else {"attn_bits": args.attn_bits}
-    config = QuantConfig(w_bits=args.w_bits, a_bits=args.a_bits, embed_bits=args.embed_bits,
-                         head_bits=args.head_bits, **extra)
-    recon_config = ReconConfig(iters=args.recon_iters, lr=args.recon_lr, seed=args.seed)
+    values = nest(config_values(args))
+    config = QuantConfig.from_dict(values.get("quant", {}))
+    recon_config = ReconConfig.from_dict({**values.get("recon", {}), "seed": args.seed})
     device = _device(args.device)
     calib = CalibrationSet.load(args.calib)
     fp_model, info = load_model(args.model, checkpoint=args.checkpoint, device=device)
@@ -323,7 +315,7 @@ def _run_quantize(args: argparse.Namespace) -> None:
     q_model = quantize(fp_model, info, config, calib, seed=args.seed, progress=args.progress)
     timings["quantize_s"] = time.perf_counter() - step
     blocks = []
-    if args.recon_iters > 0:
+    if recon_config.iters > 0:
         step = time.perf_counter()
         blocks = reconstruct(q_model, fp_model, calib, recon_config, progress=args.progress).to_dict()["blocks"]
         timings["reconstruct_s"] = time.perf_counter() - step
@@ -332,7 +324,7 @@ def _run_quantize(args: argparse.Namespace) -> None:
     timings["save_s"] = time.perf_counter() - step
     record = {"model": args.model, "out": str(out), "bits": config.name, "quant_config": config.to_dict(),
               "calib": args.calib, "n_calib": len(calib), "seed": args.seed,
-              "recon_iters": args.recon_iters, "reconstruction": blocks, "accuracy": None}
+              "recon_iters": recon_config.iters, "reconstruction": blocks, "accuracy": None}
     lines = [f"{args.model} at {config.name} calibrated on {len(calib)} images from {args.calib} -> {out}"]
     lines += [f"  {b['block']}: output MSE {b['mse_before']:.4g} -> {b['mse_after']:.4g}" for b in blocks]
     if args.data is not None or args.limit is not None:
@@ -354,12 +346,130 @@ def _run_quantize(args: argparse.Namespace) -> None:
 
 
 # ------------------------------------------------------------------------------------- helpers
+# Options for config fields come from the dataclasses: one option per field, `--field-name`, its
+# type, default and help (the field's comment or docstring entry) read from the class. Listed here:
+# fields whose option has another name (aliases after the first, the names the README documents
+# kept), or none (the model is positional; quantization overrides need a --config file).
+_OPTION_NAMES = {
+    "data_root": ("--data",), "eval_limit": ("--limit",), "heldout_limit": ("--heldout",),
+    "model": (), "quant.overrides": (),
+    "synthesis.iterations": ("--iterations", "--synth-iters", "--iters"),
+    "synthesis.apa_weight": ("--apa-weight", "--a1"),
+    "synthesis.batch_size": ("--synth-batch-size",), "synthesis.lr": ("--synth-lr",),
+}
+_OPTION_PREFIX = {"synthesis.": "", "quant.": "", "recon.": "recon-"}  # recon fields: --recon-lr, ...
+_NONE_WORDS = ("none", "null", "fp")
+_CONFIG_DESTS: set[str] = set()  # the dests of those options, filled as they are added
+
+
+def add_config_options(parser, cls, *, prefix: str = "", hide: tuple[str, ...] = ()) -> None:
+    """One option per field of the config dataclass `cls` (and of the configs nested in it), its
+    default shown. An option not typed stays out of `args` (the parser's `argument_default` is
+    SUPPRESS), so the dataclass default applies; the values given land in `args` under their
+    dotted field names (`synthesis.apa_weight`), which `config_values(args)` collects."""
+    import dataclasses
+    import typing
+
+    from .config import NESTED
+
+    hints = typing.get_type_hints(cls)
+    docs = _field_docs(cls)
+    group = parser.add_argument_group(f"{cls.__name__} fields" + (f" ({prefix[:-1]})" if prefix else ""))
+    for f in dataclasses.fields(cls):
+        key = prefix + f.name
+        if f.name in hide:
+            continue
+        if not prefix and f.name in NESTED:  # the experiment's seed sets the nested seeds
+            add_config_options(parser, NESTED[f.name], prefix=f"{f.name}.", hide=("seed",))
+            continue
+        names = _OPTION_NAMES.get(key, (f"--{_OPTION_PREFIX.get(prefix, '')}{f.name.replace('_', '-')}",))
+        kind = _option_kind(hints[f.name])
+        if not names or kind is None:
+            continue
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        text = (docs.get(f.name, "") + f" (default: {_show(default)})").strip().replace("%", "%%")
+        group.add_argument(*names, dest=key, help=text, **kind)
+        _CONFIG_DESTS.add(key)
+
+
+def config_values(args: argparse.Namespace) -> dict:
+    """The config fields given on the command line, by dotted name (the options of
+    `add_config_options`; options not typed are absent)."""
+    return {k: v for k, v in vars(args).items() if k in _CONFIG_DESTS}
+
+
+def _option_kind(hint) -> dict | None:
+    """argparse keywords for a field's type; None for types the command line does not take."""
+    import types
+    import typing
+
+    if hint is bool:
+        return {"action": argparse.BooleanOptionalAction}
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is tuple:
+        return {"type": args[0], "nargs": "+" if Ellipsis in args else len(args),
+                "metavar": args[0].__name__.upper()}
+    allowed = args if origin in (typing.Union, types.UnionType) else (hint,)
+    if not set(allowed) <= {int, float, str, type(None)}:
+        return None
+    return {"type": _Scalar(allowed), "metavar": "/".join(
+        "NONE" if t is type(None) else t.__name__.upper() for t in allowed)}
+
+
+class _Scalar:
+    """Parses an option's text as the first of the field's types that accepts it."""
+
+    def __init__(self, types: tuple):
+        self.types = types
+        self.__name__ = " or ".join(t.__name__ for t in types)  # argparse names it in errors
+
+    def __call__(self, text: str):
+        if type(None) in self.types and text.strip().lower() in _NONE_WORDS:
+            return None
+        for kind in (int, float, str):
+            if kind in self.types:
+                try:
+                    return kind(text)
+                except ValueError:
+                    pass
+        raise argparse.ArgumentTypeError(f"{text!r} is not a valid {self.__name__}")
+
+
+def _show(value) -> str:
+    if isinstance(value, (tuple, list)):
+        return " ".join(map(str, value))
+    return "none" if value is None else str(value)
+
+
+def _field_docs(cls) -> dict[str, str]:
+    """The help of each field: its comment in the class body (`n: int = 32  # [paper] ...`, with
+    comment lines below it) or its entry in the class docstring (`- `iters`: ...`, with the
+    indented lines below it)."""
+    import inspect
+    import re
+
+    docs = {}
+    bullet = re.compile(r"^- `(\w+)`(?: / `(\w+)`)?: (.+(?:\n  .+)*)", re.M)
+    for match in bullet.finditer(inspect.cleandoc(cls.__doc__ or "")):
+        for name in filter(None, match.groups()[:2]):
+            docs[name] = " ".join(match.group(3).split())
+    try:
+        source = inspect.getsource(cls)
+    except (OSError, TypeError):  # no source (a frozen install): help without the comments
+        return docs
+    comment = re.compile(r"^    (\w+): [^#\n]+#\s*(.+(?:\n {4,}#.+)*)", re.M)
+    for match in comment.finditer(source):
+        docs[match.group(1)] = " ".join(match.group(2).replace("#", " ").split())
+    return docs
+
+
 def _add_model_run_options(p) -> None:
     """Options shared by the commands that load a model and run a long job on it."""
-    p.add_argument("--checkpoint", help="local weights file for a timm model")
+    p.add_argument("--checkpoint", default=None, help="local weights file for a timm model")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
-    p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
-    p.add_argument("--json", action="store_true", help="print one JSON object on the last line")
+    p.add_argument("--no-progress", dest="progress", action="store_false", default=True,
+                   help="no progress bars")
+    p.add_argument("--json", action="store_true", default=False, help="print one JSON object on the last line")
 
 
 def _device(name: str | None):

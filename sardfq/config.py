@@ -48,7 +48,7 @@ class ExperimentConfig:
     tagged with its source. Built from a mapping with `from_dict`, changed with `replace`."""
 
     model: str = DEFAULT_MODEL  # timm name or the embedded teacher
-    checkpoint: str | None = None  # local weights for a timm model
+    checkpoint: str | None = None  # local weights file for a timm model
     seed: int = 0  # seeds synthesis, quantization and reconstruction (their `seed` fields follow it)
     synthesis: SynthesisConfig = field(default_factory=SynthesisConfig)
     quant: QuantConfig = field(default_factory=QuantConfig)
@@ -56,9 +56,9 @@ class ExperimentConfig:
     eval_limit: int | None = None  # evaluate on an even spread of this many test images (None: all)
     heldout_limit: int = 0  # also evaluate on this many held-out training images (0: skip), to
     #                         choose hyper-parameters without looking at the test set
-    eval_batch_size: int = 256
+    eval_batch_size: int = 256  # images per evaluation batch
     device: str = "cpu"  # cpu | cuda | cuda:N | mps
-    data_root: str | None = None  # None: $SARDFQ_DATA
+    data_root: str | None = None  # data folder (None: $SARDFQ_DATA)
 
     def __post_init__(self):
         def need(cond: bool, name: str, what: str):

@@ -24,8 +24,10 @@ def reject_unknown(owner: str, keys: Iterable[str], known: Iterable[str],
     unknown = sorted(set(map(str, keys)) - set(known))
     if not unknown:
         return
-    # a nested field (`synthesis.method`) is matched on its last part (`method`)
-    candidates = {c.rpartition(".")[2]: c for c in list(suggest) + known}
+    # a nested field (`recon.iters`) is matched on its last part (`iters`) and as `recon_iters`
+    candidates = {}
+    for c in list(suggest) + known:
+        candidates.update({c.rpartition(".")[2]: c, c.replace(".", "_"): c})
     named = []
     for key in unknown:
         close = (hints or {}).get(key)

@@ -34,8 +34,11 @@ def test_capture_shapes_rows_and_unchanged_outputs(key, teacher):
         if info.family == "vit":
             tokens = info.patch_grid[0] * info.patch_grid[1] + 1
             assert probs.shape == (2, heads, tokens, tokens)
-        else:
-            assert probs.shape[1:] == (heads, 49, 49) or probs.shape[2] == probs.shape[3]
+        else:  # Swin: one map per window of each image, over the window's tokens
+            block = sardfq.attention_blocks(model)[idx]
+            (h, w), (wh, ww) = block.input_resolution, block.window_size
+            windows = -(-h // wh) * -(-w // ww)
+            assert probs.shape == (2 * windows, heads, wh * ww, wh * ww)
         torch.testing.assert_close(probs.sum(-1), torch.ones(probs.shape[:-1]), atol=1e-5, rtol=0)
     for idx, maps in rec.patch_attention().items():
         h, w = rec.grids[idx]

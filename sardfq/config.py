@@ -132,7 +132,7 @@ class ExperimentConfig:
             raise ConfigError(f"an experiment configuration must be a mapping of field names to values, "
                               f"got {type(values).__name__}")
         values = nest(values)
-        if "synthesis_options" in values or "quant_options" in values:  # a version-1 record
+        if {"synthesis_options", "quant_options"} <= set(values):  # a version-1 record's config
             values = _from_v1(values)
         bits = values.pop("bits", None)
         reject_unknown("ExperimentConfig", values, (f.name for f in fields(cls)), _MOVED,

@@ -333,11 +333,11 @@ def run_sweep(spec: SweepSpec | str | os.PathLike, *, results_dir: str | os.Path
     if spec.notebook is None:
         resolve_function(spec.experiment)  # fail before starting anything
     start = time.perf_counter()
+    runs = spec.runs()  # every run validated before anything is written
     results_dir = Path(results_dir)
     folder = results_dir / spec.name
     folder.mkdir(parents=True, exist_ok=True)
     _remove_stale_temporaries(folder)
-    runs = spec.runs()
     report = SweepReport(spec.name, str(results_dir), [r.run_id for r in runs])
     todo = []
     for run in runs:

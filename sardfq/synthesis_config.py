@@ -17,10 +17,9 @@ from .priors import K_APA, PRIORS
 from .registry import Registry, reject_unknown
 
 if TYPE_CHECKING:
-    from .methods import Method
     from .models import ModelInfo
 
-METHODS: Registry[type["Method"]] = Registry("synthesis method")
+METHODS: Registry[type] = Registry("synthesis method")  # name -> a `sardfq.methods.Method` subclass
 
 # the paper's symbols for SynthesisConfig fields (accepted as hints in error messages and on the CLI)
 PAPER_NAMES = {"a1": "apa_weight"}

@@ -10,7 +10,7 @@ import sardfq
 from sardfq import QuantConfig, ReconConfig, SynthesisConfig
 from sardfq.config import ExperimentConfig
 from sardfq.experiment import quickstart_configs
-from sardfq.io import read_record, write_json_atomic
+from sardfq.io import read_record
 from sardfq.quant.config import parse_bits
 from sardfq.records import RECORD_VERSION, ExperimentResult, load_results, quickstart_table, summarize_results
 
@@ -169,18 +169,6 @@ def test_synthesis_id_names_the_device_kind_except_the_cpu():
     assert cuda.synthesis_id() == cpu.replace(device="cuda:1").synthesis_id()
     assert cuda.run_id() == cpu.run_id()
     assert cpu.synthesis_id() == "vit_tiny_cifar10-sardfq-s0-bb8f0006"  # as before the device counted
-
-
-def test_write_json_atomic_leaves_no_temporaries(tmp_path):
-    path = write_json_atomic(tmp_path / "sub" / "r.json", {"a": 1})
-    assert read_record(path) == {"a": 1}
-    assert os.listdir(tmp_path / "sub") == ["r.json"]
-    with pytest.raises(TypeError):
-        write_json_atomic(path, {"a": object()})
-    assert read_record(path) == {"a": 1}  # the old record survives a failed write
-    assert os.listdir(tmp_path / "sub") == ["r.json"]
-    (tmp_path / "bad.json").write_text('{"a": ')
-    assert read_record(tmp_path / "bad.json") is None
 
 
 def _result(method, seed, q_top1):

@@ -203,11 +203,12 @@ def test_cli_quantize_then_eval_folder(teacher, cifar_root, tmp_path, capsys):
     calib_file = calib.save(tmp_path / "calib.safetensors")
     out = tmp_path / "w8a8"
     assert main(["quantize", "vit_tiny_cifar10", "--calib", str(calib_file), "--w-bits", "8", "--a-bits",
-                 "8", "--out", str(out), "--data", str(cifar_root), "--limit", "64", "--no-progress",
-                 "--json"]) == 0
+                 "8", "--recon-iters", "2", "--out", str(out), "--data", str(cifar_root), "--limit", "64",
+                 "--no-progress", "--json"]) == 0
     record = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert record["out"] == str(out) and record["bits"] == "w8a8" and record["accuracy"]["n_images"] == 64
-    assert {"quantize_s", "save_s", "eval_s", "total_s"} <= set(record["timings"])
+    assert {"quantize_s", "reconstruct_s", "save_s", "eval_s", "total_s"} <= set(record["timings"])
+    assert record["recon_iters"] == 2 and record["quant_config"]["w_bits"] == 8
     assert main(["eval", str(out), "--data", str(cifar_root), "--limit", "64", "--json"]) == 0
     evaluated = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert evaluated["top1"] == record["accuracy"]["top1"]

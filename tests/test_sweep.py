@@ -37,9 +37,9 @@ def _spec(tmp_path: Path, seeds=(0, 1, 2, 3, 4, 5), name="toy") -> Path:
     path.write_text(textwrap.dedent(f"""\
         name: {name}
         experiment: test_sweep:fake_experiment
-        fixed: {{n: 4, synth_iters: 1, recon_iters: 0, eval_limit: 10}}
+        fixed: {{synthesis: {{n: 4, iterations: 2}}, recon.iters: 0, eval_limit: 10}}
         grid:
-          method: [noise, sardfq]
+          synthesis.method: [noise, sardfq]
           seed: {list(seeds)}
     """))
     return path
@@ -47,24 +47,45 @@ def _spec(tmp_path: Path, seeds=(0, 1, 2, 3, 4, 5), name="toy") -> Path:
 
 def test_grid_expansion_bits_switches_and_union():
     runs = expand_grid([
-        {"method": ["noise", "psaq"], "bits": ["w4a4", "w6a6"]},
-        {"method": "sardfq", "switches": [{"apa": False, "msr": False, "sl": False}, {"apa": True}]},
-    ], fixed={"n": 8, "seed": 1})
-    assert len(runs) == 6
-    assert runs[0] == {"n": 8, "seed": 1, "method": "noise", "w_bits": 4, "a_bits": 4}
-    assert runs[4]["apa"] is False and runs[5]["apa"] is True and runs[5]["n"] == 8
+        {"synthesis.method": ["noise", "psaq"], "bits": ["w4a4", "w6a6"]},
+        {"synthesis.method": "sardfq",
+         "switches": [{"synthesis": {"apa": False, "msr": False, "sl": False}}, {"synthesis.apa": True}]},
+        {"synthesis": [{"prior": "laplace"}, {"k_apa": 3}]},
+    ], fixed={"synthesis": {"n": 8}, "seed": 1})
+    assert len(runs) == 8
+    assert runs[0] == {"synthesis": {"n": 8, "method": "noise"}, "seed": 1, "bits": "w4a4"}
+    assert runs[4]["synthesis"] == {"n": 8, "method": "sardfq", "apa": False, "msr": False, "sl": False}
+    assert runs[5]["synthesis"] == {"n": 8, "method": "sardfq", "apa": True}
+    assert runs[6]["synthesis"] == {"n": 8, "prior": "laplace"} and runs[7]["synthesis"] == {"n": 8, "k_apa": 3}
+    config = sardfq.ExperimentConfig.from_dict(runs[1])
+    assert (config.synthesis.n, config.synthesis.method, config.bits, config.seed) == (8, "noise", "w6a6", 1)
 
 
 def test_spec_runs_are_validated_and_deduplicated():
-    spec = SweepSpec.from_dict({"name": "x", "grid": {"method": ["noise", "noise"], "seed": [0]}})
+    spec = SweepSpec.from_dict({"name": "x", "grid": {"synthesis.method": ["noise", "noise"], "seed": [0]}})
     assert len(spec.runs()) == 1
     bad = SweepSpec.from_dict({"name": "x", "grid": {"methd": ["noise"]}})
-    with pytest.raises(sardfq.ConfigError, match="methd.*did you mean 'method'"):
+    with pytest.raises(sardfq.ConfigError, match="sweep 'x'.*'methd' \\(did you mean 'synthesis.method'"):
         bad.runs()
     with pytest.raises(sardfq.ConfigError, match="unknown key"):
         SweepSpec.from_dict({"name": "x", "grids": {}})
-    with pytest.raises(sardfq.ConfigError, match="ExperimentConfig.method"):
-        SweepSpec.from_dict({"name": "x", "grid": {"method": ["magic"]}}).runs()
+    with pytest.raises(sardfq.UnknownNameError, match="sweep 'x'.*SynthesisConfig.method"):
+        SweepSpec.from_dict({"name": "x", "grid": {"synthesis.method": ["magic"]}}).runs()
+
+
+@pytest.mark.parametrize("row,message", [
+    ({"synthesis": {"a1": 10.0}}, "'a1' (did you mean 'apa_weight'?)"),
+    ({"synthesis.prior": "gmm", "synthesis.k_ap": 3}, "'k_ap' (did you mean 'k_apa'?)"),
+    ({"quant": {"w_bit": 4}}, "'w_bit' (did you mean 'w_bits'?)"),
+    ({"synthesis_options": {"prior": "laplace"}}, "'synthesis_options' (did you mean 'synthesis'?)"),
+])
+def test_sweep_row_with_an_unknown_key_fails_before_any_run(row, message, tmp_path):
+    spec = SweepSpec.from_dict({"name": "bad", "experiment": "test_sweep:fake_experiment",
+                                "grid": [{"seed": [0]}, {"design": [row]}]})
+    with pytest.raises(sardfq.ConfigError) as info:
+        run_sweep(spec, results_dir=tmp_path, progress=False)
+    assert message in str(info.value)
+    assert not (tmp_path / "bad").exists()
 
 
 def test_sweep_runs_then_skips(tmp_path, monkeypatch):
@@ -84,7 +105,7 @@ def test_sweep_runs_then_skips(tmp_path, monkeypatch):
 
 def test_failed_run_is_recorded_apart_and_retried(tmp_path):
     spec = SweepSpec.from_dict({"name": "f", "experiment": "test_sweep:fake_experiment",
-                                "grid": {"method": "noise", "seed": [0, 99]}})
+                                "grid": {"synthesis.method": "noise", "seed": [0, 99]}})
     report = run_sweep(spec, results_dir=tmp_path, progress=False)
     assert len(report.completed) == 1 and list(report.failed.values()) == ["RuntimeError: seed 99 always fails"]
     failed = list((tmp_path / "f").glob("*.failed.json"))
@@ -102,6 +123,7 @@ def test_truncated_record_is_rerun(tmp_path):
     assert json.loads(victim.read_text())["run_id"] == victim.stem
 
 
+@pytest.mark.slow
 def test_killed_sweep_resumes_with_remaining_runs_only(tmp_path):
     spec = _spec(tmp_path)  # 12 runs of 0.4 s each
     folder = tmp_path / "results" / "toy"
@@ -133,6 +155,7 @@ def test_killed_sweep_resumes_with_remaining_runs_only(tmp_path):
     assert sorted(reran) == sorted(report["completed"])  # finished runs were not run again
 
 
+@pytest.mark.slow
 def test_sweep_on_worker_processes(tmp_path):
     spec = load_sweep(_spec(tmp_path, seeds=(0, 1)))
     report = run_sweep(spec, results_dir=tmp_path, workers=2, progress=False)
@@ -141,6 +164,7 @@ def test_sweep_on_worker_processes(tmp_path):
     assert os.getpid() not in pids
 
 
+@pytest.mark.slow
 def test_sweep_on_dask_local_cluster(tmp_path):
     distributed = pytest.importorskip("distributed")
     spec = load_sweep(_spec(tmp_path, seeds=(0, 1)))

@@ -6,7 +6,7 @@ export HF_HUB_OFFLINE ?= 1
 # A checkout beside the development data finds it without configuration.
 export SARDFQ_DATA ?= $(abspath $(wildcard ../shared/data))
 
-.PHONY: setup quickstart test notebooks book clean
+.PHONY: setup quickstart test test-fast notebooks book clean
 
 setup: $(VENV)/.installed
 
@@ -20,8 +20,11 @@ $(VENV)/.installed: pyproject.toml
 quickstart: setup
 	$(BIN)/sardfq quickstart
 
-test: setup
+test: setup  # everything, the notebooks included: what CI runs
 	$(BIN)/python -m pytest tests notebooks --nbval-lax
+
+test-fast: setup  # the development tier: skips tests marked slow (subprocesses, Dask, whole runs)
+	$(BIN)/python -m pytest tests -m "not slow"
 
 notebooks: setup  # re-execute the chapters at the book's sizes (book/params), then `make book`
 	$(BIN)/python book/build_chapters.py

@@ -44,6 +44,7 @@ def test_bad_input_is_one_line_and_exit_2(args, message, capsys, monkeypatch, tm
     assert message in err and "Traceback" not in err
 
 
+@pytest.mark.slow
 def test_module_entry_point_and_version():
     proc = _sardfq("--version")
     assert proc.returncode == 0 and proc.stdout.startswith("sardfq ")

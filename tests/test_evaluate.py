@@ -27,6 +27,7 @@ def test_top1_top5_and_agreement_are_counted_exactly():
     assert set(result.to_dict()) >= {"model", "top1", "top5", "n_images", "seconds"}
 
 
+@pytest.mark.slow
 def test_teacher_on_a_spread_of_test_images(cifar_root, teacher):
     model, info = teacher
     data = sardfq.eval_dataset(info, model, cifar_root, limit=500)

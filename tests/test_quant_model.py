@@ -180,6 +180,7 @@ def _score(q_model, images, labels, fp_logits):
     return top1, (logits - fp_logits).pow(2).mean().item()
 
 
+@pytest.mark.slow
 def test_w8a8_matches_and_w4a4_real_beats_noise(teacher, cifar):
     model, info = teacher
     calib, noise, images, labels, fp_logits = cifar

@@ -124,7 +124,8 @@ class SweepSpec:
                     raise type(exc)(f"sweep {self.name!r}: {exc}") from None
                 run = Run(config.run_id(), config.to_dict())
             else:
-                run = Run(notebook_run_id(params), _bits_to_fields(params))
+                params = notebook_parameters(params)
+                run = Run(notebook_run_id(params), params)
             runs.setdefault(run.run_id, run)
         return list(runs.values())
 
@@ -163,17 +164,29 @@ def expand_grid(grid: Iterable[Mapping] | Mapping, fixed: Mapping | None = None)
     return out
 
 
-def _bits_to_fields(params: dict) -> dict:
-    """A notebook's parameters: `bits: w4a4` becomes its `w_bits` and `a_bits` parameters."""
-    params = dict(params)
-    if "bits" in params:
-        params["w_bits"], params["a_bits"] = parse_bits(params.pop("bits"))
-    return params
+# The chapters' parameters cells hold flat names; a notebook sweep's row may name config fields
+# instead, which reach the notebook under these names (any other nested field keeps its dotted name,
+# which the notebook then rejects as undeclared).
+NOTEBOOK_NAMES = {"synthesis.method": "method", "synthesis.n": "n", "synthesis.iterations": "synth_iters",
+                  "recon.iters": "recon_iters", "quant.w_bits": "w_bits", "quant.a_bits": "a_bits"}
+
+
+def notebook_parameters(params: Mapping) -> dict:
+    """A run's parameters as a notebook's: nested fields flattened to the chapters' names,
+    `bits: w4a4` as `w_bits` and `a_bits`."""
+    flat = {}
+    for key, value in params.items():
+        if key in NESTED and isinstance(value, Mapping):
+            flat.update({NOTEBOOK_NAMES.get(f"{key}.{k}", f"{key}.{k}"): v for k, v in value.items()})
+        else:
+            flat[key] = value
+    if "bits" in flat:
+        flat["w_bits"], flat["a_bits"] = parse_bits(flat.pop("bits"))
+    return flat
 
 
 def notebook_run_id(params: Mapping) -> str:
     """Identifier of a notebook run: a few telling parameters plus a hash of all of them."""
-    params = _bits_to_fields(dict(params))
     digest = hashlib.sha1(json.dumps(params, sort_keys=True, default=str).encode()).hexdigest()[:8]
     parts = [str(params[k]) for k in ("model", "method") if k in params]
     if "w_bits" in params and "a_bits" in params:

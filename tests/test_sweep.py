@@ -218,3 +218,16 @@ def test_shipped_sweep_files_expand_to_valid_runs(path):
     runs = spec.runs()
     assert runs and spec.name == path.stem
     assert len({r.run_id for r in runs}) == len(runs)
+
+
+def test_notebook_runs_get_the_chapters_parameter_names():
+    import papermill
+
+    notebook = TESTS.parent / "notebooks" / "05_w4a4_calibration.ipynb"
+    spec = SweepSpec.from_dict({"name": "nb", "notebook": str(notebook), "fixed": {
+        "synthesis": {"n": 4, "iterations": 4}, "recon.iters": 2, "bits": "w6a6"},
+        "grid": {"synthesis.method": ["noise", "sardfq"], "seed": [0]}})
+    runs = spec.runs()
+    assert runs[0].params == {"n": 4, "synth_iters": 4, "recon_iters": 2, "w_bits": 6, "a_bits": 6,
+                              "method": "noise", "seed": 0}
+    assert set(runs[1].params) <= set(papermill.inspect_notebook(str(notebook)))

@@ -231,6 +231,9 @@ def test_run_experiment_end_to_end_on_the_teacher(cifar_root, tmp_path):
     assert os.path.isfile(record["calibration_path"])
     assert set(record["timings"]) >= {"load", "fp_eval", "synthesis", "quantize", "reconstruct", "q_eval"}
     assert set(record["versions"]) == {"sardfq", "torch", "timm", "python"}
+    assert record["config"]["recon"]["iters"] == 2 and record["config"]["synthesis"]["n"] == 4
+    rebuilt = ExperimentConfig.from_dict(json.loads(json.dumps(record["config"])))
+    assert rebuilt == config and rebuilt.run_id() == record["run_id"]
     again = run_experiment(config.replace(synthesis={"method": "noise"}, recon={"iters": 0}), progress=False,
                            out_dir=tmp_path / "noise")
     assert again.fp["cached"] is True and again.fp["top1"] == result.fp["top1"]

@@ -83,7 +83,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{r['model']:<27}{r['method']:<15}{r['ms']:>10.1f}{r['crops']:>11.2f}"
               f"{r['vs_cetv']:>10.2f}{r['vs_floor']:>10.2f}")
     if args.json:
-        from sardfq.experiments import library_versions, write_json_atomic
+        from sardfq.experiment import library_versions
+        from sardfq.io import write_json_atomic
 
         settings = {k: v for k, v in vars(args).items() if k != "json"}
         write_json_atomic(args.json, {"kind": "benchmark", "benchmark": "synthesis", "settings": settings,

@@ -359,7 +359,6 @@ _OPTION_NAMES = {
 }
 _OPTION_PREFIX = {"synthesis.": "", "quant.": "", "recon.": "recon-"}  # recon fields: --recon-lr, ...
 _NONE_WORDS = ("none", "null", "fp")
-_CONFIG_DESTS: set[str] = set()  # the dests of those options, filled as they are added
 
 
 def add_config_options(parser, cls, *, prefix: str = "", hide: tuple[str, ...] = ()) -> None:
@@ -389,13 +388,13 @@ def add_config_options(parser, cls, *, prefix: str = "", hide: tuple[str, ...] =
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
         text = (docs.get(f.name, "") + f" (default: {_show(default)})").strip().replace("%", "%%")
         group.add_argument(*names, dest=key, help=text, **kind)
-        _CONFIG_DESTS.add(key)
+        parser.set_defaults(config_fields=(*(parser.get_default("config_fields") or ()), key))
 
 
 def config_values(args: argparse.Namespace) -> dict:
     """The config fields given on the command line, by dotted name (the options of
     `add_config_options`; options not typed are absent)."""
-    return {k: v for k, v in vars(args).items() if k in _CONFIG_DESTS}
+    return {k: getattr(args, k) for k in getattr(args, "config_fields", ()) if hasattr(args, k)}
 
 
 def _option_kind(hint) -> dict | None:

@@ -116,6 +116,24 @@ def test_one_default_for_reconstruction_steps():
         assert "recon.iters" not in vars(args)  # not typed: the dataclass default applies
 
 
+def test_run_has_an_option_for_every_config_field():
+    import dataclasses
+
+    from sardfq.cli import build_parser
+    from sardfq.config import NESTED
+
+    given = set(build_parser().parse_args(["run"]).config_fields)
+    expected = {f"{name}.{f.name}" for name, kind in NESTED.items() for f in dataclasses.fields(kind)
+                if f.name != "seed"} - {"quant.overrides"}  # seeds follow `seed`; overrides: --config
+    expected |= {f.name for f in dataclasses.fields(ExperimentConfig)} - set(NESTED) - {"model", "device"}
+    assert given == expected
+    args = build_parser().parse_args(["run", "--a1", "5", "--no-deep-only", "--betas", "0.4", "0.8",
+                                      "--attn-bits", "fp", "--recon-train", "weights", "--limit", "none"])
+    assert (getattr(args, "synthesis.apa_weight"), getattr(args, "synthesis.deep_only")) == (5.0, False)
+    assert getattr(args, "synthesis.betas") == [0.4, 0.8] and getattr(args, "quant.attn_bits") is None
+    assert getattr(args, "recon.train") == ["weights"] and args.eval_limit is None
+
+
 def test_run_id_is_stable_readable_and_ignores_where_it_runs():
     a = ExperimentConfig(synthesis=SynthesisConfig(apa=False))
     assert a.run_id() == a.replace(device="cuda", data_root="/x", eval_batch_size=8).run_id()

@@ -279,7 +279,31 @@ def _write_model_folder(model, preset: TeacherPreset, recipe: TeacherRecipe, his
               "parameters": sum(p.numel() for p in fresh.parameters()),
               "epochs_done": len(history), "train_hours": sum(h["epoch_s"] for h in history) / 3600,
               "log": history}
-    tmp = out / "config.json.tmp"
-    tmp.write_text(json.dumps(record, indent=1))
-    tmp.replace(out / "config.json")  # atomic: a folder never holds half a config
+    for name, text in (("README.md", model_card(record)), ("config.json", json.dumps(record, indent=1))):
+        tmp = out / f"{name}.tmp"
+        tmp.write_text(text)
+        tmp.replace(out / name)  # atomic: a folder never holds half a file; config.json comes last
     return record
+
+
+def model_card(record: dict) -> str:
+    """The README of a trained teacher's folder, from its config.json record."""
+    cfg, recipe = record["config"], record["recipe"]
+    grid = cfg["img_size"] // cfg["patch_size"]
+    return f"""# {record['preset']}: a CIFAR-10 teacher of the sardfq zoo
+
+{record['varies'].capitalize()}.
+
+- Architecture: `timm.models.vision_transformer.VisionTransformer` with {json.dumps(cfg)}:
+  {grid}x{grid} patch grid + 1 class token, {record['parameters']:,} parameters.
+- Input: RGB {cfg['img_size']}x{cfg['img_size']} in [0, 1], normalized with mean {tuple(record['mean'])} and
+  std {tuple(record['std'])}.
+- Weights: `model.safetensors`, {record['weights_dtype']} (loaded into a float32 model).
+- Accuracy: **{100 * record['test_top1']:.2f}% top-1 on {record['test_images']:,} CIFAR-10 test images**,
+  measured on the saved {record['weights_dtype']} weights; `sardfq eval {record['preset']} --json` reproduces it.
+- Recipe (`sardfq.teacher.PRESETS.get("{record['preset']}").recipe`): {json.dumps(recipe)}.
+  {record['epochs_done']} epochs, {record['train_hours']:.2f} h of training; per-epoch loss and test top-1 on an
+  even spread of {recipe['eval_images']} test images are in config.json.
+- Re-create it: `sardfq train-teacher --preset {record['preset']} --data DIR --out DIR` (resumes when
+  interrupted).
+"""

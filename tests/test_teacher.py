@@ -23,6 +23,7 @@ def test_training_writes_a_model_folder_whose_accuracy_is_that_of_its_saved_weig
     record = train_teacher(TINY, root=cifar_root, out=tmp_path, limit=64, progress=False)
     assert record["epochs_done"] == 2 and len(record["log"]) == 2 and record["test_images"] == 64
     assert json.loads((tmp_path / "config.json").read_text())["log"] == record["log"]
+    assert f"{100 * record['test_top1']:.2f}% top-1 on 64" in (tmp_path / "README.md").read_text()
     assert all(v.dtype == torch.float16 for v in _weights(tmp_path).values())
     model = TINY.build()
     model.load_state_dict({k: v.float() for k, v in _weights(tmp_path).items()})

@@ -8,7 +8,8 @@ from .data import (ArrayDataset, ImageArrays, data_root, denormalize, eval_datas
                    load_cifar10, normalize, pixel_range)
 from .errors import (CheckpointError, ConfigError, DataNotFoundError, SardfqError, UnknownNameError,
                      WeightsNotFoundError)
-from .evaluate import EvalResult, evaluate
+from .compare import Comparison, compare, compare_per_image
+from .evaluate import EvalResult, PerImage, evaluate
 from .models import DEFAULT_MODEL, ModelInfo, available_models, load_model
 from .losses import (apa_blocks, apa_loss, patch_similarity_entropy, record_head_outputs,
                      soft_cross_entropy, soft_targets, tv_l2, tv_loss, tv_target)
@@ -29,7 +30,8 @@ from .reconstruction import ReconConfig, ReconResult, reconstruct
 __version__ = "0.1.0"
 
 __all__ = [
-    "ArrayDataset", "CalibrationSet", "CheckpointError", "ConfigError", "DEFAULT_MODEL", "DataNotFoundError", "EvalResult",
+    "ArrayDataset", "CalibrationSet", "CheckpointError", "Comparison", "ConfigError", "DEFAULT_MODEL",
+    "DataNotFoundError", "EvalResult", "PerImage", "compare", "compare_per_image",
     "ImageArrays", "ModelInfo", "SardfqError", "UnknownNameError", "WeightsNotFoundError",
     "attention_blocks", "available_models", "data_root", "denormalize", "eval_dataset", "evaluate",
     "heldout_dataset",

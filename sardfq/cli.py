@@ -65,13 +65,19 @@ def _load_for_eval(model: str, checkpoint: str | None, device):
 
 # ------------------------------------------------------------------------------- train-teacher
 def _add_train_teacher(sub) -> None:
-    p = sub.add_parser("train-teacher", help="re-create the embedded CIFAR-10 teacher from scratch")
+    from .teacher import PRESETS
+
+    p = sub.add_parser("train-teacher", help="train a CIFAR-10 teacher of the zoo from scratch (resumable)")
+    p.add_argument("--preset", default="vit_tiny_cifar10", choices=PRESETS.names(),
+                   help="architecture and recipe (default: the embedded teacher's)")
     p.add_argument("--data", help="data folder (default: $SARDFQ_DATA)")
-    p.add_argument("--out", default="teacher", help="output folder (resumes from its checkpoint)")
-    p.add_argument("--epochs", type=int, default=16)
-    p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default="teacher", help="output model folder (resumes from its last.pt)")
+    p.add_argument("--epochs", type=int, help="override the preset's number of epochs")
+    p.add_argument("--batch-size", type=int, help="override the preset's batch size")
+    p.add_argument("--lr", type=float, help="override the preset's learning rate")
+    p.add_argument("--seed", type=int, help="override the preset's seed")
+    p.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None,
+                   help="bf16 autocast of the forward pass (default: the preset's)")
     p.add_argument("--limit", type=int, help="train on this many images only (smoke tests)")
     p.add_argument("--device", default=None)
     p.add_argument("--json", action="store_true")
@@ -79,13 +85,46 @@ def _add_train_teacher(sub) -> None:
 
 
 def _run_train_teacher(args: argparse.Namespace) -> None:
-    from .teacher import TeacherRecipe, train_teacher
+    from .teacher import PRESETS, train_teacher
 
-    recipe = TeacherRecipe(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed)
-    result = train_teacher(recipe, root=args.data, out=args.out, device=_device(args.device),
-                           limit=args.limit)
-    _emit(args, result, [f"teacher saved to {args.out}: CIFAR-10 test top-1 "
-                         f"{100 * result['test_top1']:.2f}% after {result['epochs_done']} epochs"])
+    preset = PRESETS.get(args.preset)
+    overrides = {k: v for k, v in (("epochs", args.epochs), ("batch_size", args.batch_size), ("lr", args.lr),
+                                   ("seed", args.seed), ("bf16", args.bf16)) if v is not None}
+    result = train_teacher(preset, recipe=preset.recipe.replace(**overrides), root=args.data, out=args.out,
+                           device=_device(args.device), limit=args.limit)
+    _emit(args, result, [f"{args.preset} saved to {args.out}: CIFAR-10 test top-1 "
+                         f"{100 * result['test_top1']:.2f}% on {result['test_images']} images after "
+                         f"{result['epochs_done']} epochs"])
+
+
+# ------------------------------------------------------------------------------------ compare
+def _add_compare(sub) -> None:
+    from .compare import METRICS
+
+    p = sub.add_parser("compare", help="difference between two calibration sources with a 95%% CI, "
+                       "paired by seed and test image")
+    p.add_argument("a", help="calibration source (variant), e.g. sardfq, psaq, noise, real, sardfq[apa+sl]")
+    p.add_argument("b", help="the source it is compared with: the result is a - b")
+    p.add_argument("--results", default="results", help="folder of experiment records (searched recursively)")
+    p.add_argument("--model", help="only records of this model")
+    p.add_argument("--bits", help="only records at this bit-width, e.g. w4a4")
+    p.add_argument("--metric", choices=[*METRICS, "all"], default="all")
+    p.add_argument("--boot", type=int, default=2000, help="bootstrap resamples")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_run_compare)
+
+
+def _run_compare(args: argparse.Namespace) -> None:
+    from .compare import METRICS, compare
+
+    metrics = list(METRICS) if args.metric == "all" else [args.metric]
+    found = compare(args.results, args.a, args.b, model=args.model, bits=args.bits, metrics=metrics,
+                    n_boot=args.boot)
+    lines = [str(c) for c in found]
+    for c in found[:1]:
+        lines += [f"  seed {r['seed']}: {r['a']:.2f} vs {r['b']:.2f}, {r['difference']:+.2f} "
+                  f"[{r['ci'][0]:+.2f}, {r['ci'][1]:+.2f}] {c.unit}" for r in c.per_seed]
+    _emit(args, {"comparisons": [c.to_dict() for c in found]}, lines)
 
 
 # ----------------------------------------------------------------------------- run, quickstart
@@ -485,7 +524,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"sardfq {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log at debug level")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add in (_add_eval, _add_train_teacher, _add_run, _add_sweep, _add_synthesize, _add_quantize):
+    for add in (_add_eval, _add_train_teacher, _add_run, _add_sweep, _add_synthesize, _add_quantize,
+                _add_compare):
         add(sub)
     return parser
 

@@ -1,13 +1,51 @@
-"""Top-1/top-5 accuracy of a model on a data set, optionally with its agreement with a reference."""
+"""Top-1/top-5 accuracy of a model on a data set and, against a reference model (the FP teacher),
+top-1 agreement and KL divergence, with every image's outcome kept so that two runs evaluated on
+the same images can be compared image by image (`sardfq.compare`)."""
 from __future__ import annotations
 
+import base64
+import hashlib
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
+import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
+
+from .errors import ConfigError
+
+
+@dataclass
+class PerImage:
+    """Each evaluated image's outcome, in data-set order: top-1 correct, top-1 equal to the
+    reference's, KL(reference || model) in nats. `labels_sha1` identifies the images (their labels
+    in order), so that only runs on the same images are paired."""
+
+    correct: np.ndarray  # bool (N,)
+    labels_sha1: str
+    agree: np.ndarray | None = None  # bool (N,)
+    kl: np.ndarray | None = None  # float32 (N,)
+
+    def to_dict(self) -> dict:
+        """Compact JSON: bits packed and float16 values, base64-encoded (about 3 bytes an image)."""
+        def bits(a):
+            return None if a is None else base64.b64encode(np.packbits(a.astype(bool)).tobytes()).decode()
+
+        return {"n": int(len(self.correct)), "labels_sha1": self.labels_sha1, "correct": bits(self.correct),
+                "agree": bits(self.agree),
+                "kl": None if self.kl is None else base64.b64encode(self.kl.astype("<f2").tobytes()).decode()}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "PerImage":
+        n = d["n"]
+
+        def bits(s):
+            return None if s is None else np.unpackbits(np.frombuffer(base64.b64decode(s), np.uint8))[:n].astype(bool)
+
+        kl = None if d.get("kl") is None else np.frombuffer(base64.b64decode(d["kl"]), "<f2").astype(np.float32)
+        return cls(correct=bits(d["correct"]), labels_sha1=d["labels_sha1"], agree=bits(d.get("agree")), kl=kl)
 
 
 @dataclass
@@ -18,9 +56,13 @@ class EvalResult:
     n_images: int
     seconds: float
     agreement: float | None = None  # fraction of images where top-1 equals the reference's
+    kl: float | None = None  # mean KL(reference || model) of the softmax outputs, nats
+    per_image: PerImage | None = field(default=None, repr=False)
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        d = asdict(self)
+        d["per_image"] = self.per_image.to_dict() if self.per_image is not None else None
+        return d
 
 
 @torch.no_grad()
@@ -35,36 +77,47 @@ def evaluate(
     progress: bool = True,
     num_workers: int = 0,
 ) -> EvalResult:
-    """Accuracy of `model` over `data` (a Dataset of (image, label) or a DataLoader)."""
+    """Accuracy of `model` over `data` (a Dataset of (image, label) or a DataLoader); with a
+    `reference`, also its top-1 agreement with it and the KL divergence from it."""
     loader = data if isinstance(data, DataLoader) else DataLoader(
         data, batch_size=batch_size, shuffle=False, num_workers=num_workers)
     was_training = model.training
     model.eval()
     if reference is not None:
         reference.eval()
-    top1 = top5 = agree = seen = 0
+    correct, top5, agree, kl, labels_seen = [], [], [], [], []
     start = time.perf_counter()
     bar = tqdm(loader, desc=f"eval {name}".strip(), unit="batch", disable=not progress, leave=False)
     for images, labels in bar:
         images, labels = images.to(device), labels.to(device)
-        logits = model(images)
+        logits = model(images).float()
         k = min(5, logits.shape[1])
         topk = logits.topk(k, dim=1).indices  # B, k
         hit = topk == labels[:, None]
-        top1 += hit[:, 0].sum().item()
-        top5 += hit.any(dim=1).sum().item()
+        correct.append(hit[:, 0].cpu())
+        top5.append(hit.any(dim=1).cpu())
+        labels_seen.append(labels.cpu())
         if reference is not None:
-            agree += (reference(images).argmax(1) == topk[:, 0]).sum().item()
-        seen += len(labels)
-        bar.set_postfix(top1=f"{top1 / seen:.4f}")
+            ref = reference(images).float()
+            agree.append((ref.argmax(1) == topk[:, 0]).cpu())
+            ref_logp = ref.log_softmax(1)
+            kl.append((ref_logp.exp() * (ref_logp - logits.log_softmax(1))).sum(1).clamp_min(0).cpu())
+        bar.set_postfix(top1=f"{torch.cat(correct).float().mean():.4f}")
     model.train(was_training)
-    if seen == 0:
-        raise ValueError("evaluate() got an empty data set")
+    if not correct:
+        raise ConfigError("nothing to evaluate: the data set is empty (is --limit at least 1?)")
+    correct_t = torch.cat(correct)
+    labels_t = torch.cat(labels_seen).to(torch.int64).numpy()
+    per_image = PerImage(correct=correct_t.numpy(), labels_sha1=hashlib.sha1(labels_t.tobytes()).hexdigest(),
+                         agree=torch.cat(agree).numpy() if agree else None,
+                         kl=torch.cat(kl).numpy() if kl else None)
     return EvalResult(
         model=name,
-        top1=top1 / seen,
-        top5=top5 / seen,
-        n_images=seen,
+        top1=correct_t.sum().item() / len(correct_t),  # exact fractions, not float32 means
+        top5=torch.cat(top5).sum().item() / len(correct_t),
+        n_images=len(correct_t),
         seconds=time.perf_counter() - start,
-        agreement=agree / seen if reference is not None else None,
+        agreement=per_image.agree.sum().item() / len(correct_t) if agree else None,
+        kl=float(per_image.kl.mean()) if kl else None,
+        per_image=per_image,
     )

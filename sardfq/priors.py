@@ -5,7 +5,8 @@ the start of synthesis and kept fixed. APA pulls the model's patch attention tow
 
 Kinds (registered by name in `PRIORS`):
 - `gmm` [paper; details are our choice]: a mixture of k ~ U{1..k_max} isotropic Gaussians, centres
-  uniform on the grid, sigma uniform in [0.5, G/3] cells (G = the grid's shorter side), weights from
+  uniform on the grid, sigma uniform in [0.5, scale_max * G] cells (G = the grid's shorter side;
+  scale_max = 1/3 by default, `SCALE_MAX`), weights from
   a flat Dirichlet. Each component is normalized over the grid before mixing, so a component whose
   centre sits near the border keeps its weight.
 - `laplace` [paper ablation]: the same mixture with isotropic Laplace components exp(-d / b),
@@ -13,7 +14,7 @@ Kinds (registered by name in `PRIORS`):
 - `real` [paper ablation]: patch-attention maps of real images (`real_attention_bank`); each
   synthetic image takes all its maps (every block and head) from one real image drawn at random.
 
-Every kind has the signature `draw(batch, heads, grid, *, generator, k_max, bank=None)` and returns
+Every kind has the signature `draw(batch, heads, grid, *, generator, k_max, scale_max, bank=None)` and returns
 a (batch, heads, h*w) tensor on the CPU.
 """
 from __future__ import annotations
@@ -31,19 +32,22 @@ PriorFn = Callable[..., Tensor]
 PRIORS: Registry[PriorFn] = Registry("attention prior")
 
 K_APA = 5  # [paper] best number of mixture components in the paper's sweep
+SCALE_MAX = 1 / 3  # [choice] widest component: sigma (or b) up to this fraction of the grid side
 
 
 def _mixture(batch: int, heads: int, grid: tuple[int, int], generator: torch.Generator,
-             k_max: int, profile: Callable[[Tensor, Tensor], Tensor]) -> Tensor:
+             k_max: int, profile: Callable[[Tensor, Tensor], Tensor], scale_max: float = SCALE_MAX) -> Tensor:
     """Shared sampler: `profile(distance, scale)` gives a component's unnormalized shape."""
     if k_max < 1:
         raise ValueError(f"k_max must be at least 1, got {k_max}")
+    if not scale_max > 0:
+        raise ValueError(f"scale_max must be positive, got {scale_max}")
     h, w = grid
     shape = (batch, heads, k_max)
     k = torch.randint(1, k_max + 1, (batch, heads, 1), generator=generator)  # components in use
     cy = torch.rand(shape, generator=generator) * (h - 1)
     cx = torch.rand(shape, generator=generator) * (w - 1)
-    top = max(min(h, w) / 3.0, 0.5)
+    top = max(min(h, w) / (1 / scale_max), 0.5)  # divides by exactly 3.0 at the default, as before
     scale = 0.5 + torch.rand(shape, generator=generator) * (top - 0.5)
     # flat Dirichlet = normalized exponential draws; components beyond k get weight 0
     gamma = -torch.log(torch.rand(shape, generator=generator).clamp_min(1e-12))
@@ -60,21 +64,22 @@ def _mixture(batch: int, heads: int, grid: tuple[int, int], generator: torch.Gen
 
 @PRIORS.register("gmm")
 def gaussian_mixture(batch: int, heads: int, grid: tuple[int, int], *, generator: torch.Generator,
-                     k_max: int = K_APA, bank: Tensor | None = None) -> Tensor:
+                     k_max: int = K_APA, scale_max: float = SCALE_MAX, bank: Tensor | None = None) -> Tensor:
     """(batch, heads, h*w) Gaussian-mixture priors."""
-    return _mixture(batch, heads, grid, generator, k_max, lambda d, s: torch.exp(-0.5 * (d / s) ** 2))
+    return _mixture(batch, heads, grid, generator, k_max, lambda d, s: torch.exp(-0.5 * (d / s) ** 2),
+                    scale_max)
 
 
 @PRIORS.register("laplace")
 def laplace_mixture(batch: int, heads: int, grid: tuple[int, int], *, generator: torch.Generator,
-                    k_max: int = K_APA, bank: Tensor | None = None) -> Tensor:
+                    k_max: int = K_APA, scale_max: float = SCALE_MAX, bank: Tensor | None = None) -> Tensor:
     """(batch, heads, h*w) Laplace-mixture priors."""
-    return _mixture(batch, heads, grid, generator, k_max, lambda d, s: torch.exp(-d / s))
+    return _mixture(batch, heads, grid, generator, k_max, lambda d, s: torch.exp(-d / s), scale_max)
 
 
 @PRIORS.register("real")
 def real_attention(batch: int, heads: int, grid: tuple[int, int], *, generator: torch.Generator,
-                   k_max: int = K_APA, bank: Tensor | None = None) -> Tensor:
+                   k_max: int = K_APA, scale_max: float = SCALE_MAX, bank: Tensor | None = None) -> Tensor:
     """(batch, heads, h*w) maps of one block taken from `bank` (real images, heads, h*w).
 
     The rows to take are chosen by `draw_priors`, which passes the bank already indexed, so that
@@ -90,7 +95,7 @@ def real_attention(batch: int, heads: int, grid: tuple[int, int], *, generator: 
 
 
 def draw_priors(kind: str, batch: int, heads: dict[int, int], grids: dict[int, tuple[int, int]], *,
-                generator: torch.Generator, k_max: int = K_APA,
+                generator: torch.Generator, k_max: int = K_APA, scale_max: float = SCALE_MAX,
                 bank: dict[int, Tensor] | None = None) -> dict[int, Tensor]:
     """Priors for every block in `grids`: {block: (batch, heads, h*w)}, each map summing to 1."""
     draw = PRIORS.get(kind)
@@ -102,7 +107,7 @@ def draw_priors(kind: str, batch: int, heads: dict[int, int], grids: dict[int, t
     for block in sorted(grids):
         block_bank = bank[block][rows] if bank is not None and block in bank else None
         out[block] = draw(batch, heads[block], grids[block], generator=generator, k_max=k_max,
-                          bank=block_bank)
+                          scale_max=scale_max, bank=block_bank)
     return out
 
 

@@ -91,3 +91,20 @@ def test_local_maxima_counts_peaks():
     grid = torch.zeros(5, 5)
     grid[0, 0], grid[3, 3] = 1.0, 2.0
     assert local_maxima(grid.view(1, 25), (5, 5)).item() == 2
+
+
+def test_narrower_prior_scale_gives_more_peaked_priors_and_the_default_is_a_third():
+    grid = (14, 14)
+    args = dict(batch=200, heads={0: 2}, grids={0: grid})
+    default = sardfq.draw_priors("gmm", **args, generator=gen(5))[0]
+    third = sardfq.draw_priors("gmm", **args, generator=gen(5), scale_max=1 / 3)[0]
+    assert torch.equal(default, third)
+    narrow = sardfq.draw_priors("gmm", **args, generator=gen(5), scale_max=0.1)[0]
+    wide = sardfq.draw_priors("gmm", **args, generator=gen(5), scale_max=0.6)[0]
+
+    def entropy(p):
+        return float(-(p * p.clamp_min(1e-12).log()).sum(-1).mean())
+
+    assert entropy(narrow) < entropy(default) < entropy(wide)
+    with pytest.raises(ValueError, match="scale_max"):
+        sardfq.draw_priors("gmm", **args, generator=gen(5), scale_max=0)

@@ -1,0 +1,169 @@
+"""Is calibration source A better than B? A paired difference with a 95% confidence interval.
+
+Two sources are compared on the records of runs that differ only in the calibration source:
+paired by seed (the same seed draws the same priors, labels and reconstruction order) and, within
+a seed, by test image (every run is evaluated on the same images; `PerImage.labels_sha1` checks it).
+
+Statistics (paired bootstrap, percentile intervals, 95%):
+- per seed: the mean over images of a - b, with images resampled;
+- over seeds: the mean of the per-seed differences, with a two-stage bootstrap that resamples seeds
+  and, independently, images (the images are shared by every seed), so the interval holds both
+  the calibration-set randomness and the test-set sampling. With three seeds the seed stage can
+  only take ten distinct draws: such an interval is a floor on the uncertainty, not a ceiling.
+"A beats B" is said only where the interval over seeds excludes zero.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Iterable, Mapping
+
+import numpy as np
+
+from .errors import ConfigError
+from .evaluate import PerImage
+
+METRICS = {  # name: (per-image values of a record's quantized model, unit, scale, higher is better)
+    "top1": ("correct", "pp", 100.0, True),
+    "agreement": ("agree", "pp", 100.0, True),
+    "kl": ("kl", "nats", 1.0, False),
+}
+
+
+@dataclass
+class Comparison:
+    """`a - b` of one metric, over the seeds both sources have."""
+
+    metric: str
+    a: str
+    b: str
+    unit: str
+    higher_is_better: bool
+    seeds: list[int]
+    n_images: int
+    difference: float  # mean over seeds of the per-seed mean difference
+    ci: tuple[float, float]  # two-stage bootstrap over seeds and images
+    per_seed: list[dict] = field(default_factory=list)  # {"seed", "a", "b", "difference", "ci"}
+    n_boot: int = 0
+
+    @property
+    def excludes_zero(self) -> bool:
+        return self.ci[0] > 0 or self.ci[1] < 0
+
+    @property
+    def verdict(self) -> str:
+        """Which source is better by this metric, or that the interval cannot tell."""
+        if not self.excludes_zero:
+            return "no difference shown (the interval contains 0)"
+        a_better = (self.difference > 0) == self.higher_is_better
+        return f"{self.a if a_better else self.b} better"
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "excludes_zero": self.excludes_zero, "verdict": self.verdict}
+
+    def __str__(self) -> str:
+        lo, hi = self.ci
+        return (f"{self.metric}: {self.a} - {self.b} = {self.difference:+.2f} {self.unit} "
+                f"[95% CI {lo:+.2f}, {hi:+.2f}] over {len(self.seeds)} seeds x {self.n_images} images: "
+                f"{self.verdict}")
+
+
+def compare_per_image(a: Mapping[int, PerImage], b: Mapping[int, PerImage], *, metric: str = "top1",
+                      names: tuple[str, str] = ("a", "b"), n_boot: int = 2000, seed: int = 0) -> Comparison:
+    """Compare per-image outcomes `{seed: PerImage}` of two sources (see the module docstring)."""
+    if metric not in METRICS:
+        raise ConfigError(f"metric must be one of {', '.join(METRICS)}, got {metric!r}")
+    attr, unit, scale, higher = METRICS[metric]
+    seeds = sorted(set(a) & set(b))
+    if not seeds:
+        raise ConfigError(f"{names[0]} (seeds {sorted(a)}) and {names[1]} (seeds {sorted(b)}) share no seed to pair")
+    digests = {x.labels_sha1 for s in seeds for x in (a[s], b[s])}
+    if len(digests) != 1:
+        raise ConfigError("the runs were evaluated on different images (labels differ); compare runs "
+                          "with the same evaluation subset (eval_limit)")
+    rows = []
+    for s in seeds:
+        va, vb = getattr(a[s], attr), getattr(b[s], attr)
+        if va is None or vb is None:
+            raise ConfigError(f"seed {s}: a record has no per-image {metric} (it was evaluated without "
+                              "the FP reference)")
+        rows.append(va.astype(np.float64) - vb.astype(np.float64))
+        rows[-1] *= scale
+    diff = np.stack(rows)  # seeds, images
+    means = {s: (scale * getattr(a[s], attr).mean(), scale * getattr(b[s], attr).mean()) for s in seeds}
+    rng = np.random.default_rng(seed)
+    n_seeds, n_images = diff.shape
+    boot = np.empty(n_boot)
+    seed_boot = np.empty((n_seeds, n_boot))
+    chunk = max(1, 2_000_000 // n_images)  # bounded memory for the index matrices
+    for start in range(0, n_boot, chunk):
+        stop = min(n_boot, start + chunk)
+        images = rng.integers(0, n_images, size=(stop - start, n_images))
+        seed_weights = rng.multinomial(n_seeds, np.full(n_seeds, 1 / n_seeds), size=stop - start) / n_seeds
+        pooled = seed_weights @ diff  # boots, images: the seed-resampled mean difference per image
+        boot[start:stop] = np.take_along_axis(pooled, images, axis=1).mean(1)
+        for k in range(n_seeds):
+            seed_boot[k, start:stop] = diff[k][images].mean(1)
+    per_seed = [{"seed": s, "a": float(means[s][0]), "b": float(means[s][1]),
+                 "difference": float(diff[k].mean()),
+                 "ci": tuple(float(v) for v in np.percentile(seed_boot[k], [2.5, 97.5]))}
+                for k, s in enumerate(seeds)]
+    return Comparison(metric=metric, a=names[0], b=names[1], unit=unit, higher_is_better=higher, seeds=seeds,
+                      n_images=n_images, difference=float(diff.mean()),
+                      ci=tuple(float(v) for v in np.percentile(boot, [2.5, 97.5])), per_seed=per_seed,
+                      n_boot=n_boot)
+
+
+def per_image_by_seed(records: Iterable[Mapping], *, name: str = "") -> dict[int, PerImage]:
+    """`{seed: PerImage}` of the quantized models of experiment records (one record per seed)."""
+    out: dict[int, PerImage] = {}
+    for record in records:
+        seed = record["config"]["seed"]
+        if seed in out:
+            raise ConfigError(f"{name or 'a source'} has several records for seed {seed} "
+                              f"(e.g. {record.get('run_id')}): narrow the selection (--results, --model, --bits)")
+        per_image = record["quantized"].get("per_image")
+        if not per_image:
+            raise ConfigError(f"record {record.get('run_id')} has no per-image results (written before they "
+                              "were kept): run it again to compare it")
+        out[seed] = PerImage.from_dict(per_image)
+    return out
+
+
+def select_records(results: str | os.PathLike | Iterable, variant: str, *, model: str | None = None,
+                   bits: str | None = None) -> list[dict]:
+    """Experiment records under `results` (folders searched recursively, or record dicts) of one
+    calibration source (`variant`, e.g. "sardfq", "psaq", "sardfq[apa+sl]"), model and bit-width."""
+    from .experiments import read_record
+
+    if isinstance(results, (str, os.PathLike)):
+        results = [results]
+    records = []
+    for item in results:
+        if isinstance(item, Mapping):
+            records.append(dict(item))
+            continue
+        path = Path(item)
+        if not path.exists():
+            raise ConfigError(f"results path {path} does not exist")
+        for f in sorted(path.rglob("*.json")) if path.is_dir() else [path]:
+            record = read_record(f)
+            if record is not None:
+                records.append(record)
+    chosen = [r for r in records if r.get("kind") == "experiment" and r.get("variant") == variant
+              and (model is None or r["config"]["model"] == model) and (bits is None or r.get("bits") == bits)]
+    if not chosen:
+        raise ConfigError(f"no experiment record of {variant!r}"
+                          f"{f' for {model}' if model else ''}{f' at {bits}' if bits else ''} in {results}")
+    return chosen
+
+
+def compare(results, a: str, b: str, *, model: str | None = None, bits: str | None = None,
+            metrics: Iterable[str] = ("top1", "agreement", "kl"), n_boot: int = 2000,
+            seed: int = 0) -> list[Comparison]:
+    """Compare calibration sources `a` and `b` (variants) on the records under `results`:
+    `a - b` per metric with 95% CIs, paired by seed and image."""
+    by_seed = {v: per_image_by_seed(select_records(results, v, model=model, bits=bits), name=v) for v in (a, b)}
+    return [compare_per_image(by_seed[a], by_seed[b], metric=m, names=(a, b), n_boot=n_boot, seed=seed)
+            for m in metrics]

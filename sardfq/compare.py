@@ -135,7 +135,7 @@ def select_records(results: str | os.PathLike | Iterable, variant: str, *, model
                    bits: str | None = None) -> list[dict]:
     """Experiment records under `results` (folders searched recursively, or record dicts) of one
     calibration source (`variant`, e.g. "sardfq", "psaq", "sardfq[apa+sl]"), model and bit-width."""
-    from .experiments import read_record
+    from .io import read_record
 
     if isinstance(results, (str, os.PathLike)):
         results = [results]

@@ -61,7 +61,7 @@ def zoo_gains(results, *, contrasts=CONTRASTS, models=None, bits=None, n_boot: i
     import pandas as pd
 
     from .compare import compare
-    from .experiments import load_results
+    from .records import load_results
 
     frame = load_results(results)
     if frame.empty:

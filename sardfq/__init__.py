@@ -5,11 +5,12 @@ The public API; notebooks, the CLI and the tests use only these names.
 from .attention import attention_blocks, record_attention
 from .calibset import CalibrationSet
 from .data import (ArrayDataset, ImageArrays, data_root, denormalize, eval_dataset, heldout_dataset,
-                   load_cifar10, normalize, pixel_range)
+                   image_folder, load_cifar10, normalize, pixel_range)
 from .errors import (CheckpointError, ConfigError, DataNotFoundError, SardfqError, UnknownNameError,
-                     WeightsNotFoundError)
+                     UnsupportedModelError, WeightsNotFoundError)
 from .evaluate import EvalResult, evaluate
-from .models import DEFAULT_MODEL, ModelInfo, available_models, load_model
+from .models import (DEFAULT_MODEL, ModelInfo, available_models, check_architecture, embedded_models,
+                     load_model, save_model_folder)
 from .losses import (apa_blocks, apa_loss, patch_similarity_entropy, record_head_outputs,
                      soft_cross_entropy, soft_targets, tv_l2, tv_loss, tv_target)
 from .methods import METHODS, Method
@@ -28,10 +29,11 @@ __version__ = "0.1.0"
 
 __all__ = [
     "ArrayDataset", "CalibrationSet", "CheckpointError", "ConfigError", "DEFAULT_MODEL", "DataNotFoundError", "EvalResult",
-    "ImageArrays", "ModelInfo", "SardfqError", "UnknownNameError", "WeightsNotFoundError",
-    "attention_blocks", "available_models", "data_root", "denormalize", "eval_dataset", "evaluate",
-    "heldout_dataset",
-    "load_cifar10", "load_model", "normalize", "pixel_range", "record_attention",
+    "ImageArrays", "ModelInfo", "SardfqError", "UnknownNameError", "UnsupportedModelError",
+    "WeightsNotFoundError",
+    "attention_blocks", "available_models", "check_architecture", "data_root", "denormalize",
+    "embedded_models", "eval_dataset", "evaluate", "heldout_dataset", "image_folder",
+    "load_cifar10", "load_model", "normalize", "pixel_range", "record_attention", "save_model_folder",
     # synthesis
     "METHODS", "Method", "PRIORS", "SynthesisConfig", "apa_blocks", "apa_loss", "crop_regions",
     "draw_priors", "draw_regions", "patch_similarity_entropy", "quadrant_mask", "real_attention_bank",

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 from .errors import CheckpointError, ConfigError
-from .models import DEFAULT_MODEL
+from .models import DEFAULT_MODEL, model_fingerprint, model_slug
 
 log = logging.getLogger(__name__)
 
@@ -158,7 +158,7 @@ class ExperimentConfig:
             d.pop(key)
         if not d["heldout_limit"]:  # added later: leave the identifiers of older runs unchanged
             d.pop("heldout_limit")
-        return f"{self.model}-{self._slug()}-{self.bits}-s{self.seed}-{_digest(d)}"
+        return f"{model_slug(self.model)}-{self._slug()}-{self.bits}-s{self.seed}-{_digest(d)}"
 
     def synthesis_id(self) -> str:
         """Identifies the calibration set alone: runs that differ only in bit-width, reconstruction
@@ -169,7 +169,7 @@ class ExperimentConfig:
             d["synth_iters"] = self.synth_iters
         if self.method == "sardfq":
             d.update(apa=self.apa, msr=self.msr, sl=self.sl)
-        return f"{self.model}-{self._slug()}-s{self.seed}-{_digest(d)}"
+        return f"{model_slug(self.model)}-{self._slug()}-s{self.seed}-{_digest(d)}"
 
     def _slug(self) -> str:
         return self.variant.replace("[", "-").replace("]", "").replace("+", "-")
@@ -454,8 +454,9 @@ def _fp_cache_path(config: ExperimentConfig, split: str = "test") -> Path:
         key["checkpoint"] = [str(ckpt.resolve()), ckpt.stat().st_mtime_ns if ckpt.exists() else None]
     root = config.data_root or os.environ.get("SARDFQ_DATA")
     key["data_root"] = str(Path(root).resolve()) if root else None
+    key.update(model_fingerprint(config.model))  # a model folder: where it is, which weights
     digest = hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
-    return cache_dir() / "fp-eval" / f"{config.model}-{digest}.json"
+    return cache_dir() / "fp-eval" / f"{model_slug(config.model)}-{digest}.json"
 
 
 def fp_accuracy(model, info, dataset, config: ExperimentConfig, *, device, progress: bool = True,

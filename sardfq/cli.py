@@ -158,7 +158,8 @@ def _run_run(args: argparse.Namespace) -> None:
     if args.device is not None or "device" not in values:
         values["device"] = str(_device(args.device))
     config = ExperimentConfig.from_dict(values)
-    result = run_experiment(config, out_dir=args.out, progress=args.progress, keep_models=bool(args.out))
+    keep = {"keep_models": True} if args.out else {}  # to save the quantized model below
+    result = run_experiment(config, out_dir=args.out, progress=args.progress, **keep)
     r = result.to_dict()
     if args.out:  # the quantized model too, for `sardfq eval OUT/quantized`
         from .quant import save_quantized

@@ -485,7 +485,10 @@ def _load_timm(name: str, *, pretrained: bool, **timm_kwargs) -> tuple[nn.Module
     classes = tuple(ImageNetInfo().label_descriptions())
     dataset = "imagenet"
     if model.num_classes != len(classes):
-        classes, dataset = tuple(str(i) for i in range(model.num_classes)), "imagefolder"
+        names = cfg.get("label_names") or []  # an hf-hub model's config may name its classes
+        classes = tuple(names) if len(names) == model.num_classes else tuple(
+            str(i) for i in range(model.num_classes))
+        dataset = "imagefolder"
     input_size = _built_input_size(model) if "img_size" in timm_kwargs else tuple(cfg["input_size"])
     info = _describe(model, name, dataset=dataset, input_size=input_size, mean=cfg["mean"],
                      std=cfg["std"], class_names=classes, arch=name, arch_config=_jsonable(timm_kwargs))

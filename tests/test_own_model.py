@@ -181,6 +181,33 @@ def test_hf_hub_id_not_cached_is_a_clear_error(tmp_path, monkeypatch):
         sardfq.load_model("hf-hub:timm/vit_tiny_patch16_224.augreg_in21k")
 
 
+def test_hf_hub_id_in_the_cache_and_a_downloaded_hub_folder_load(tmp_path, monkeypatch):
+    """timm's hub layout (config.json with architecture / model_args / label_names /
+    pretrained_cfg, and model.safetensors), in a Hugging Face cache and as a plain folder."""
+    from safetensors.torch import save_file
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(tmp_path))
+    repo = tmp_path / "models--someone--tiny_vit"
+    snapshot = repo / "snapshots" / ("a" * 40)
+    snapshot.mkdir(parents=True)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("a" * 40)
+    model, _ = sardfq.load_model("vit_tiny_patch16_224", pretrained=False, img_size=32, depth=1,
+                                 num_classes=3)
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(snapshot / "model.safetensors"))
+    (snapshot / "config.json").write_text(json.dumps({
+        "architecture": "vit_tiny_patch16_224", "num_classes": 3, "label_names": ["a", "b", "c"],
+        "model_args": {"img_size": 32, "depth": 1},
+        "pretrained_cfg": {"input_size": [3, 32, 32], "mean": MEAN, "std": STD, "num_classes": 3}}))
+    x = torch.randn(2, 3, 32, 32)
+    for name in ("hf-hub:someone/tiny_vit", snapshot):
+        loaded, info = sardfq.load_model(name)
+        assert torch.equal(loaded(x), model(x))
+        assert info.class_names == ("a", "b", "c") and info.mean == pytest.approx(MEAN)
+        assert info.input_size == (3, 32, 32) and info.dataset == "imagefolder"
+
+
 @pytest.mark.parametrize("damage, message", [
     (lambda f: (f / "model.safetensors").unlink(), "has no model.safetensors"),
     (lambda f: (f / "model.safetensors").write_bytes(b"truncated"), "could not read"),

@@ -1,6 +1,7 @@
 """A model of its own: any timm ViT/Swin of N classes, as a model folder, through the whole pipeline
 on a user's ImageFolder; and the errors a user meets on the way."""
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -227,6 +228,20 @@ def test_missing_folder_is_a_checkpoint_error(tmp_path):
         sardfq.load_model(str(tmp_path / "nowhere"))
 
 
+def test_quantized_folder_without_model_info_arch_still_loads(tmp_path):
+    """Folders saved before ModelInfo.arch: rebuilt from the model name and its arguments."""
+    model, info = sardfq.load_model("deit_tiny_patch16_224", pretrained=False, img_size=32, depth=2)
+    q_model = sardfq.quantize(model, info, sardfq.QuantConfig(), torch.randn(4, *info.input_size))
+    folder = sardfq.save_quantized(q_model, tmp_path / "q")
+    record = json.loads((folder / "quant_config.json").read_text())
+    for key in ("arch", "arch_config"):
+        del record["info"][key]
+    (folder / "quant_config.json").write_text(json.dumps(record))
+    loaded, loaded_info = sardfq.load_quantized(folder)
+    x = torch.randn(2, *info.input_size)
+    assert torch.equal(loaded(x), q_model.eval()(x)) and loaded_info.arch == "deit_tiny_patch16_224"
+
+
 @pytest.mark.slow
 def test_run_own_vit_folder_then_eval_the_quantized_folder(own_vit, own_data, tmp_path, capsys,
                                                           one_torch_thread):
@@ -239,6 +254,7 @@ def test_run_own_vit_folder_then_eval_the_quantized_folder(own_vit, own_data, tm
     assert record["run_id"].startswith("my_vit-sardfq-w4a4-s0-")
     assert max(record["calibration"]["crop_labels"][0]) < 5
     quantized = record["quantized_folder"]
+    shutil.rmtree(own_vit[0])  # the quantized folder rebuilds the architecture on its own
     q_model, q_info = sardfq.load_quantized(quantized)
     assert q_info.class_names == CLASSES and q_info.mean == pytest.approx(MEAN)
     assert main(["eval", quantized, "--data", str(own_data), "--json"]) == 0

@@ -75,7 +75,10 @@ def quantize(fp_model: nn.Module, info: ModelInfo, config: QuantConfig = QuantCo
     start = time.perf_counter()
     check_architecture(fp_model, info.name)
     q_model = build_quant_model(fp_model, config)
-    q_model.sardfq_quant = {"model": info.name, "model_kwargs": architecture_kwargs(fp_model),
+    # the architecture's own arguments when load_model recorded them (any timm ViT); else read off
+    # the modules (standard ViT/DeiT/Swin only)
+    kwargs = dict(info.arch_config) if info.arch else architecture_kwargs(fp_model)
+    q_model.sardfq_quant = {"model": info.name, "model_kwargs": kwargs,
                             "config": config, "info": info, "calibration": None}
     if calib is not None:
         images = calibration_images(calib, info)

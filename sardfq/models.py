@@ -40,7 +40,6 @@ import time
 from dataclasses import asdict, dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any
 
 import timm
 import torch
@@ -105,13 +104,10 @@ class ModelInfo:
     @classmethod
     def from_dict(cls, data: dict) -> "ModelInfo":
         """The inverse of `to_dict` (JSON lists back to tuples); keys it does not know are ignored."""
-        values = {}
-        for f in dataclasses.fields(cls):
-            if f.name in data:
-                value = data[f.name]
-                values[f.name] = tuple(tuple(v) if isinstance(v, list) else v for v in value) \
-                    if isinstance(value, list) else value
-        return cls(**values)
+        def tuples(value):
+            return tuple(tuples(v) for v in value) if isinstance(value, list) else value
+
+        return cls(**{f.name: tuples(data[f.name]) for f in dataclasses.fields(cls) if f.name in data})
 
     def replace(self, **changes) -> "ModelInfo":
         """A copy with `changes` (e.g. `class_names=...`, `mean=...`), as `save_model_folder` input."""
@@ -238,7 +234,7 @@ def build_architecture(arch: str, config: dict | None = None) -> nn.Module:
     """A randomly initialised model: `arch` a timm model name, `hf-hub:` id or timm class path
     (`timm.models.vision_transformer.VisionTransformer`), `config` its keyword arguments."""
     kwargs = {k: _from_json(k, v) for k, v in (config or {}).items()}
-    if arch.startswith("timm.") and not arch.startswith(HF_HUB_PREFIX):
+    if arch.startswith("timm."):  # a class path
         module_name, _, class_name = arch.rpartition(".")
         try:
             cls = getattr(importlib.import_module(module_name), class_name)
@@ -295,7 +291,10 @@ def _load_folder(folder: Path, name: str | None, *, pretrained: bool,
     if "num_classes" in meta:
         config.setdefault("num_classes", meta["num_classes"])
     config.update(overrides)
-    model = build_architecture(arch, config)
+    try:
+        model = build_architecture(arch, config)
+    except (ConfigError, UnknownNameError) as exc:
+        raise CheckpointError(f"{folder / CONFIG_FILE}: {exc}") from None
     check_architecture(model, arch)
     if pretrained:
         if not (folder / WEIGHTS_FILE).is_file():

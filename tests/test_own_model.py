@@ -214,6 +214,8 @@ def test_hf_hub_id_in_the_cache_and_a_downloaded_hub_folder_load(tmp_path, monke
     (lambda f: (f / "model.safetensors").write_bytes(b"truncated"), "could not read"),
     (lambda f: (f / "config.json").write_text("{not json"), "could not read"),
     (lambda f: (f / "config.json").unlink(), "not a model folder"),
+    (lambda f: (f / "config.json").write_text(json.dumps({"arch": "vit_tiny_patch16_22"})),
+     "config.json: unknown model 'vit_tiny_patch16_22'"),
 ])
 def test_damaged_folder_is_a_checkpoint_error(own_vit, damage, message, capsys):
     damage(own_vit[0])

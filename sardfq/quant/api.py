@@ -24,7 +24,7 @@ from timm.models.swin_transformer import SwinTransformer
 from torch import Tensor, nn
 
 from ..calibset import CalibrationSet
-from ..errors import CheckpointError, ConfigError
+from ..errors import CheckpointError, ConfigError, SardfqError
 from ..models import ModelInfo, _from_json, build_architecture, check_architecture, load_model
 from .calibration import calibrate, calibration_images
 from .config import QuantConfig
@@ -152,8 +152,11 @@ def load_quantized(folder: str | os.PathLike, *, device: str | torch.device = "c
         raise CheckpointError(f"could not read {weights_path}: {exc}") from exc
     saved_info = record.get("info") or {}
     if saved_info.get("arch"):  # the architecture itself: no need for the model's name to resolve
-        fp_model = build_architecture(saved_info["arch"], saved_info.get("arch_config"))
-        info = ModelInfo.from_dict(saved_info)
+        try:
+            fp_model = build_architecture(saved_info["arch"], saved_info.get("arch_config"))
+            info = ModelInfo.from_dict(saved_info)
+        except (SardfqError, TypeError) as exc:
+            raise CheckpointError(f"{config_path}: cannot rebuild the model: {exc}") from None
     else:  # folders written before ModelInfo.arch
         fp_model, info = load_model(name, pretrained=False, **{k: _from_json(k, v) for k, v in kwargs.items()})
     q_model = quantize(fp_model, info, config)

@@ -5,12 +5,13 @@ The public API; notebooks, the CLI and the tests use only these names.
 from .attention import attention_blocks, record_attention
 from .calibset import CalibrationSet
 from .data import (ArrayDataset, ImageArrays, data_root, denormalize, eval_dataset, heldout_dataset,
-                   load_cifar10, normalize, pixel_range)
+                   image_folder, load_cifar10, normalize, pixel_range)
 from .errors import (CheckpointError, ConfigError, DataNotFoundError, SardfqError, UnknownNameError,
-                     WeightsNotFoundError)
+                     UnsupportedModelError, WeightsNotFoundError)
 from .compare import Comparison, compare, compare_per_image
 from .evaluate import EvalResult, PerImage, evaluate
-from .models import DEFAULT_MODEL, ModelInfo, available_models, load_model
+from .models import (DEFAULT_MODEL, ModelInfo, available_models, check_architecture, embedded_models,
+                     load_model, save_model_folder)
 from .losses import (apa_blocks, apa_loss, patch_similarity_entropy, record_head_outputs,
                      soft_cross_entropy, soft_targets, tv_l2, tv_loss, tv_target)
 from .methods import METHODS, Method
@@ -31,11 +32,12 @@ __version__ = "0.1.0"
 
 __all__ = [
     "ArrayDataset", "CalibrationSet", "CheckpointError", "Comparison", "ConfigError", "DEFAULT_MODEL",
-    "DataNotFoundError", "EvalResult", "PerImage", "compare", "compare_per_image",
-    "ImageArrays", "ModelInfo", "SardfqError", "UnknownNameError", "WeightsNotFoundError",
-    "attention_blocks", "available_models", "data_root", "denormalize", "eval_dataset", "evaluate",
-    "heldout_dataset",
-    "load_cifar10", "load_model", "normalize", "pixel_range", "record_attention",
+    "DataNotFoundError", "EvalResult", "ImageArrays", "ModelInfo", "PerImage", "SardfqError",
+    "UnknownNameError", "UnsupportedModelError", "WeightsNotFoundError",
+    "attention_blocks", "available_models", "check_architecture", "compare", "compare_per_image",
+    "data_root", "denormalize", "embedded_models", "eval_dataset", "evaluate", "heldout_dataset",
+    "image_folder", "load_cifar10", "load_model", "normalize", "pixel_range", "record_attention",
+    "save_model_folder",
     # synthesis
     "METHODS", "Method", "PRIORS", "SynthesisConfig", "apa_blocks", "apa_loss", "crop_regions",
     "draw_priors", "draw_regions", "patch_similarity_entropy", "quadrant_mask", "real_attention_bank",

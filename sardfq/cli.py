@@ -22,13 +22,16 @@ def _emit(args: argparse.Namespace, record: dict, lines: list[str]) -> None:
         print("\n".join(lines))
 
 
+_MODEL_HELP = ("model: an embedded name (vit_tiny_cifar10), a timm ViT/DeiT/Swin name or tag, an "
+               "hf-hub: id in the local cache, or a model folder (config.json + model.safetensors)")
+
+
 # ---------------------------------------------------------------------------------------- eval
 def _add_eval(sub) -> None:
     p = sub.add_parser("eval", help="top-1/top-5 accuracy of a model on its test set")
-    p.add_argument("model", help="model name (e.g. vit_tiny_cifar10, deit_tiny_patch16_224) or a "
-                                 "folder saved by `sardfq quantize`")
+    p.add_argument("model", help=_MODEL_HELP + ", or a folder saved by `sardfq quantize`")
     p.add_argument("--data", help="data folder (default: $SARDFQ_DATA)")
-    p.add_argument("--checkpoint", help="local weights file for a timm model")
+    p.add_argument("--checkpoint", help="local weights file replacing the model's")
     p.add_argument("--limit", type=int, help="evaluate on this many images only (an even spread)")
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
@@ -53,9 +56,9 @@ def _run_eval(args: argparse.Namespace) -> None:
 
 def _load_for_eval(model: str, checkpoint: str | None, device):
     from .models import load_model
+    from .quant import is_quantized_folder, load_quantized
 
-    if Path(model).is_dir():  # a folder written by `sardfq quantize` / sardfq.save_quantized
-        from .quant import load_quantized
+    if is_quantized_folder(model):  # written by `sardfq quantize` / sardfq.save_quantized
 
         if checkpoint is not None:
             raise SardfqError("--checkpoint does not apply to a saved quantized model folder")
@@ -136,13 +139,14 @@ def _add_run(sub) -> None:
     p = sub.add_parser("run", help="one experiment: synthesize, quantize, reconstruct, evaluate",
                        argument_default=S, description="Options not given take their values from "
                        "--config, else the defaults of ExperimentConfig and its nested configs.")
-    p.add_argument("model", nargs="?", help=f"model name (default: {d.model})")
+    p.add_argument("model", nargs="?", help=f"{_MODEL_HELP} (default: {d.model})")
     p.add_argument("--config", help="a JSON file of ExperimentConfig fields, nested "
                                     '({"synthesis": {"apa_weight": 10}}) or dotted ("synthesis.apa_weight"); '
                                     "options given here override it")
     p.add_argument("--bits", help=f"weight/activation bits as wXaY, sets --w-bits and --a-bits "
                                   f"(default: {d.bits})")
-    p.add_argument("--out", default=None, help="folder for the calibration set and result.json")
+    p.add_argument("--out", default=None, help="folder for the calibration set, result.json and the "
+                                               "quantized model (OUT/quantized, read by `sardfq eval`)")
     p.add_argument("--quickstart", action="store_true", default=False,
                    help="FP vs noise vs SARDFQ W4A4 on the embedded teacher, in minutes on a CPU")
     _add_common_run_options(p)
@@ -196,10 +200,14 @@ def _run_run(args: argparse.Namespace) -> None:
     if args.device is not None or "device" not in values:
         values["device"] = str(_device(args.device))
     config = ExperimentConfig.from_dict(values)  # every option checked before any slow work
-    result = run_experiment(config, out_dir=args.out, progress=args.progress)
-    if args.out:
-        result.save(Path(args.out) / "result.json")
+    keep = {"keep_models": True} if args.out else {}  # to save the quantized model below
+    result = run_experiment(config, out_dir=args.out, progress=args.progress, **keep)
     r = result.to_dict()
+    if args.out:  # the quantized model too, for `sardfq eval OUT/quantized`
+        from .quant import save_quantized
+
+        r["quantized_folder"] = str(save_quantized(result.q_model, Path(args.out) / "quantized"))
+        result.save(Path(args.out) / "result.json")
     _emit(args, r, [
         f"{config.model} {config.variant} {config.bits} (seed {config.seed}), "
         f"{r['quantized']['n_images']} test images:",
@@ -209,6 +217,7 @@ def _run_run(args: argparse.Namespace) -> None:
            f"top-1 {100 * r['heldout']['fp']['top1']:.2f}%, quantized {100 * r['heldout']['quantized']['top1']:.2f}%"]
           if r["heldout"] else []),
         f"  calibration set: {r['calibration_path']}",
+        *([f"  quantized model: {r['quantized_folder']}"] if "quantized_folder" in r else []),
         "  seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in r["timings"].items()),
     ])
 
@@ -279,7 +288,7 @@ def _add_synthesize(sub) -> None:
 
     p = sub.add_parser("synthesize", help="synthesize a calibration set (safetensors + PNG grid)",
                        argument_default=argparse.SUPPRESS)
-    p.add_argument("model", help="model name (e.g. vit_tiny_cifar10, deit_tiny_patch16_224)")
+    p.add_argument("model", help=_MODEL_HELP)
     p.add_argument("--out", default=None,
                    help="output .safetensors file (default: calib/MODEL-LABEL-seedS.safetensors)")
     p.add_argument("--data", default=None,
@@ -291,14 +300,14 @@ def _add_synthesize(sub) -> None:
 
 def _run_synthesize(args: argparse.Namespace) -> None:
     from .config import nest
-    from .models import load_model
+    from .models import load_model, model_slug
     from .synthesis import SynthesisConfig, save_image_grid, synthesize
 
     config = SynthesisConfig.from_dict(nest(config_values(args)).get("synthesis", {}))
     device = _device(args.device)
     model, info = load_model(args.model, checkpoint=args.checkpoint, device=device)
     calib = synthesize(model, info, config, device=device, data_root=args.data, progress=args.progress)
-    out = Path(args.out or f"calib/{args.model}-{config.label}-seed{config.seed}.safetensors")
+    out = Path(args.out or f"calib/{model_slug(args.model)}-{config.label}-seed{config.seed}.safetensors")
     calib.save(out)
     png = save_image_grid(calib, info, out.with_suffix(".png"))
     meta = calib.metadata
@@ -318,7 +327,7 @@ def _add_quantize(sub) -> None:
     p = sub.add_parser("quantize", help="quantize a model on a calibration set, optionally reconstruct "
                                         "and evaluate; saves a folder that `sardfq eval DIR` reads",
                        argument_default=argparse.SUPPRESS)
-    p.add_argument("model", help="model name (e.g. vit_tiny_cifar10, deit_tiny_patch16_224)")
+    p.add_argument("model", help=_MODEL_HELP)
     p.add_argument("--calib", required=True, help="calibration set file (from `sardfq synthesize`)")
     p.add_argument("--seed", type=int, default=0, help="seeds calibration and reconstruction (default: 0)")
     p.add_argument("--out", default=None, help="output folder (default: quantized/MODEL-BITS)")
@@ -337,7 +346,7 @@ def _run_quantize(args: argparse.Namespace) -> None:
 
     from .calibset import CalibrationSet
     from .config import nest
-    from .models import load_model
+    from .models import load_model, model_slug
     from .quant import QuantConfig, quantize, save_quantized
     from .reconstruction import ReconConfig, reconstruct
 
@@ -359,7 +368,7 @@ def _run_quantize(args: argparse.Namespace) -> None:
         blocks = reconstruct(q_model, fp_model, calib, recon_config, progress=args.progress).to_dict()["blocks"]
         timings["reconstruct_s"] = time.perf_counter() - step
     step = time.perf_counter()
-    out = save_quantized(q_model, args.out or f"quantized/{args.model}-{config.name}")
+    out = save_quantized(q_model, args.out or f"quantized/{model_slug(args.model)}-{config.name}")
     timings["save_s"] = time.perf_counter() - step
     record = {"model": args.model, "out": str(out), "bits": config.name, "quant_config": config.to_dict(),
               "calib": args.calib, "n_calib": len(calib), "seed": args.seed,
@@ -503,7 +512,7 @@ def _field_docs(cls) -> dict[str, str]:
 
 def _add_model_run_options(p) -> None:
     """Options shared by the commands that load a model and run a long job on it."""
-    p.add_argument("--checkpoint", default=None, help="local weights file for a timm model")
+    p.add_argument("--checkpoint", default=None, help="local weights file replacing the model's")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     p.add_argument("--no-progress", dest="progress", action="store_false", default=True,
                    help="no progress bars")

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any, Mapping
 
 from .errors import ConfigError
-from .models import DEFAULT_MODEL
+from .models import DEFAULT_MODEL, model_slug
 from .quant.config import QuantConfig, parse_bits
 from .reconstruction import ReconConfig
 from .registry import reject_unknown
@@ -178,7 +178,7 @@ class ExperimentConfig:
             d["recon_options"] = recon_options
         if self.heldout_limit:
             d["heldout_limit"] = self.heldout_limit
-        return f"{self.model}-{self._slug()}-{self.bits}-s{self.seed}-{_digest(d)}"
+        return f"{model_slug(self.model)}-{self._slug()}-{self.bits}-s{self.seed}-{_digest(d)}"
 
     def synthesis_id(self) -> str:
         """Identifies the calibration set alone: runs that differ only in bit-width, reconstruction
@@ -194,7 +194,7 @@ class ExperimentConfig:
         kind = self.device.split(":")[0]
         if kind != "cpu":
             d["device"] = kind
-        return f"{self.model}-{self._slug()}-s{self.seed}-{_digest(d)}"
+        return f"{model_slug(self.model)}-{self._slug()}-s{self.seed}-{_digest(d)}"
 
     def _slug(self) -> str:
         return self.variant.replace("[", "-").replace("]", "").replace("+", "-")

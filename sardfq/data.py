@@ -1,4 +1,5 @@
-"""Data sets: CIFAR-10 (tarballs of JPEGs or torchvision's pickles) and ImageNet validation folders.
+"""Data sets: CIFAR-10 (tarballs of JPEGs or torchvision's pickles), ImageNet validation folders,
+and a user's own ImageFolder (`DIR/val/<class>/*.png`, `DIR/train/...`) for a model of any classes.
 
 The root comes from an argument or the `SARDFQ_DATA` environment variable. CIFAR-10 is decoded once
 and cached as uint8 arrays (under `SARDFQ_CACHE`, default `~/.cache/sardfq`), since decoding
@@ -11,7 +12,6 @@ import io
 import os
 import pickle
 import tarfile
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +21,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from .errors import ConfigError, DataNotFoundError
+from .io import atomic_path
 from .models import ModelInfo
 
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship",
@@ -29,7 +30,8 @@ SPLITS = ("train", "test")
 _HOW_TO_PROVIDE = (
     "Pass the folder with --data DIR (Python: root=DIR) or set SARDFQ_DATA=DIR. CIFAR-10 may be "
     "given as train.tar.gz/test.tar.gz of JPEGs (train/<class>/*.jpg), as those folders extracted, "
-    "or as torchvision's cifar-10-batches-py; ImageNet as an ImageFolder-style val/ directory."
+    "or as torchvision's cifar-10-batches-py; ImageNet as an ImageFolder-style val/ directory; "
+    "a model with its own classes as DIR/val/<class name>/<images> (and DIR/train/... for real images)."
 )
 
 
@@ -109,10 +111,8 @@ def _cached(source: Path, split: str, decode) -> ImageArrays:
             pass  # a damaged cache entry is decoded again below
     arrays = decode()
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".npz", delete=False) as tmp:
-            np.savez(tmp, images=arrays.images.numpy(), labels=arrays.labels.numpy())
-        os.replace(tmp.name, path)  # atomic: a crash never leaves a half-written cache
+        with atomic_path(path) as tmp, open(tmp, "wb") as fh:  # a crash never leaves half a cache
+            np.savez(fh, images=arrays.images.numpy(), labels=arrays.labels.numpy())
     except OSError:
         pass  # an unwritable cache only costs time
     return arrays
@@ -246,13 +246,52 @@ def imagenet_val(info: ModelInfo, model: torch.nn.Module, root: str | os.PathLik
     )
 
 
+def image_folder(info: ModelInfo, split: str, root: str | os.PathLike | None = None) -> Dataset:
+    """The `split` ("val" or "train") images of a model with its own classes: `ROOT/<split>/<class
+    name>/<images>` (for "val", ROOT itself when its folders are class names), resized (shorter side)
+    and centre-cropped to the model's input, normalized with its mean/std. Folder names map to the
+    model's outputs by class name, so a folder may hold a subset of the classes."""
+    from torchvision import transforms
+    from torchvision.datasets import ImageFolder
+
+    base = data_root(root)
+    candidates = [base / split] + ([base] if split == "val" else [])
+    classes = {name: i for i, name in enumerate(info.class_names)}
+    for folder in candidates:
+        subfolders = sorted(p.name for p in folder.iterdir() if p.is_dir()) if folder.is_dir() else []
+        if not subfolders or (folder == base and not set(subfolders) <= set(classes)):
+            continue
+        unknown = [name for name in subfolders if name not in classes]
+        if unknown:
+            raise DataNotFoundError(
+                f"{folder} holds folders that are not classes of {info.name}: {', '.join(unknown[:5])}; "
+                f"its classes are {', '.join(info.class_names[:20])}")
+        _, h, w = info.input_size
+        transform = transforms.Compose([
+            transforms.Resize(min(h, w)), transforms.CenterCrop((h, w)), transforms.ToTensor(),
+            transforms.Normalize(info.mean, info.std)])
+        dataset = ImageFolder(str(folder), transform=transform)
+        to_model = [classes[name] for name in dataset.classes]  # ImageFolder index -> model output
+        dataset.target_transform = to_model.__getitem__
+        return dataset
+    raise DataNotFoundError(
+        f"no {split} images for {info.name}: want one folder per class name "
+        f"({', '.join(info.class_names[:5])}{', ...' if info.num_classes > 5 else ''}) holding its "
+        f"images, in {' or '.join(str(c) for c in candidates)}. {_HOW_TO_PROVIDE}")
+
+
 def eval_dataset(info: ModelInfo, model: torch.nn.Module, root: str | os.PathLike | None = None,
                  *, limit: int | None = None) -> Dataset:
-    """The test/validation set that matches the model's classes, normalized for it."""
+    """The test/validation set that matches the model's classes, normalized for it: CIFAR-10's test
+    split, ImageNet's validation folders, or the `val/` ImageFolder of a model with its own classes."""
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+        raise ConfigError(f"limit (--limit) must be a positive number of images, got {limit!r}")
     if info.dataset == "cifar10":
         dataset = ArrayDataset(load_cifar10("test", root), info)
-    else:
+    elif info.dataset == "imagenet":
         dataset = imagenet_val(info, model, root)
+    else:
+        dataset = image_folder(info, "val", root)
     return _even_spread(dataset, limit)
 
 
@@ -266,9 +305,14 @@ def heldout_dataset(info: ModelInfo, root: str | os.PathLike | None = None, *,
     return _even_spread(ArrayDataset(train.subset(heldout_mask(len(train)).nonzero()[:, 0]), info), limit)
 
 
+def even_spread(n: int, limit: int) -> list[int]:
+    """`limit` indices spread evenly over range(n), first and last included: the evaluation subset
+    behind every `limit` (images are stored class by class, so the first `limit` would be one class)."""
+    return np.linspace(0, n - 1, limit).round().astype(int).tolist()
+
+
 def _even_spread(dataset: Dataset, limit: int | None) -> Dataset:
     if limit is not None and limit < len(dataset):
         # images are stored class by class: take an even spread, not the first class only
-        index = np.linspace(0, len(dataset) - 1, limit).round().astype(int).tolist()
-        dataset = torch.utils.data.Subset(dataset, index)
+        dataset = torch.utils.data.Subset(dataset, even_spread(len(dataset), limit))
     return dataset

@@ -26,3 +26,7 @@ class DataNotFoundError(SardfqError):
 
 class ConfigError(SardfqError, ValueError):
     """An invalid configuration value; the message names the field."""
+
+
+class UnsupportedModelError(SardfqError, ValueError):
+    """A model whose architecture sardfq cannot quantize or probe; the message names what is missing."""

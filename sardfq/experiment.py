@@ -22,7 +22,7 @@ from typing import Mapping
 from .config import ExperimentConfig
 from .errors import CheckpointError
 from .io import read_record, write_json_atomic
-from .models import DEFAULT_MODEL
+from .models import DEFAULT_MODEL, model_fingerprint, model_slug
 from .records import ExperimentResult
 
 log = logging.getLogger(__name__)
@@ -166,8 +166,9 @@ def _fp_cache_path(config: ExperimentConfig, split: str = "test") -> Path:
         key["checkpoint"] = [str(ckpt.resolve()), ckpt.stat().st_mtime_ns if ckpt.exists() else None]
     root = config.data_root or os.environ.get("SARDFQ_DATA")
     key["data_root"] = str(Path(root).resolve()) if root else None
+    key.update(model_fingerprint(config.model))  # a model folder: where it is, which weights
     digest = hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
-    return cache_dir() / "fp-eval" / f"{config.model}-{digest}.json"
+    return cache_dir() / "fp-eval" / f"{model_slug(config.model)}-{digest}.json"
 
 
 def fp_accuracy(model, info, dataset, config: ExperimentConfig, *, device, progress: bool = True,

@@ -5,8 +5,8 @@ extra rows (MSR crops) join each forward pass, what it records during that pass,
 terms it minimizes with which weights. A new method is a new class and a decorator.
 
 - `noise`: Gaussian N(0, 1) images in the normalized input space, random labels, no optimization.
-- `real`: n training images drawn with the seed (CIFAR-10 train for CIFAR models; an ImageNet
-  `train/` folder of class folders for ImageNet models).
+- `real`: n distinct training images drawn with the seed (CIFAR-10 train for CIFAR models; a
+  `train/` folder of class folders for ImageNet models and for models with their own classes).
 - `psaq`: PSAQ-ViT: -patch-similarity entropy + hard-label CE + 0.05 TV.
 - `sardfq`: a1 * APA + soft-label CE (one-hot CE with `sl` off, on the images and their MSR crops)
   + 0.05 TV; the switches apa / msr / sl give all eight ablations.
@@ -16,15 +16,15 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-from typing import Any, ContextManager
+from typing import Any, Callable, ContextManager
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .attention import record_attention
-from .data import heldout_mask, load_cifar10, normalize
-from .errors import DataNotFoundError
+from .data import heldout_mask, image_folder, load_cifar10, normalize
+from .errors import ConfigError, DataNotFoundError
 from .losses import (apa_blocks, apa_loss, patch_similarity_entropy, record_head_outputs,
                      soft_cross_entropy, soft_targets, tv_loss, tv_target)
 from .models import ModelInfo
@@ -89,9 +89,21 @@ class RealMethod(Method):
 
     optimizes = False
 
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        # the whole set is drawn at once, so chunks never repeat an image
+        allowed, self._load = real_image_source(self.info, self.data_root)
+        if self.config.n > len(allowed):
+            raise ConfigError(f"SynthesisConfig.n: the real method asks for {self.config.n} images but "
+                              f"{self.info.name}'s training images number {len(allowed)}")
+        self._order = allowed[torch.randperm(len(allowed), generator=self.generator)[:self.config.n]]
+        self._drawn = 0
+
     def start(self, batch: int) -> Tensor:
-        images, labels = real_images(self.info, batch, generator=self.generator, root=self.data_root)
-        self.labels, self.targets = labels, None
+        index = self._order[self._drawn:self._drawn + batch]
+        self._drawn += batch
+        images, self.labels = self._load(index)
+        self.targets = None
         return images.to(self.device)
 
 
@@ -213,17 +225,38 @@ class SardfqMethod(Method):
 
 def real_images(info: ModelInfo, n: int, *, generator: torch.Generator,
                 root: str | os.PathLike | None = None) -> tuple[Tensor, Tensor]:
-    """n training images drawn with `generator`, normalized for the model: (images, labels)."""
+    """n distinct training images drawn with `generator`, normalized for the model: (images, labels)."""
+    allowed, load = real_image_source(info, root)
+    return load(allowed[torch.randperm(len(allowed), generator=generator)[:n]])
+
+
+def real_image_source(info: ModelInfo, root: str | os.PathLike | None = None
+                      ) -> tuple[Tensor, Callable[[Tensor], tuple[Tensor, Tensor]]]:
+    """The training images the model may calibrate on: (indices allowed, load(indices) -> normalized
+    images and labels). CIFAR-10 never gives its held-out selection images; ImageNet models and models
+    with their own classes read a `train/` folder of class folders."""
     if info.dataset == "cifar10":
         train = load_cifar10("train", root)
         allowed = (~heldout_mask(len(train))).nonzero()[:, 0]  # never the selection images
-        index = allowed[torch.randperm(len(allowed), generator=generator)[:n]]
-        return normalize(train.images[index], info), train.labels[index]
-    return _imagenet_train_images(info, n, generator=generator, root=root)
+        return allowed, lambda index: (normalize(train.images[index], info), train.labels[index])
+    dataset = _imagenet_train(info, root) if info.dataset == "imagenet" else _own_train(info, root)
+
+    def load(index: Tensor) -> tuple[Tensor, Tensor]:
+        pairs = [dataset[i] for i in index.tolist()]
+        return torch.stack([p[0] for p in pairs]), torch.tensor([p[1] for p in pairs])
+
+    return torch.arange(len(dataset)), load
 
 
-def _imagenet_train_images(info: ModelInfo, n: int, *, generator: torch.Generator,
-                           root: str | os.PathLike | None) -> tuple[Tensor, Tensor]:
+def _own_train(info: ModelInfo, root: str | os.PathLike | None):
+    try:
+        return image_folder(info, "train", root)
+    except DataNotFoundError as exc:
+        raise DataNotFoundError(f"the 'real' calibration method (and the 'real' attention prior) "
+                                f"need training images: {exc}") from None
+
+
+def _imagenet_train(info: ModelInfo, root: str | os.PathLike | None):
     from timm.data import create_transform
     from torchvision.datasets import ImageFolder
 
@@ -235,10 +268,7 @@ def _imagenet_train_images(info: ModelInfo, n: int, *, generator: torch.Generato
         if folder.is_dir() and sum(1 for p in folder.iterdir() if p.is_dir()) >= 2:
             transform = create_transform(input_size=info.input_size, mean=info.mean, std=info.std,
                                          is_training=False)
-            dataset = ImageFolder(str(folder), transform=transform)
-            index = torch.randperm(len(dataset), generator=generator)[:n].tolist()
-            pairs = [dataset[i] for i in index]
-            return torch.stack([p[0] for p in pairs]), torch.tensor([p[1] for p in pairs])
+            return ImageFolder(str(folder), transform=transform)
     raise DataNotFoundError(
         f"the 'real' calibration method (and the 'real' attention prior) for the ImageNet model "
         f"{info.name!r} needs ImageNet training images: an ImageFolder-style train/ directory (one "

@@ -46,12 +46,14 @@ def synthesize(model: nn.Module, info: ModelInfo, config: SynthesisConfig = Synt
     """Synthesize `config.n` calibration images for `model` with `config.method`.
 
     Deterministic for a given seed on the CPU. Raises FloatingPointError (naming the iteration and
-    the loss term) if a loss becomes NaN or infinite.
+    the loss term) if a loss becomes NaN or infinite. The model runs on `device` and is handed back
+    where it was, in the training mode it had.
     """
     device = torch.device(device)
     began = time.perf_counter()
     generator = torch.Generator().manual_seed(config.seed)  # every random draw comes from it
     was_training = model.training
+    home = next(model.parameters()).device
     grad_flags = [p.requires_grad for p in model.parameters()]
     model.to(device).eval()
     model.requires_grad_(False)  # gradients flow to the pixels only
@@ -81,7 +83,7 @@ def synthesize(model: nn.Module, info: ModelInfo, config: SynthesisConfig = Synt
     finally:
         for p, flag in zip(model.parameters(), grad_flags):
             p.requires_grad_(flag)
-        model.train(was_training)
+        model.to(home).train(was_training)
     final_losses = ({k: sum(f[k] for f in finals) / len(finals) for k in finals[0]} if finals else {})
     iterations = config.iterations if method.optimizes else 0
     metadata = {

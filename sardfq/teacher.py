@@ -23,17 +23,18 @@ import numpy as np
 import timm
 import torch
 import torch.nn.functional as F
-from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
-from .data import CIFAR10_CLASSES, ArrayDataset, ImageArrays, load_cifar10
+from .data import CIFAR10_CLASSES, ArrayDataset, ImageArrays, even_spread, load_cifar10
 from .errors import ConfigError
 from .evaluate import evaluate
+from .io import atomic_path, atomic_write_text
 from .models import ModelInfo
 from .registry import Registry
 
 log = logging.getLogger(__name__)
 
+ARCH = "timm.models.vision_transformer.VisionTransformer"
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR10_STD = (0.2470, 0.2435, 0.2616)
 
@@ -100,7 +101,7 @@ class TeacherPreset:
         cfg = self.config()
         return _describe(self.build(), self.name, dataset="cifar10",
                          input_size=(3, cfg["img_size"], cfg["img_size"]), mean=CIFAR10_MEAN,
-                         std=CIFAR10_STD, class_names=CIFAR10_CLASSES)
+                         std=CIFAR10_STD, class_names=CIFAR10_CLASSES, arch=ARCH, arch_config=cfg)
 
 
 PRESETS: Registry[TeacherPreset] = Registry("teacher preset")
@@ -181,7 +182,7 @@ def train_teacher(preset: str | TeacherPreset = "vit_tiny_cifar10", *, recipe: T
     test = load_cifar10("test", root)
     if limit is not None:
         train = train.subset(torch.randperm(len(train), generator=torch.Generator().manual_seed(recipe.seed))[:limit])
-        test = test.subset(torch.linspace(0, len(test) - 1, limit).long())
+        test = test.subset(even_spread(len(test), limit))  # what `sardfq eval --limit` evaluates
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(recipe.seed)
@@ -217,7 +218,7 @@ def train_teacher(preset: str | TeacherPreset = "vit_tiny_cifar10", *, recipe: T
             log.info("resuming %s from %s after epoch %d", preset.name, last, start_epoch)
         else:
             log.warning("%s belongs to another preset or recipe: training from scratch", last)
-    test_subset = ArrayDataset(test.subset(torch.linspace(0, len(test) - 1, min(recipe.eval_images, len(test))).long()), info)
+    test_subset = ArrayDataset(test.subset(even_spread(len(test), min(recipe.eval_images, len(test)))), info)
     for epoch in range(start_epoch, recipe.epochs):
         model.train()
         began, running = time.perf_counter(), 0.0
@@ -249,41 +250,34 @@ def train_teacher(preset: str | TeacherPreset = "vit_tiny_cifar10", *, recipe: T
                                                  progress=False).top1
         history.append(entry)
         log.info("%s epoch %d: %s", preset.name, epoch + 1, entry)
-        tmp = last.with_suffix(".tmp")
-        torch.save({"identity": identity, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                    "schedule": schedule.state_dict(), "rng": torch.get_rng_state(),
-                    "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
-                    "history": history, "epoch": epoch + 1}, tmp)
-        tmp.replace(last)
+        with atomic_path(last) as tmp:
+            torch.save({"identity": identity, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                        "schedule": schedule.state_dict(), "rng": torch.get_rng_state(),
+                        "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
+                        "history": history, "epoch": epoch + 1}, tmp)
     return _write_model_folder(model, preset, recipe, history, test, out, device)
 
 
 def _write_model_folder(model, preset: TeacherPreset, recipe: TeacherRecipe, history: list[dict],
                         test: ImageArrays, out: Path, device) -> dict:
-    """Save the weights as fp16 safetensors and measure test top-1 *after* that conversion, by
-    loading the saved file into a fresh float32 model: the number the folder promises is the one
-    `sardfq eval` reproduces."""
-    weights = out / "model.safetensors"
-    save_file({k: v.detach().to("cpu", torch.float16).contiguous() for k, v in model.state_dict().items()},
-              str(weights))
-    from safetensors.torch import load_file
+    """Save the weights as fp16 and measure test top-1 *after* that conversion (on a float32 model
+    holding the fp16 values): the number the folder promises is the one `sardfq eval` reproduces."""
+    from .models import save_model_folder
 
-    fresh = preset.build()
-    fresh.load_state_dict({k: v.float() for k, v in load_file(str(weights)).items()})
-    result = evaluate(fresh.to(device), ArrayDataset(test, preset.info()), name=preset.name,
-                      device=device, progress=False)
-    record = {"arch": "timm.models.vision_transformer.VisionTransformer", "config": preset.config(),
-              "classes": list(CIFAR10_CLASSES), "mean": list(CIFAR10_MEAN), "std": list(CIFAR10_STD),
-              "preset": preset.name, "varies": preset.varies, "recipe": asdict(recipe),
+    info = preset.info()
+    fresh = preset.build().to(device)
+    fresh.load_state_dict({k: v.half().float() if v.is_floating_point() else v
+                           for k, v in model.state_dict().items()})
+    result = evaluate(fresh, ArrayDataset(test, info), name=preset.name, device=device, progress=False)
+    record = {"preset": preset.name, "varies": preset.varies, "recipe": asdict(recipe),
               "weights_dtype": "float16", "test_top1": result.top1, "test_images": result.n_images,
               "parameters": sum(p.numel() for p in fresh.parameters()),
               "epochs_done": len(history), "train_hours": sum(h["epoch_s"] for h in history) / 3600,
               "log": history}
-    for name, text in (("README.md", model_card(record)), ("config.json", json.dumps(record, indent=1))):
-        tmp = out / f"{name}.tmp"
-        tmp.write_text(text)
-        tmp.replace(out / name)  # atomic: a folder never holds half a file; config.json comes last
-    return record
+    atomic_write_text(out / "README.md", model_card({**record, "config": info.arch_config,
+                                                     "mean": info.mean, "std": info.std}))
+    save_model_folder(fresh, info, out, extra=record, dtype=torch.float16)  # config.json last
+    return json.loads((out / "config.json").read_text())
 
 
 def model_card(record: dict) -> str:

@@ -36,6 +36,7 @@ def test_eval_limit_prints_a_summary(cifar_root, capsys):
     (["eval", "vit_tiny_cifar10", "--data", "/nonexistent/data"], "does not exist"),
     (["eval", "deit_tiny_patch16_224"], "HF_HUB_OFFLINE=1"),
     (["eval", "vit_tiny_cifar10", "--checkpoint", "/nonexistent.safetensors"], "does not exist"),
+    (["eval", "vit_tiny_cifar10", "--limit", "0"], "--limit) must be a positive number of images"),
 ])
 def test_bad_input_is_one_line_and_exit_2(args, message, capsys, monkeypatch, tmp_path):
     monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(tmp_path))

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 import sardfq
-from sardfq.models import SUPPORTED_TIMM_MODELS
+from sardfq.models import TIMM_EXAMPLES
 
 
 def test_teacher_loads_with_its_description(teacher):
@@ -91,5 +91,5 @@ def test_checkpoint_of_another_architecture_is_a_clear_error(tmp_path):
 def test_supported_names_are_timm_names():
     import timm
 
-    for name in SUPPORTED_TIMM_MODELS:
+    for name in TIMM_EXAMPLES:
         assert timm.is_model(name), name

@@ -7,7 +7,8 @@ is what `save_quantized` writes beside the weights.
 
 Saved folder: `model.safetensors` (the state dict: FP parameter names plus quantizer buffers) and
 `quant_config.json` (format marker and version, model name, architecture arguments, QuantConfig,
-ModelInfo, calibration record).
+ModelInfo, calibration record). The ModelInfo's `arch`/`arch_config` rebuild the architecture,
+so a folder quantized from a model folder loads without that folder.
 """
 from __future__ import annotations
 
@@ -22,9 +23,9 @@ from timm.models.swin_transformer import SwinTransformer
 from torch import Tensor, nn
 
 from ..calibset import CalibrationSet
-from ..errors import CheckpointError, ConfigError
+from ..errors import CheckpointError, ConfigError, SardfqError
 from ..io import atomic_path, atomic_write_text
-from ..models import ModelInfo, load_model
+from ..models import ModelInfo, _from_json, build_architecture, check_architecture, load_model
 from .calibration import calibrate, calibration_images
 from .config import QuantConfig
 from .placement import build_quant_model
@@ -72,8 +73,12 @@ def quantize(fp_model: nn.Module, info: ModelInfo, config: QuantConfig = QuantCo
     if not isinstance(config, QuantConfig):
         raise ConfigError(f"config must be a QuantConfig, got {type(config).__name__}")
     start = time.perf_counter()
+    check_architecture(fp_model, info.name)
     q_model = build_quant_model(fp_model, config)
-    q_model.sardfq_quant = {"model": info.name, "model_kwargs": architecture_kwargs(fp_model),
+    # the architecture's own arguments when load_model recorded them (any timm ViT); else read off
+    # the modules (standard ViT/DeiT/Swin only)
+    kwargs = dict(info.arch_config) if info.arch else architecture_kwargs(fp_model)
+    q_model.sardfq_quant = {"model": info.name, "model_kwargs": kwargs,
                             "config": config, "info": info, "calibration": None}
     if calib is not None:
         images = calibration_images(calib, info)
@@ -115,17 +120,6 @@ def is_quantized_folder(path: str | os.PathLike) -> bool:
     return Path(path).is_dir() and (Path(path) / CONFIG_FILE).is_file()
 
 
-_SIZES = ("img_size", "patch_size", "window_size")
-
-
-def _from_json(key: str, value):
-    """JSON lists back to what timm takes: an int for a square size, else a tuple."""
-    if isinstance(value, list):
-        square = key in _SIZES and len(value) == 2 and value[0] == value[1]
-        return value[0] if square else tuple(value)
-    return value
-
-
 def load_quantized(folder: str | os.PathLike, *, device: str | torch.device = "cpu"
                    ) -> tuple[nn.Module, ModelInfo]:
     """Rebuild a model saved by `save_quantized`; returns `(q_model, info)` in eval mode."""
@@ -150,7 +144,15 @@ def load_quantized(folder: str | os.PathLike, *, device: str | torch.device = "c
         state = load_file(str(weights_path))
     except Exception as exc:  # truncated or foreign files raise many different types
         raise CheckpointError(f"could not read {weights_path}: {exc}") from exc
-    fp_model, info = load_model(name, pretrained=False, **{k: _from_json(k, v) for k, v in kwargs.items()})
+    saved_info = record.get("info") or {}
+    if saved_info.get("arch"):  # the architecture itself: no need for the model's name to resolve
+        try:
+            fp_model = build_architecture(saved_info["arch"], saved_info.get("arch_config"))
+            info = ModelInfo.from_dict(saved_info)
+        except (SardfqError, TypeError) as exc:
+            raise CheckpointError(f"{config_path}: cannot rebuild the model: {exc}") from None
+    else:  # folders written before ModelInfo.arch
+        fp_model, info = load_model(name, pretrained=False, **{k: _from_json(k, v) for k, v in kwargs.items()})
     q_model = quantize(fp_model, info, config)
     try:
         q_model.load_state_dict(state, strict=True)

@@ -251,6 +251,8 @@ def _add_sweep(sub) -> None:
                                       "experiment function")
     p.add_argument("--results", default="results", help="results folder (default: results)")
     p.add_argument("--dry-run", action="store_true", help="list the runs and whether each is done")
+    p.add_argument("--only", action="append", default=[], metavar="KEY=VALUE",
+                   help="only the runs with this value, e.g. --only model=vit_shallow_cifar10 (repeatable)")
     p.add_argument("--no-progress", dest="progress", action="store_false")
     p.add_argument("--json", action="store_true", help="print one JSON object on the last line")
     p.set_defaults(func=_run_sweep)
@@ -259,9 +261,16 @@ def _add_sweep(sub) -> None:
 def _run_sweep(args: argparse.Namespace) -> None:
     import dataclasses
 
+    import yaml
+
     from .sweep import is_complete, load_sweep, record_path, run_sweep
 
     spec = load_sweep(args.grid)
+    for condition in args.only:
+        key, sep, value = condition.partition("=")
+        if not sep:
+            raise ConfigError(f"--only wants KEY=VALUE, got {condition!r}")
+        spec = spec.select(key.strip(), yaml.safe_load(value))
     if args.notebook:
         spec = dataclasses.replace(spec, notebook=args.notebook)
     if args.dry_run:

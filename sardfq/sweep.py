@@ -113,6 +113,24 @@ class SweepSpec:
                    notebook=d.get("notebook"), experiment=d.get("experiment") or DEFAULT_EXPERIMENT,
                    description=d.get("description", ""))
 
+    def select(self, key: str, value: Any) -> "SweepSpec":
+        """The sweep restricted to the runs whose `key` (a grid or fixed key, e.g. `model`) has
+        `value`: `sardfq sweep --only model=vit_shallow_cifar10` runs one teacher of a zoo sweep."""
+        if key in self.fixed:
+            if self.fixed[key] != value:
+                raise ConfigError(f"sweep {self.name!r}: {key} is fixed to {self.fixed[key]!r}, not {value!r}")
+            return self
+        blocks = []
+        for block in self.grid:
+            if key not in block:
+                raise ConfigError(f"sweep {self.name!r}: no {key!r} in its grid; keys: {', '.join(block)}")
+            values = block[key] if isinstance(block[key], list) else [block[key]]
+            if value in values:
+                blocks.append({**block, key: [value]})
+        if not blocks:
+            raise ConfigError(f"sweep {self.name!r}: no run has {key} = {value!r}")
+        return dataclasses.replace(self, grid=tuple(blocks))
+
     def runs(self) -> list[Run]:
         """The grid expanded into runs (duplicates removed, in grid order), each validated."""
         runs: dict[str, Run] = {}

@@ -231,3 +231,28 @@ def test_notebook_runs_get_the_chapters_parameter_names():
     assert runs[0].params == {"n": 4, "synth_iters": 4, "recon_iters": 2, "w_bits": 6, "a_bits": 6,
                               "method": "noise", "seed": 0}
     assert set(runs[1].params) <= set(papermill.inspect_notebook(str(notebook)))
+
+
+def test_select_keeps_only_the_runs_with_a_value(capsys):
+    spec = SweepSpec.from_dict({"name": "zoo", "fixed": {"synthesis.n": 4},
+                                "grid": [{"model": ["a", "b"], "seed": [0, 1]}, {"model": ["c"], "seed": [0]}]})
+    chosen = spec.select("model", "b")
+    assert sorted((r.params["model"], r.params["seed"]) for r in chosen.runs()) == [("b", 0), ("b", 1)]
+    assert {r.run_id for r in chosen.runs()} <= {r.run_id for r in spec.runs()}
+    assert spec.select("synthesis.n", 4) is spec
+    with pytest.raises(sardfq.ConfigError, match="no run has model = 'z'"):
+        spec.select("model", "z")
+    with pytest.raises(sardfq.ConfigError, match="fixed to 4"):
+        spec.select("synthesis.n", 8)
+
+
+def test_cli_sweep_only_lists_one_teachers_runs(tmp_path, capsys):
+    from sardfq.cli import main
+
+    grid = tmp_path / "zoo.yaml"
+    grid.write_text("name: zoo\nfixed: {synthesis.method: noise}\ngrid: {model: [a, b], seed: [0, 1, 2]}\n")
+    assert main(["sweep", str(grid), "--only", "model=b", "--only", "seed=2", "--dry-run", "--json",
+                 "--results", str(tmp_path)]) == 0
+    runs = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["runs"]
+    assert len(runs) == 1 and runs[0].startswith("b-noise") and "-s2-" in runs[0]
+    assert main(["sweep", str(grid), "--only", "model", "--dry-run"]) == 2

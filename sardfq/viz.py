@@ -163,6 +163,7 @@ def plot_loss_history(history: Sequence[Mapping[str, float]] | Mapping[str, Sequ
     fig, ax = _figure(ax)
     runs = history if isinstance(history, Mapping) else {"": history}
     styles = ["-", "--", ":", "-."]
+    lowest = math.inf
     for label, rows in runs.items():
         rows = [r for r in rows if r.get("chunk", 0) == 0]
         if not rows:
@@ -173,7 +174,9 @@ def plot_loss_history(history: Sequence[Mapping[str, float]] | Mapping[str, Sequ
             if name not in rows[0]:
                 continue
             color = method_color(label) if label else None
-            ax.plot(x, [r[name] for r in rows], styles[j % len(styles)] if label else "-", color=color,
+            values = [r[name] for r in rows]
+            lowest = min(lowest, *values)
+            ax.plot(x, values, styles[j % len(styles)] if label else "-", color=color,
                     label=f"{label} {name}".strip())
     for i, start in enumerate(round_starts):
         ax.axvline(start, color="black", linestyle=":", linewidth=1,
@@ -181,8 +184,8 @@ def plot_loss_history(history: Sequence[Mapping[str, float]] | Mapping[str, Sequ
     ax.set_xlabel("iteration", fontsize=FONT)
     ax.set_ylabel("loss" + (" (log scale)" if logy else ""), fontsize=FONT)
     ax.tick_params(labelsize=FONT)
-    if logy:
-        ax.set_yscale("symlog", linthresh=1e-3)
+    if logy:  # a plain log axis for positive losses; symlog only where a term reaches zero or below
+        ax.set_yscale("log") if lowest > 0 else ax.set_yscale("symlog", linthresh=1e-3)
     ax.legend(fontsize=FONT)
     return fig
 

@@ -149,10 +149,12 @@ _BAD = {
     "raw_math": ("<html><body><p>\\[ \\alpha_1 \\in [1, 10^5] \\]</p></body></html>", "raw math"),
     "wide": ("<html><body><div style='width:1000px'>wide</div></body></html>", "scrolls sideways"),
     "script_error": ("<html><body><script>undefinedFunction()</script></body></html>", "script error"),
+    "console_error": ("<html><body><script>console.error('THEBE_JS_URL declared twice')</script></body></html>",
+                      "console error"),
 }
 
 
-def test_the_checker_flags_a_cdn_script_a_broken_image_raw_math_and_sideways_scroll(tmp_path, browser):
+def test_the_checker_flags_a_cdn_script_a_broken_image_raw_math_errors_and_sideways_scroll(tmp_path, browser):
     from PIL import Image
 
     Image.new("RGB", (4, 4), "red").save(tmp_path / "dot.png")

@@ -6,7 +6,7 @@ export HF_HUB_OFFLINE ?= 1
 # A checkout beside the development data finds it without configuration.
 export SARDFQ_DATA ?= $(abspath $(wildcard ../shared/data))
 
-.PHONY: setup quickstart test test-fast notebooks book clean
+.PHONY: setup browser quickstart test test-fast notebooks book clean
 
 setup: $(VENV)/.installed
 
@@ -20,7 +20,13 @@ $(VENV)/.installed: pyproject.toml
 quickstart: setup
 	$(BIN)/sardfq quickstart
 
-test: setup  # everything, the notebooks included: what CI runs
+# The browser test (tests/test_book_browser.py) drives Debian's Chromium. As root with apt (CI), install
+# it when missing; anyone else installs it once themselves, and the test says so if it is absent.
+browser:
+	@command -v chromium >/dev/null || [ "$$(id -u)" != 0 ] || ! command -v apt-get >/dev/null || \
+	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+
+test: setup browser  # everything, the notebooks and the book in a browser included: what CI runs
 	$(BIN)/python -m pytest tests notebooks --nbval-lax
 
 test-fast: setup  # the development tier: skips tests marked slow (subprocesses, Dask, whole runs)

@@ -73,9 +73,9 @@ def write_api_page(out: Path = ROOT / "book" / "api.md") -> Path:
             kind = "class " if inspect.isclass(obj) else ""
             lines += ["```python", f"{kind}{signature}", "```", ""]
             doc = inspect.getdoc(obj) or ""
-            summary = doc.split("\n\n")[0].strip()
+            summary = " ".join(doc.split("\n\n")[0].split())  # one paragraph: it wraps at any width
             if summary and not (inspect.isclass(obj) and summary.startswith(name + "(")):
-                lines += ["```text", summary, "```", ""]
+                lines += [summary, ""]
     out.write_text("\n".join(lines).rstrip() + "\n")
     return out
 

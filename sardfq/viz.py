@@ -3,6 +3,11 @@
 Every helper takes `ax=None` (or a figure size) and returns the matplotlib Figure; images are
 denormalized with the model's own mean/std (`ModelInfo`); each calibration source keeps one colour
 everywhere (`method_color`).
+
+The book's figure standard, which every helper follows: at most `BOOK_WIDTH` inches wide (the
+book's text column, so a figure is never shrunk on a desktop), no text under `FONT` points, a
+colour bar on every heat map, a legend wherever colour or line style carries meaning, and value
+axes that start at zero for bars (differences too small to see there are for a table, not a bar).
 """
 from __future__ import annotations
 
@@ -25,6 +30,9 @@ METHOD_COLORS = {
     "sardfq": "#0173b2",
     "paper": "#cc78bc",
 }
+BOOK_WIDTH = 7.0  # inches: the book's text column at 100 dpi
+FONT = 9  # points: the smallest text in a figure
+TITLE_FONT = 10
 _ABLATION_COLORS = ["#56b4e9", "#d55e00", "#ca9161", "#fbafe4", "#ece133", "#8c564b", "#17becf"]
 
 
@@ -56,7 +64,8 @@ def _grid(n: int, ncols: int, *, size: float = 1.2, figsize=None):
 
     ncols = max(1, min(ncols, n))
     nrows = math.ceil(n / ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=figsize or (size * ncols, size * nrows + 0.3),
+    size = min(size, BOOK_WIDTH / ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=figsize or (size * ncols, (size + 0.15) * nrows + 0.3),
                              squeeze=False, layout="constrained")
     for ax in axes.flat:
         ax.set_axis_off()
@@ -77,40 +86,49 @@ def show_images(images: Tensor, info: ModelInfo, *, labels: Sequence[int] | Tens
     for i, (ax, img) in enumerate(zip(axes, pixels)):
         ax.imshow(img, interpolation="nearest")
         if labels is not None:
-            ax.set_title(info.class_names[int(labels[i])][:12], fontsize=7)
+            ax.set_title(info.class_names[int(labels[i])][:10], fontsize=FONT)
     if title:
-        fig.suptitle(title, fontsize=10)
+        fig.suptitle(title, fontsize=TITLE_FONT)
     return fig
 
 
 def show_attention(maps: Tensor, grid: tuple[int, int], *, row_titles: Sequence[str] | None = None,
-                   col_titles: Sequence[str] | None = None, size: float = 1.1, cmap: str = "magma"):
-    """Patch-attention maps (rows, cols, h*w) -> a rows x cols grid of heat maps, each on its own
-    colour scale (they are distributions over patches; the shape matters, not the scale)."""
+                   col_titles: Sequence[str] | None = None, size: float = 1.3, cmap: str = "magma"):
+    """Patch-attention maps (rows, cols, h*w) -> a rows x cols grid of heat maps. Each row shares one
+    colour scale, from 0 to its largest weight, shown by the row's colour bar: maps in a row compare
+    directly, and a diffuse row is not stretched to look as peaked as a concentrated one."""
     import matplotlib.pyplot as plt
 
     maps = maps.detach().float().cpu()
     if maps.ndim == 2:
         maps = maps.unsqueeze(0)
     rows, cols = maps.shape[:2]
-    fig, axes = plt.subplots(rows, cols, figsize=(size * cols + 0.6, size * rows + 0.3), squeeze=False,
+    size = min(size, (BOOK_WIDTH - 0.9) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(size * cols + 0.9, size * rows + 0.4), squeeze=False,
                              layout="constrained")
     for r in range(rows):
+        top = float(maps[r].max())
         for c in range(cols):
             ax = axes[r, c]
-            ax.imshow(maps[r, c].view(*grid).numpy(), cmap=cmap, interpolation="nearest")
+            shown = ax.imshow(maps[r, c].view(*grid).numpy(), cmap=cmap, interpolation="nearest",
+                              vmin=0.0, vmax=top)
             ax.set_xticks([])
             ax.set_yticks([])
             if r == 0 and col_titles is not None:
-                ax.set_title(col_titles[c], fontsize=8)
+                ax.set_title(col_titles[c], fontsize=FONT)
             if c == 0 and row_titles is not None:
-                ax.set_ylabel(row_titles[r], fontsize=8)
+                ax.set_ylabel(row_titles[r], fontsize=FONT)
+        bar = fig.colorbar(shown, ax=list(axes[r]), shrink=0.9, aspect=12)
+        bar.ax.tick_params(labelsize=FONT - 1)
+        if r == rows - 1:
+            bar.set_label("attention weight", fontsize=FONT)
     return fig
 
 
 def show_images_with_attention(images: Tensor, maps: Tensor, info: ModelInfo, grid: tuple[int, int], *,
                                labels: Sequence[int] | None = None, alpha: float = 0.55, size: float = 1.4):
-    """Each image (top row) and its attention map (B, h*w) upsampled over it (bottom row)."""
+    """Each image (top row) and its attention map (B, h*w) upsampled over it (bottom row), all maps
+    on one colour scale from 0 to the largest weight (the colour bar)."""
     import matplotlib.pyplot as plt
 
     pixels = to_display(images, info)
@@ -118,25 +136,34 @@ def show_images_with_attention(images: Tensor, maps: Tensor, info: ModelInfo, gr
     up = torch.nn.functional.interpolate(maps, size=pixels.shape[1:3], mode="bilinear",
                                          align_corners=False)[:, 0].numpy()
     n = len(pixels)
-    fig, axes = plt.subplots(2, n, figsize=(size * n, 2 * size + 0.3), squeeze=False, layout="constrained")
+    size = min(size, (BOOK_WIDTH - 0.9) / n)
+    fig, axes = plt.subplots(2, n, figsize=(size * n + 0.9, 2 * size + 0.5), squeeze=False, layout="constrained")
     for i in range(n):
         axes[0, i].imshow(pixels[i], interpolation="nearest")
         axes[1, i].imshow(pixels[i], interpolation="nearest")
-        axes[1, i].imshow(up[i], cmap="magma", alpha=alpha, interpolation="bilinear")
+        shown = axes[1, i].imshow(up[i], cmap="magma", alpha=alpha, interpolation="bilinear",
+                                  vmin=0.0, vmax=float(up.max()))
         if labels is not None:
-            axes[0, i].set_title(info.class_names[int(labels[i])][:12], fontsize=7)
+            axes[0, i].set_title(info.class_names[int(labels[i])][:10], fontsize=FONT)
         for ax in axes[:, i]:
             ax.set_axis_off()
+    bar = fig.colorbar(shown, ax=list(axes[1]), shrink=0.9, aspect=10)
+    bar.set_label("attention", fontsize=FONT)
+    bar.ax.tick_params(labelsize=FONT - 1)
     return fig
 
 
 def plot_loss_history(history: Sequence[Mapping[str, float]] | Mapping[str, Sequence[Mapping[str, float]]],
-                      *, terms: Sequence[str] | None = None, ax=None, logy: bool = True):
+                      *, terms: Sequence[str] | None = None, ax=None, logy: bool = True,
+                      round_starts: Sequence[int] = ()):
     """Loss terms against iteration from `CalibrationSet.metadata['history']` (a list of
-    {iteration, term: value} rows), or {label: history} to compare runs (one colour per label)."""
+    {iteration, term: value} rows), or {label: history} to compare runs (one colour per label).
+    `round_starts`: iterations where a synthesis round restarts its learning-rate warm-up, marked
+    with dotted lines (the loss may jump there)."""
     fig, ax = _figure(ax)
     runs = history if isinstance(history, Mapping) else {"": history}
     styles = ["-", "--", ":", "-."]
+    lowest = math.inf
     for label, rows in runs.items():
         rows = [r for r in rows if r.get("chunk", 0) == 0]
         if not rows:
@@ -147,13 +174,19 @@ def plot_loss_history(history: Sequence[Mapping[str, float]] | Mapping[str, Sequ
             if name not in rows[0]:
                 continue
             color = method_color(label) if label else None
-            ax.plot(x, [r[name] for r in rows], styles[j % len(styles)] if label else "-", color=color,
+            values = [r[name] for r in rows]
+            lowest = min(lowest, *values)
+            ax.plot(x, values, styles[j % len(styles)] if label else "-", color=color,
                     label=f"{label} {name}".strip())
-    ax.set_xlabel("iteration")
-    ax.set_ylabel("loss")
-    if logy:
-        ax.set_yscale("symlog", linthresh=1e-3)
-    ax.legend(fontsize=7)
+    for i, start in enumerate(round_starts):
+        ax.axvline(start, color="black", linestyle=":", linewidth=1,
+                   label="new round (warm-up)" if i == 0 else None)
+    ax.set_xlabel("iteration", fontsize=FONT)
+    ax.set_ylabel("loss" + (" (log scale)" if logy else ""), fontsize=FONT)
+    ax.tick_params(labelsize=FONT)
+    if logy:  # a plain log axis for positive losses; symlog only where a term reaches zero or below
+        ax.set_yscale("log") if lowest > 0 else ax.set_yscale("symlog", linthresh=1e-3)
+    ax.legend(fontsize=FONT)
     return fig
 
 
@@ -190,9 +223,9 @@ def plot_soft_targets(targets: Tensor, class_names: Sequence[str], *, labels: Se
     fig, ax = _figure(ax, figsize=(7, 3))
     palette = {lab: method_color(lab) for lab in labels} if all(l in METHOD_COLORS for l in labels) else None
     sns.barplot(data=pd.DataFrame(rows), x="class", y="probability", hue="target", ax=ax, palette=palette, saturation=1)
-    ax.tick_params(axis="x", rotation=45, labelsize=7)
+    ax.tick_params(axis="x", rotation=45, labelsize=FONT)
     ax.set_xlabel("")
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=FONT)
     return fig
 
 
@@ -219,12 +252,12 @@ def plot_accuracy(frame, *, x: str = "variant", y: str = "q_top1", hue: str | No
                           size=2.5, ax=ax, legend=False)
     if fp is not None:
         ax.axhline(fp, color=METHOD_COLORS["fp"], linestyle="--", linewidth=1)
-        ax.text(len(order) - 0.5, fp, f"FP {fp:.1f}", ha="right", va="bottom", fontsize=8)
+        ax.text(len(order) - 0.5, fp, f"FP {fp:.1f}", ha="right", va="bottom", fontsize=FONT)
     ax.set_xlabel("")
     ax.set_ylabel("top-1 (%)")
-    ax.tick_params(axis="x", rotation=20, labelsize=8)
+    ax.tick_params(axis="x", rotation=20, labelsize=FONT)
     if title:
-        ax.set_title(title, fontsize=10)
+        ax.set_title(title, fontsize=TITLE_FONT)
     return fig
 
 
@@ -242,17 +275,19 @@ def plot_ablation_heatmaps(tables: Mapping[str, Mapping[str, float]], *, title: 
         on = (["apa"] if apa else []) + (parts.split("+") if parts else [])
         return "sardfq" if len(on) == 3 else f"sardfq[{'+'.join(on) or 'none'}]"
 
-    fig, axes = plt.subplots(1, len(tables), figsize=(4.2 * len(tables), 2.4), layout="constrained",
-                             squeeze=False)
+    fig, axes = plt.subplots(1, len(tables), figsize=(min(BOOK_WIDTH, 4.2 * len(tables)), 2.6),
+                             layout="constrained", squeeze=False)
     for ax, (name, values) in zip(axes.flat, tables.items()):
         grid = np.array([[values.get(variant(apa, parts), np.nan) for parts, _ in columns]
                          for apa in (False, True)])
-        sns.heatmap(grid, annot=True, fmt=".1f", cmap="viridis", cbar=False, ax=ax,
-                    xticklabels=[label for _, label in columns], yticklabels=["no APA", "APA"])
-        ax.set_title(name, fontsize=10)
+        sns.heatmap(grid, annot=True, fmt=".1f", cmap="viridis", ax=ax, annot_kws={"fontsize": FONT},
+                    xticklabels=[label for _, label in columns], yticklabels=["no APA", "APA"],
+                    cbar_kws={"label": "top-1 (%)", "shrink": 0.9})
+        ax.set_title(name, fontsize=TITLE_FONT)
         ax.tick_params(axis="y", rotation=0)
+        ax.tick_params(labelsize=FONT)
     if title:
-        fig.suptitle(title, fontsize=10)
+        fig.suptitle(title, fontsize=TITLE_FONT)
     return fig
 
 
@@ -271,7 +306,7 @@ def plot_versus_paper(ours: Mapping[str, float], paper: Mapping[str, float], *, 
     ax.set_xlabel("")
     ax.set_ylabel(ylabel)
     if title:
-        ax.set_title(title, fontsize=10)
+        ax.set_title(title, fontsize=TITLE_FONT)
     return fig
 
 
@@ -288,7 +323,27 @@ def plot_weight_quantization(weight: Tensor, quantized: Tensor, *, channel: int 
                    label="quantized levels" if i == 0 else None)
     ax.set_xlabel("weight value")
     ax.set_ylabel("count")
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=FONT)
     if title:
-        ax.set_title(title, fontsize=10)
+        ax.set_title(title, fontsize=TITLE_FONT)
+    return fig
+
+
+def plot_reconstruction(blocks: Sequence[Mapping[str, float]], *, ax=None, title: str | None = None):
+    """Each block's output MSE against the FP block before and after reconstruction, as paired bars
+    from zero (`ExperimentResult.reconstruction['blocks']`: rows of {block, mse_before, mse_after})."""
+    fig, ax = _figure(ax, figsize=(6, 3))
+    names = [str(b["block"]).removeprefix("blocks.") for b in blocks]
+    x = np.arange(len(blocks))
+    ax.bar(x - 0.2, [b["mse_before"] for b in blocks], 0.4, color=METHOD_COLORS["noise"],
+           label="before (calibration only)")
+    ax.bar(x + 0.2, [b["mse_after"] for b in blocks], 0.4, color=METHOD_COLORS["sardfq"],
+           label="after reconstruction")
+    ax.set_xticks(x, names)
+    ax.set_xlabel("block", fontsize=FONT)
+    ax.set_ylabel("output MSE vs FP", fontsize=FONT)
+    ax.tick_params(labelsize=FONT)
+    ax.legend(fontsize=FONT)
+    if title:
+        ax.set_title(title, fontsize=TITLE_FONT)
     return fig

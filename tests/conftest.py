@@ -41,3 +41,25 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def built_book(tmp_path_factory):
+    """`jupyter-book build . -W --keep-going` of this checkout into a temporary folder, once per session:
+    (the finished process, the `_build/html` folder). Needs the executed chapters in book/chapters/."""
+    import shutil
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parent.parent
+    jb = shutil.which("jupyter-book", path=str(Path(sys.executable).parent)) or shutil.which("jupyter-book")
+    if jb is None:
+        pytest.fail("jupyter-book is not installed: pip install -e '.[book]'")
+    missing = [p.stem for p in (root / "notebooks").glob("[0-9][0-9]_*.ipynb")
+               if not (root / "book" / "chapters" / p.name).is_file()]
+    assert not missing, f"executed chapters missing (python book/build_chapters.py): {missing}"
+    out = tmp_path_factory.mktemp("book")
+    proc = subprocess.run([jb, "build", str(root), "--path-output", str(out), "-W", "--keep-going"],
+                          capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"},
+                          timeout=900)
+    return proc, out / "_build" / "html"

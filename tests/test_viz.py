@@ -30,13 +30,18 @@ def test_image_and_attention_figures(info):
     images = torch.randn(6, 3, 32, 32, generator=g)
     fig = viz.show_images(images, info, labels=[0, 1, 2, 3, 4, 5], ncols=3)
     assert fig.axes[0].get_title() == "airplane"
+    wide = viz.show_images(torch.randn(16, 3, 32, 32), info, labels=list(range(10)) * 2, ncols=16)
+    assert wide.get_figwidth() <= viz.BOOK_WIDTH  # never shrunk below its font size in the book
+    assert all(ax.title.get_fontsize() >= viz.FONT for ax in wide.axes)
     pixels = viz.to_display(images, info)
     assert pixels.shape == (6, 32, 32, 3) and pixels.min() >= 0 and pixels.max() <= 1
     maps = torch.rand(2, 3, 64)
     fig = viz.show_attention(maps, (8, 8), row_titles=["a", "b"], col_titles=["h0", "h1", "h2"])
-    assert len(fig.axes) == 6
+    assert len(fig.axes) == 6 + 2  # the maps, and one colour bar per row
+    for row, maps_row in enumerate(maps):  # each row on one scale from 0 to its largest weight
+        assert fig.axes[3 * row].images[0].get_clim() == pytest.approx((0.0, float(maps_row.max())))
     fig = viz.show_images_with_attention(images[:2], torch.rand(2, 64), info, (8, 8))
-    assert len(fig.axes) == 4
+    assert len(fig.axes) == 4 + 1  # and a colour bar
     regions = viz.show_regions(images[:2], info, torch.tensor([0, 0, 1]), torch.tensor([0, 3, 2]))
     assert len(regions.axes[0].patches) == 2
     plt.close("all")
@@ -67,6 +72,7 @@ def test_accuracy_bars_have_error_bars_over_seeds_and_heatmaps_place_each_varian
     cells = fig.axes[0].collections[0].get_array().reshape(2, 4)
     assert cells[0, 0] == 1.0 and cells[1, 2] == 2.0 and cells[1, 3] == 3.0
     assert np.ma.is_masked(cells[0, 1])  # not run: left blank
+    assert len(fig.axes) == 2 and fig.axes[1].get_ylabel() == "top-1 (%)"  # the colour bar
     plt.close("all")
 
 
@@ -77,6 +83,16 @@ def test_paper_anchor_tables():
     ablation = paper_anchors.ablation_table()
     assert ablation.set_index("variant").loc["sardfq[apa+sl]", "top1"] == 60.51
     assert ablation["top1"].idxmax() == ablation.index[ablation["variant"] == "sardfq"][0]
+
+
+def test_reconstruction_plot_pairs_before_and_after_per_block():
+    blocks = [{"block": "blocks.0", "mse_before": 0.4, "mse_after": 0.3},
+              {"block": "blocks.1", "mse_before": 0.5, "mse_after": 0.45}]
+    ax = viz.plot_reconstruction(blocks).axes[0]
+    heights = [p.get_height() for p in ax.patches]
+    assert heights == pytest.approx([0.4, 0.5, 0.3, 0.45]) and ax.get_ylim()[0] == 0
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["0", "1"]
+    plt.close("all")
 
 
 def test_weight_quantization_plot():

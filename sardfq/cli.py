@@ -256,7 +256,7 @@ def _run_synthesize(args: argparse.Namespace) -> None:
 
     config = SynthesisConfig(method=args.method, n=args.n, iterations=args.iters, seed=args.seed,
                              apa=args.apa, msr=args.msr, sl=args.sl, apa_weight=args.apa_weight,
-                             prior=args.prior)
+                             prior=args.prior, autocast=args.autocast)
     device = _device(args.device)
     model, info = load_model(args.model, checkpoint=args.checkpoint, device=device)
     calib = synthesize(model, info, config, device=device, data_root=args.data, progress=args.progress)
@@ -314,7 +314,8 @@ def _run_quantize(args: argparse.Namespace) -> None:
     extra = {} if args.attn_bits is None else {"attn_bits": args.attn_bits}
     config = QuantConfig(w_bits=args.w_bits, a_bits=args.a_bits, embed_bits=args.embed_bits,
                          head_bits=args.head_bits, **extra)
-    recon_config = ReconConfig(iters=args.recon_iters, lr=args.recon_lr, seed=args.seed)
+    recon_config = ReconConfig(iters=args.recon_iters, lr=args.recon_lr, seed=args.seed,
+                               autocast=args.autocast)
     device = _device(args.device)
     calib = CalibrationSet.load(args.calib)
     fp_model, info = load_model(args.model, checkpoint=args.checkpoint, device=device)
@@ -358,6 +359,8 @@ def _add_model_run_options(p) -> None:
     """Options shared by the commands that load a model and run a long job on it."""
     p.add_argument("--checkpoint", help="local weights file for a timm model")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    p.add_argument("--bf16", dest="autocast", action="store_const", const="bf16", default=None,
+                   help="bf16 autocast of the synthesis / reconstruction forward passes")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
     p.add_argument("--json", action="store_true", help="print one JSON object on the last line")
 

@@ -47,9 +47,10 @@ def parse_bits(bits: str) -> tuple[int, int]:
 class ExperimentConfig:
     """Everything that defines one experiment. Defaults are the paper's where it states one.
 
-    `synthesis_options` and `quant_options` pass extra keyword arguments to the synthesis and
-    quantization configs (e.g. `{"a1": 100.0}` or `{"prior": "laplace"}`), so a sweep can vary
-    any of their fields without this class listing them all.
+    `synthesis_options`, `quant_options` and `recon_options` pass extra keyword arguments to the
+    synthesis, quantization and reconstruction configs (e.g. `{"prior": "laplace"}` or
+    `{"autocast": "bf16"}`), so a sweep can vary any of their fields without this class listing
+    them all.
     """
 
     model: str = DEFAULT_MODEL  # timm name or the embedded teacher
@@ -72,6 +73,7 @@ class ExperimentConfig:
     eval_batch_size: int = 256
     synthesis_options: dict = field(default_factory=dict)
     quant_options: dict = field(default_factory=dict)
+    recon_options: dict = field(default_factory=dict)  # e.g. {"autocast": "bf16"}
 
     def __post_init__(self):
         def need(cond: bool, name: str, what: str):
@@ -99,7 +101,7 @@ class ExperimentConfig:
         for name in ("data_root", "checkpoint"):
             need(getattr(self, name) is None or isinstance(getattr(self, name), str), name,
                  "must be a path or null")
-        for name in ("synthesis_options", "quant_options"):
+        for name in ("synthesis_options", "quant_options", "recon_options"):
             need(isinstance(getattr(self, name), Mapping), name, "must be a mapping of option names to values")
 
     # -- conversions ---------------------------------------------------------------------------
@@ -119,6 +121,7 @@ class ExperimentConfig:
         d = asdict(self)
         d["synthesis_options"] = dict(self.synthesis_options)
         d["quant_options"] = dict(self.quant_options)
+        d["recon_options"] = dict(self.recon_options)
         return d
 
     def to_json(self) -> str:
@@ -158,6 +161,8 @@ class ExperimentConfig:
             d.pop(key)
         if not d["heldout_limit"]:  # added later: leave the identifiers of older runs unchanged
             d.pop("heldout_limit")
+        if not d["recon_options"]:  # likewise
+            d.pop("recon_options")
         return f"{self.model}-{self._slug()}-{self.bits}-s{self.seed}-{_digest(d)}"
 
     def synthesis_id(self) -> str:
@@ -498,7 +503,7 @@ def _quant_config(config: ExperimentConfig):
 def _recon_config(config: ExperimentConfig):
     from .reconstruction import ReconConfig
 
-    return ReconConfig(iters=config.recon_iters, seed=config.seed)
+    return ReconConfig(iters=config.recon_iters, seed=config.seed, **dict(config.recon_options))
 
 
 def run_experiment(config: ExperimentConfig, *, out_dir: str | os.PathLike | None = None,

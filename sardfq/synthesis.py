@@ -26,6 +26,7 @@ from .errors import ConfigError, UnknownNameError
 from .methods import METHODS, Method
 from .models import ModelInfo
 from .msr import K_MSR, QUADRANTS
+from .precision import autocast, check_autocast
 from .priors import K_APA, PRIORS
 
 log = logging.getLogger(__name__)
@@ -70,6 +71,7 @@ class SynthesisConfig:
     jitter_px: tuple[int, ...] = (15, 30)  # [PSAQ-ViT code] per round at 224 px; scaled
     flip_p: float = 0.5  # [PSAQ-ViT code]
     real_prior_images: int = 256  # [choice] real images behind prior="real"
+    autocast: str | None = None  # [choice] None (float32) or "bf16": autocast of the forward passes
 
     def __post_init__(self):
         for name, registry in (("method", METHODS), ("prior", PRIORS)):
@@ -109,6 +111,7 @@ class SynthesisConfig:
             self._fail("jitter_px", "must be one or more whole numbers of pixels >= 0")
         if not 0 <= self.flip_p <= 1:
             self._fail("flip_p", "must be a probability in [0, 1]")
+        check_autocast(self.autocast, "SynthesisConfig.autocast")
         # tuples survive JSON as lists; keep the frozen dataclass hashable and comparable
         object.__setattr__(self, "betas", tuple(float(b) for b in self.betas))
         object.__setattr__(self, "jitter_px", tuple(int(j) for j in self.jitter_px))
@@ -267,8 +270,9 @@ def _optimize(method: Method, model: nn.Module, info: ModelInfo, config: Synthes
                     batch = torch.roll(batch, shifts=(shift, shift), dims=(2, 3))
                 if flip:
                     batch = batch.flip(3)
-                logits = model(batch)
-                terms = method.loss_terms(logits, batch, captured, shift=shift, flip=flip)
+                with autocast(config.autocast, images.device):
+                    logits = model(batch)
+                terms = method.loss_terms(logits.float(), batch, captured, shift=shift, flip=flip)
                 total = sum(method.weights[k] * v for k, v in terms.items())
                 names = ["total", *terms]
                 numbers = torch.stack([total.detach(), *(v.detach() for v in terms.values())]).tolist()

@@ -47,3 +47,12 @@ def test_bad_input_is_one_line_and_exit_2(args, message, capsys, monkeypatch, tm
 def test_module_entry_point_and_version():
     proc = _sardfq("--version")
     assert proc.returncode == 0 and proc.stdout.startswith("sardfq ")
+
+
+def test_bf16_flag_sets_autocast_for_synthesize_and_quantize():
+    from sardfq.cli import build_parser
+
+    parser = build_parser()
+    for command in (["synthesize", "vit_tiny_cifar10"], ["quantize", "vit_tiny_cifar10", "--calib", "c"]):
+        assert parser.parse_args(command).autocast is None
+        assert parser.parse_args(command + ["--bf16"]).autocast == "bf16"

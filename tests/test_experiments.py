@@ -22,6 +22,7 @@ def test_config_json_round_trip():
 @pytest.mark.parametrize("field,value", [
     ("method", "magic"), ("apa", 1), ("w_bits", 1), ("a_bits", "4"), ("n", 0), ("w_bits", 16),
     ("eval_limit", 0), ("synth_iters", 0), ("device", "tpu"), ("seed", 1.5), ("synthesis_options", [1]),
+    ("recon_options", "bf16"),
 ])
 def test_config_errors_name_the_field(field, value):
     with pytest.raises(sardfq.ConfigError, match=f"ExperimentConfig.{field}"):
@@ -46,6 +47,18 @@ def test_run_id_is_stable_readable_and_ignores_where_it_runs():
     assert ExperimentConfig(apa=False, msr=False, sl=False).variant == "sardfq[none]"
     # the held-out evaluation is part of a run only when asked for
     assert a.replace(heldout_limit=0).run_id() == a.run_id() != a.replace(heldout_limit=100).run_id()
+    # likewise reconstruction options: bf16 reconstruction is another run, no options the same one
+    assert a.replace(recon_options={}).run_id() == a.run_id() != a.replace(recon_options={"autocast": "bf16"}).run_id()
+
+
+def test_options_reach_the_synthesis_and_reconstruction_configs():
+    from sardfq.experiments import _recon_config, _synthesis_config
+
+    config = ExperimentConfig(synthesis_options={"autocast": "bf16"}, recon_options={"autocast": "bf16"})
+    assert _synthesis_config(config).autocast == "bf16" and _recon_config(config).autocast == "bf16"
+    assert ExperimentConfig.from_json(config.to_json()) == config
+    with pytest.raises(sardfq.ConfigError, match="ReconConfig.autocast"):
+        _recon_config(config.replace(recon_options={"autocast": "fp8"}))
 
 
 def test_synthesis_id_is_shared_by_runs_that_only_quantize_differently():

@@ -289,9 +289,9 @@ def read_record(path: str | os.PathLike) -> dict | None:
 
 def load_results(paths: str | os.PathLike | Iterable = "results"):
     """Experiment records as a pandas DataFrame, one row per run: model, variant, method, switches,
-    design (the non-default synthesis options), bits, seed, sizes, FP and quantized top-1/top-5 (in
-    %), agreement, the same on held-out training images when measured, the synthesis cost (median
-    ms per iteration), seconds, run id, file.
+    design (the non-default synthesis options; reconstruction options as recon_*), bits, seed,
+    sizes, FP and quantized top-1/top-5 (in %), agreement, the same on held-out training images
+    when measured, the synthesis cost (median ms per iteration), seconds, run id, file.
 
     `paths`: JSON files or folders (searched recursively), or `ExperimentResult` objects / record
     dicts. Records with the same run id are counted once (the last one read wins)."""
@@ -317,7 +317,8 @@ def load_results(paths: str | os.PathLike | Iterable = "results"):
             continue
         cfg, q = record["config"], record["quantized"]
         heldout, calib = record.get("heldout") or {}, record.get("calibration") or {}
-        options = cfg.get("synthesis_options") or {}
+        options = {**(cfg.get("synthesis_options") or {}),
+                   **{f"recon_{k}": v for k, v in (cfg.get("recon_options") or {}).items()}}
         rows[record.get("run_id") or id(record)] = {
             "model": cfg["model"], "variant": record["variant"], "method": cfg["method"],
             "apa": cfg["apa"], "msr": cfg["msr"], "sl": cfg["sl"],

@@ -61,6 +61,18 @@ def test_options_reach_the_synthesis_and_reconstruction_configs():
         _recon_config(config.replace(recon_options={"autocast": "fp8"}))
 
 
+
+def test_result_table_names_synthesis_and_reconstruction_options_in_design():
+    base = {"kind": "experiment", "variant": "sardfq", "bits": "w4a4", "fp": {"top1": 0.7, "top5": 0.9},
+            "quantized": {"top1": 0.6, "top5": 0.9, "n_images": 10}}
+    records = [{**base, "run_id": str(i), "config": ExperimentConfig(seed=i, **options).to_dict()}
+               for i, options in enumerate([{}, {"synthesis_options": {"autocast": "bf16"}},
+                                            {"synthesis_options": {"autocast": "bf16"},
+                                             "recon_options": {"autocast": "bf16"}}])]
+    assert list(load_results(records)["design"]) == ["default", "autocast=bf16",
+                                                     "autocast=bf16, recon_autocast=bf16"]
+
+
 def test_synthesis_id_is_shared_by_runs_that_only_quantize_differently():
     a = ExperimentConfig(method="sardfq", seed=1)
     same = [a.replace(w_bits=8, a_bits=8), a.replace(recon_iters=3, eval_limit=10, heldout_limit=5)]

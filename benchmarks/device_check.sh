@@ -7,7 +7,9 @@
 #   bash benchmarks/device_check.sh --device cpu --tiny --skip install,teacher   # CPU dry run
 #
 # Options go to benchmarks/device_check.py (see its --help). CIFAR-10 from --data or $SARDFQ_DATA;
-# without it the smoke runs use a random stand-in (code paths only).
+# without it the smoke runs use a random stand-in (code paths only) and the teacher is not trained.
+# A lent GPU machine sees only the repository: to give it CIFAR-10 (19 MB), copy the data folder
+# into an ignored folder of the checkout (e.g. .devdata/cifar10), carry it, and pass --data .devdata.
 set -u
 cd "$(dirname "$0")/.."
 export OUT="${OUT:-device_out}" HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1

@@ -3,7 +3,7 @@
 # calibration / reconstruction timings on DeiT-T/S/B (float32 and bf16), the teacher preset when it
 # exists; everything as JSON in $OUT/device_check.json (default ./device_out).
 #
-#   bash benchmarks/device_check.sh                          # on a GPU machine (about 5-8 minutes)
+#   bash benchmarks/device_check.sh                          # on a GPU machine (sized for <= 8 minutes)
 #   bash benchmarks/device_check.sh --device cpu --tiny --skip install,teacher   # CPU dry run
 #
 # Options go to benchmarks/device_check.py (see its --help). CIFAR-10 from --data or $SARDFQ_DATA;

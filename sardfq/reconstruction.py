@@ -54,7 +54,8 @@ class ReconConfig:
     - `train`: which tensors move, any of "weights", "biases", "act_scales" [choice: all three].
     - `seed`: the order of the batches.
     - `autocast`: None (float32) or "bf16", autocast of the training steps' forward passes [choice:
-      None]; the before/after MSEs and the outputs fed to the next block stay float32.
+      None, as bf16 cost W4A4 accuracy, see results/bf16_check]; the before/after MSEs and the
+      outputs fed to the next block stay float32.
     """
 
     iters: int = 200

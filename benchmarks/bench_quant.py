@@ -2,10 +2,12 @@
 and evaluation throughput of the fake-quantized model against full precision, in one run.
 
     python benchmarks/bench_quant.py [--bits w4a4 w8a8] [--recon-iters 50] [--n-eval 1000]
-                                     [--threads N] [--device cpu|cuda]
+                                     [--threads N] [--device cpu|cuda] [--bf16]
 
 Uses real CIFAR-10 images from $SARDFQ_DATA when present (32 training images to calibrate, test
 images to evaluate), else Gaussian noise for both (timings only, accuracy then meaningless).
+With `--bf16`, reconstruction also runs with bf16 autocast (`ReconConfig.autocast`) from the same
+calibrated model: a `+recon bf16` row beside the float32 one.
 Prints a table; not a test.
 """
 from __future__ import annotations
@@ -52,6 +54,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--bf16", action="store_true", help="also reconstruct with bf16 autocast")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -69,15 +72,20 @@ def main() -> None:
         cal = q_model.sardfq_quant["calibration"]
         rate, acc = _throughput(q_model, images, labels, args.batch_size, device)
         rows.append((bits, f"{cal['seconds']:.2f}", "-", f"{rate:.0f}", f"{rate / fp_rate:.2f}", acc))
-        if args.recon_iters > 0:
+        for autocast in ((None, "bf16") if args.bf16 else (None,)) if args.recon_iters > 0 else ():
+            if autocast:  # the same calibrated starting point as the float32 reconstruction
+                q_model = sardfq.quantize(fp_model, info, config, calib, seed=args.seed)
+                cal = q_model.sardfq_quant["calibration"]
             result = sardfq.reconstruct(q_model, fp_model, calib,
-                                        sardfq.ReconConfig(iters=args.recon_iters, seed=args.seed),
+                                        sardfq.ReconConfig(iters=args.recon_iters, seed=args.seed,
+                                                           autocast=autocast),
                                         progress=False)
+            name = f"{bits}+recon" + (f" {autocast}" if autocast else "")
             for b in result.blocks:
-                recon_rows.append((bits, b.block, f"{b.seconds:.1f}", f"{b.seconds / args.recon_iters * 1e3:.0f}",
+                recon_rows.append((name, b.block, f"{b.seconds:.1f}", f"{b.seconds / args.recon_iters * 1e3:.0f}",
                                    f"{b.mse_before:.4g}", f"{b.mse_after:.4g}"))
             rate, acc = _throughput(q_model, images, labels, args.batch_size, device)
-            rows.append((f"{bits}+recon", f"{cal['seconds']:.2f}", f"{result.seconds:.1f}", f"{rate:.0f}",
+            rows.append((name, f"{cal['seconds']:.2f}", f"{result.seconds:.1f}", f"{rate:.0f}",
                          f"{rate / fp_rate:.2f}", acc))
 
     threads = torch.get_num_threads()
@@ -87,16 +95,16 @@ def main() -> None:
           f"{args.recon_iters} reconstruction steps per block")
     print()
     head = ("model", "calib s", "recon s", "images/s", "vs fp", "top-1")
-    print(f"{head[0]:<14}{head[1]:>9}{head[2]:>9}{head[3]:>10}{head[4]:>7}{head[5]:>8}")
+    print(f"{head[0]:<19}{head[1]:>9}{head[2]:>9}{head[3]:>10}{head[4]:>7}{head[5]:>8}")
     for name, cal, rec, rate, rel, acc in rows:
         acc_text = f"{100 * acc:.2f}" if acc is not None else "-"
-        print(f"{name:<14}{cal:>9}{rec:>9}{rate:>10}{rel:>7}{acc_text:>8}")
+        print(f"{name:<19}{cal:>9}{rec:>9}{rate:>10}{rel:>7}{acc_text:>8}")
     if recon_rows:
         print()
         head = ("bits", "block", "seconds", "ms/step", "MSE before", "MSE after")
-        print(f"{head[0]:<8}{head[1]:<10}{head[2]:>9}{head[3]:>9}{head[4]:>12}{head[5]:>12}")
+        print(f"{head[0]:<19}{head[1]:<10}{head[2]:>9}{head[3]:>9}{head[4]:>12}{head[5]:>12}")
         for row in recon_rows:
-            print(f"{row[0]:<8}{row[1]:<10}{row[2]:>9}{row[3]:>9}{row[4]:>12}{row[5]:>12}")
+            print(f"{row[0]:<19}{row[1]:<10}{row[2]:>9}{row[3]:>9}{row[4]:>12}{row[5]:>12}")
 
 
 if __name__ == "__main__":

@@ -312,7 +312,10 @@ def _run_synthesize(args: argparse.Namespace) -> None:
     from .models import load_model, model_slug
     from .synthesis import SynthesisConfig, save_image_grid, synthesize
 
-    config = SynthesisConfig.from_dict(nest(config_values(args)).get("synthesis", {}))
+    values = nest(config_values(args)).get("synthesis", {})
+    if args.bf16:
+        values["autocast"] = "bf16"
+    config = SynthesisConfig.from_dict(values)
     device = _device(args.device)
     model, info = load_model(args.model, checkpoint=args.checkpoint, device=device)
     calib = synthesize(model, info, config, device=device, data_root=args.data, progress=args.progress)
@@ -363,7 +366,8 @@ def _run_quantize(args: argparse.Namespace) -> None:
     began = time.perf_counter()
     values = nest(config_values(args))
     config = QuantConfig.from_dict(values.get("quant", {}))
-    recon_config = ReconConfig.from_dict({**values.get("recon", {}), "seed": args.seed})
+    recon_config = ReconConfig.from_dict({**values.get("recon", {}), "seed": args.seed,
+                                          **({"autocast": "bf16"} if args.bf16 else {})})
     device = _device(args.device)
     calib = CalibrationSet.load(args.calib)
     fp_model, info = load_model(args.model, checkpoint=args.checkpoint, device=device)
@@ -523,6 +527,8 @@ def _add_model_run_options(p) -> None:
     """Options shared by the commands that load a model and run a long job on it."""
     p.add_argument("--checkpoint", default=None, help="local weights file replacing the model's")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    p.add_argument("--bf16", action="store_true", default=False,
+                   help="bf16 autocast of the synthesis / reconstruction forward passes (default: float32)")
     p.add_argument("--no-progress", dest="progress", action="store_false", default=True,
                    help="no progress bars")
     p.add_argument("--json", action="store_true", default=False, help="print one JSON object on the last line")

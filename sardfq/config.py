@@ -38,7 +38,7 @@ NESTED: dict[str, type] = {"synthesis": SynthesisConfig, "quant": QuantConfig, "
 _SYNTHESIS_CORE = ("method", "apa", "msr", "sl", "n", "iterations", "seed")
 # names of version 1 (and the paper's a1), pointed at their place in the nested layout
 _MOVED = {"synth_iters": "synthesis.iterations", "recon_iters": "recon.iters",
-          "synthesis_options": "synthesis", "quant_options": "quant",
+          "synthesis_options": "synthesis", "quant_options": "quant", "recon_options": "recon",
           **{k: f"synthesis.{v}" for k, v in PAPER_NAMES.items()}}
 
 
@@ -274,4 +274,5 @@ def _from_v1(values: Mapping) -> dict:
         if name in v:
             quant[name] = v.pop(name)
     recon = {"iters": v.pop("recon_iters")} if "recon_iters" in v else {}
+    recon.update(v.pop("recon_options", None) or {})
     return merge(v, {"synthesis": synthesis, "quant": quant, "recon": recon})

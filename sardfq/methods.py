@@ -181,7 +181,7 @@ class SardfqMethod(Method):
         self.priors = None
         if cfg.apa:
             self.priors = draw_priors(cfg.prior, batch, self.heads, self.grids, generator=gen,
-                                      k_max=cfg.k_apa, bank=self.bank)
+                                      k_max=cfg.k_apa, scale_max=cfg.prior_scale, bank=self.bank)
             self.priors = {b: p.to(self.device) for b, p in self.priors.items()}
         self._row_targets = self.image_targets
         return images

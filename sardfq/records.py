@@ -88,7 +88,7 @@ class ExperimentResult:
 
 def load_results(paths: str | os.PathLike | Iterable = "results"):
     """Experiment records as a pandas DataFrame, one row per run: model, variant, method, switches,
-    design (the non-default synthesis options), bits, seed, sizes, FP and quantized top-1/top-5 (in
+    design (the non-default synthesis options, then reconstruction's as `recon_*`), bits, seed, sizes, FP and quantized top-1/top-5 (in
     %), agreement, the same on held-out training images when measured, the synthesis cost (median
     ms per iteration), seconds, run id, file.
 
@@ -120,7 +120,7 @@ def load_results(paths: str | os.PathLike | Iterable = "results"):
         rows[record.get("run_id") or id(record)] = {
             "model": cfg.model, "variant": cfg.variant, "method": s.method,
             "apa": s.apa, "msr": s.msr, "sl": s.sl,
-            "design": ", ".join(f"{k}={v}" for k, v in sorted(cfg.design.items())) or "default",
+            "design": _design(cfg),
             "bits": cfg.bits, "seed": cfg.seed, "n": s.n, "synth_iters": s.iterations,
             "recon_iters": cfg.recon.iters, "eval_images": q["n_images"],
             "fp_top1": 100 * record["fp"]["top1"], "fp_top5": 100 * record["fp"]["top5"],
@@ -193,3 +193,11 @@ def quickstart_table(results: list[ExperimentResult]) -> list[str]:
         lines.append(f"{r.config.variant:<16}{r.config.bits:<6}{100 * r.quantized['top1']:>7.2f}"
                      f"{100 * r.quantized['top5']:>7.2f}{sum(r.timings.values()):>9.1f}")
     return lines
+
+
+def _design(cfg) -> str:
+    """The settings that set a run apart from the defaults of its method and sizes, as text."""
+    from .config import non_default
+
+    recon = {f"recon_{k}": v for k, v in non_default(cfg.recon, skip=("iters", "seed")).items()}
+    return ", ".join(f"{k}={v}" for k, v in [*sorted(cfg.design.items()), *sorted(recon.items())]) or "default"

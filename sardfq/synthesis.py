@@ -23,6 +23,7 @@ from .data import denormalize, pixel_range
 from .io import atomic_path
 from .methods import METHODS, Method
 from .models import ModelInfo
+from .precision import autocast
 from .synthesis_config import SynthesisConfig
 
 log = logging.getLogger(__name__)
@@ -144,8 +145,9 @@ def _optimize(method: Method, model: nn.Module, info: ModelInfo, config: Synthes
                     batch = torch.roll(batch, shifts=(shift, shift), dims=(2, 3))
                 if flip:
                     batch = batch.flip(3)
-                logits = model(batch)
-                terms = method.loss_terms(logits, batch, captured, shift=shift, flip=flip)
+                with autocast(config.autocast, images.device):
+                    logits = model(batch)
+                terms = method.loss_terms(logits.float(), batch, captured, shift=shift, flip=flip)
                 total = sum(method.weights[k] * v for k, v in terms.items())
                 names = ["total", *terms]
                 numbers = torch.stack([total.detach(), *(v.detach() for v in terms.values())]).tolist()

@@ -49,3 +49,32 @@ def test_bad_input_is_one_line_and_exit_2(args, message, capsys, monkeypatch, tm
 def test_module_entry_point_and_version():
     proc = _sardfq("--version")
     assert proc.returncode == 0 and proc.stdout.startswith("sardfq ")
+
+
+class _Captured(Exception):
+    pass
+
+
+def test_bf16_flag_sets_autocast_for_synthesize_and_quantize(monkeypatch):
+    import sardfq.calibset
+    import sardfq.models
+    import sardfq.quant
+    import sardfq.reconstruction
+    import sardfq.synthesis
+    from sardfq.cli import main
+
+    def capture(name):
+        def fake(*args, **kwargs):
+            raise _Captured([a for a in args if hasattr(a, "autocast")][0])
+        return fake
+
+    monkeypatch.setattr(sardfq.models, "load_model", lambda *a, **k: (None, None))
+    monkeypatch.setattr(sardfq.synthesis, "synthesize", capture("synthesize"))
+    monkeypatch.setattr(sardfq.calibset.CalibrationSet, "load", staticmethod(lambda path: None))
+    monkeypatch.setattr(sardfq.quant, "quantize", lambda *a, **k: None)
+    monkeypatch.setattr(sardfq.reconstruction, "reconstruct", capture("reconstruct"))
+    for command in (["synthesize", "vit_tiny_cifar10"], ["quantize", "vit_tiny_cifar10", "--calib", "c"]):
+        for flags, expected in (([], None), (["--bf16"], "bf16")):
+            with pytest.raises(_Captured) as found:
+                main(command + flags + ["--device", "cpu"])
+            assert found.value.args[0].autocast == expected, (command, flags)

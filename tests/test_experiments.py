@@ -145,6 +145,11 @@ def test_run_id_is_stable_readable_and_ignores_where_it_runs():
     assert a.replace(heldout_limit=0).run_id() == a.run_id() != a.replace(heldout_limit=100).run_id()
     # reconstruction settings beyond the steps are part of the run
     assert a.replace(recon={"lr": 1e-4}).run_id() != a.run_id()
+    # bf16 autocast makes another run and another calibration set; float32 (the default) the same ones
+    bf16 = a.replace(synthesis={"autocast": "bf16"}, recon={"autocast": "bf16"})
+    assert a.replace(synthesis={"autocast": None}).run_id() == a.run_id() != bf16.run_id()
+    assert bf16.synthesis_id() != a.synthesis_id()
+    assert a.replace(synthesis={"prior_scale": 0.2}).synthesis_id() != a.synthesis_id()
 
 
 def test_ids_of_version_1_configurations_are_unchanged():

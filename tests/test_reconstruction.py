@@ -1,6 +1,7 @@
 """Block-wise reconstruction: configs, units, error goes down, state restored, Swin runs."""
 import copy
 import json
+import math
 
 import pytest
 import torch
@@ -18,7 +19,7 @@ def test_recon_config_validates_and_round_trips():
     assert ReconConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
     assert ReconConfig().lr == 4e-5 and ReconConfig().batch_size == 32
     for field, bad in (("iters", -1), ("iters", 2.5), ("lr", 0.0), ("lr", float("nan")),
-                       ("batch_size", 0), ("train", ("weights", "norms"))):
+                       ("batch_size", 0), ("train", ("weights", "norms")), ("autocast", "fp16")):
         with pytest.raises(sardfq.ConfigError, match=field):
             ReconConfig(**{field: bad})
 
@@ -64,6 +65,23 @@ def test_reconstruction_lowers_every_block_error(short_teacher):
     moved = [n for n, s in scales.items() if not torch.equal(quantizers(q)[n].scale, s)]
     assert moved and all((quantizers(q)[n].scale > 0).all() for n in moved)
     assert q.sardfq_quant["reconstruction"]["blocks"][0]["block"] == "blocks.0"
+
+
+def test_bf16_reconstruction_is_finite_and_close_to_float32(short_teacher):
+    fp_model, info = short_teacher
+    calib = torch.randn(8, *info.input_size, generator=torch.Generator().manual_seed(0))
+    results = {}
+    for autocast in (None, "bf16"):
+        q = quantize(fp_model, info, QuantConfig(4, 4), calib)
+        results[autocast] = reconstruct(q, fp_model, calib, ReconConfig(iters=5, batch_size=8, autocast=autocast),
+                                        progress=False)
+    first32, first16 = results[None].blocks[0], results["bf16"].blocks[0]
+    assert first16.mse_before == first32.mse_before  # measured in float32 either way
+    assert first16.mse_after != first32.mse_after  # autocast did change the training steps
+    for fp32, bf16 in zip(results[None].blocks, results["bf16"].blocks):
+        assert math.isfinite(bf16.mse_after) and bf16.mse_after < bf16.mse_before
+        assert abs(bf16.mse_after - fp32.mse_after) < 0.05 * fp32.mse_after
+    assert results["bf16"].to_dict()["config"]["autocast"] == "bf16"
 
 
 def test_zero_iterations_change_nothing(short_teacher):

@@ -270,6 +270,14 @@ def _observe(model: nn.Module, info: ModelInfo, images: Tensor, blocks: list[int
             "attention": {b: torch.cat(v) for b, v in attn.items()}, "grids": grids}
 
 
+def class_token_features(model: nn.Module, info: ModelInfo, images: Tensor, *, block: int = -1,
+                         batch_size: int = 64) -> Tensor:
+    """(N, D) class-token features of normalized `images` after `block` (default the last; pooled
+    tokens for models without a class token): what the Frechet distance and the cosine compare."""
+    observed = _observe(model, info, images.float().cpu(), [], batch_size=batch_size)
+    return observed["cls"][block % len(observed["cls"])]
+
+
 def _per_image_attention(maps: Tensor, grid) -> dict[str, np.ndarray]:
     """Each statistic of `attention_statistics` per image (averaged over heads): (N,) arrays."""
     rows = [attention_statistics(m, grid) for m in maps]  # maps: N, heads, P
@@ -444,39 +452,63 @@ def _calibration_group(fp_model: nn.Module, q_set: nn.Module, q_ref: nn.Module, 
 
 
 # ------------------------------------------------------------------------------- the study
+def _locate(path: str, results_dir: Path) -> Path:
+    """A record's calibration path: as written when it exists from the working directory, else
+    relative to `results_dir` or a folder above it (records say `results/calibration/...`)."""
+    if Path(path).is_absolute() or Path(path).exists():
+        return Path(path)
+    for base in (results_dir, *results_dir.parents):
+        if (base / path).exists():
+            return base / path
+    return Path(path)
+
+
+def _records(results_dir: Path, bits: str, sweeps, kinds=("experiment",)):
+    """(file, record) of the records at `bits` in `results_dir`, or only in its `sweeps` folders."""
+    folders = [results_dir] if sweeps is None else [results_dir / name for name in sweeps]
+    for folder in folders:
+        for f in sorted(folder.rglob("*.json")):
+            record = read_record(f)
+            if record and record.get("kind") in kinds and record.get("bits") == bits:
+                yield f, record
+
+
 def _report_path(cache_dir: Path, calib_path: str, options: Mapping) -> Path:
     digest = hashlib.sha1(json.dumps(dict(options), sort_keys=True).encode()).hexdigest()[:8]
     return cache_dir / f"{Path(calib_path).stem}-{digest}.json"
 
 
-def study(results_dir: str | os.PathLike = "results", *, bits: str = "w4a4", model=None, info=None,
-          n_ref: int = N_REFERENCE, reference_seed: int = REFERENCE_SEED, data_root=None,
+def study(results_dir: str | os.PathLike = "results", *, bits: str = "w4a4", sweeps=None, model=None,
+          info=None, n_ref: int = N_REFERENCE, reference_seed: int = REFERENCE_SEED, data_root=None,
           cache_dir: str | os.PathLike | None = None, limit: int | None = None, progress: bool = True):
-    """Inspect every calibration set behind the experiment records in `results_dir` (the sets that
-    exist on disk; see `recreate_sets` for the others) and join each set's metrics with the
-    quantized accuracy of its records at `bits`.
+    """Inspect every calibration set behind the experiment records in `results_dir` (or in its
+    `sweeps` folders only; the sets that exist on disk, see `recreate_sets` for the others) and
+    join each set's metrics with the quantized accuracy of its records at `bits`.
 
     Returns a pandas DataFrame, one row per set: model, variant, seed, path, q_top1 / agreement
-    (mean over the set's records at `bits`, in %), runs, then every metric as `group.metric`.
+    (mean over the set's records at `bits`, in %), runs, recreated (whether the accuracy is a rerun's,
+    see `recreate_sets`), then every metric as `group.metric`.
     Reports are cached as JSON in `cache_dir` (default `<results_dir>/inspect/`) and read back when
     present, so a rerun only inspects new sets. `limit`: at most this many sets (for quick runs).
     """
     import pandas as pd
 
-    from .experiments import load_results
     from .models import load_model
 
     results_dir = Path(results_dir)
     cache = Path(cache_dir) if cache_dir is not None else results_dir / "inspect"
-    frame = load_results(results_dir)
-    if frame.empty:
-        raise CheckpointError(f"no experiment records under {results_dir}")
-    records = {}
-    for f in sorted(results_dir.rglob("*.json")):
-        record = read_record(f)
-        if record and record.get("kind") == "experiment" and record.get("bits") == bits:
-            records.setdefault(record["calibration_path"], []).append(record)
-    paths = [p for p in sorted(records) if Path(p).is_file()]
+    records: dict[str, list[dict]] = {}
+    reruns: dict[str, list[dict]] = {}
+    for _, record in _records(results_dir, bits, sweeps):
+        records.setdefault(record["calibration_path"], []).append(record)
+    for _, record in _records(results_dir / RERUN_FOLDER, bits, None, kinds=("rerun",)):
+        if record["calibration_path"] in records:
+            reruns.setdefault(record["calibration_path"], []).append(record)
+    if not records:
+        raise CheckpointError(f"no experiment records at {bits} under {results_dir}"
+                              + (f" in {', '.join(sweeps)}" if sweeps else ""))
+    records.update(reruns)  # a re-created set is judged by its own rerun, not the lost set's record
+    paths = [p for p in sorted(records) if _locate(p, results_dir).is_file()]
     missing = len(records) - len(paths)
     if missing:
         log.warning("%d of %d calibration sets at %s are not on disk (recreate_sets makes them)",
@@ -498,14 +530,15 @@ def study(results_dir: str | os.PathLike = "results", *, bits: str = "w4a4", mod
                 loaded[name] = (model, info)
             if name not in loaded:
                 loaded[name] = load_model(name, checkpoint=first["config"].get("checkpoint"))
-            report = inspect_calibration(*loaded[name], path, n_ref=n_ref, reference_seed=reference_seed,
-                                         bits=bits, data_root=data_root, seed=first["config"]["seed"])
+            report = inspect_calibration(*loaded[name], _locate(path, results_dir), n_ref=n_ref,
+                                         reference_seed=reference_seed, bits=bits, data_root=data_root,
+                                         seed=first["config"]["seed"])
             write_json_atomic(out, report.to_dict())
         runs = records[path]
         rows.append({"model": name, "variant": first["variant"], "seed": first["config"]["seed"],
                      "path": path, "q_top1": 100 * float(np.mean([r["quantized"]["top1"] for r in runs])),
                      "agreement": 100 * float(np.mean([r["quantized"]["agreement"] for r in runs])),
-                     "runs": len(runs), **report.values()})
+                     "runs": len(runs), "recreated": runs[0]["kind"] == "rerun", **report.values()})
     return pd.DataFrame(rows)
 
 
@@ -541,24 +574,31 @@ def correlations(frame, target: str = "q_top1", *, n_boot: int = 2000, seed: int
     return out.reindex(out["spearman"].abs().sort_values(ascending=False).index).reset_index(drop=True)
 
 
-def recreate_sets(results_dir: str | os.PathLike = "results", *, bits: str = "w4a4",
-                  seeds=None, variants=None, progress: bool = True) -> list[dict]:
+RERUN_FOLDER = "inspect/reruns"  # <results>/inspect/reruns/<run-id>.json: records of re-created sets
+
+
+def recreate_sets(results_dir: str | os.PathLike = "results", *, bits: str = "w4a4", sweeps=None,
+                  seeds=None, variants=None, only_missing: bool = True, progress: bool = True) -> list[dict]:
     """Re-create the calibration sets of the records in `results_dir` (at `bits`, optionally only
-    `seeds` / `variants`) that are not on disk, by re-running their experiment with the sweep's
-    shared calibration folder (`run_experiment(..., calibration_dir=...)`), which synthesizes the
-    set again and saves it where the record says. Returns, per set, its path and the record's and the
-    rerun's quantized top-1 (equal when the rerun reproduced the record)."""
+    those of the `sweeps` folders, `seeds` and `variants`) that are not on disk, by re-running their experiment with the sweep's
+    shared calibration folder (`run_experiment(..., calibration_dir=...)`): it synthesizes the set
+    again where the record says, then quantizes and evaluates as the record did.
+
+    A re-synthesized set is not bit-identical to the lost one (float results differ between CPUs and
+    thread counts), so the rerun's own record is saved under `<results_dir>/inspect/reruns/` with
+    kind "rerun" (which `load_results` ignores) and `study` pairs the set with it, not with the
+    original record. `only_missing=False` also reruns sets that exist (loading them), for sets
+    re-created before their rerun records were kept. Returns one summary per rerun."""
     import tempfile
 
     from .experiments import ExperimentConfig, run_experiment
 
+    results_dir = Path(results_dir)
     done, out = set(), []
-    for f in sorted(Path(results_dir).rglob("*.json")):
-        record = read_record(f)
-        if not record or record.get("kind") != "experiment" or record.get("bits") != bits:
-            continue
-        path = Path(record["calibration_path"])
-        if path.is_file() or str(path) in done:
+    for f, record in _records(results_dir, bits, sweeps):
+        path = _locate(record["calibration_path"], results_dir)
+        rerun_path = results_dir / RERUN_FOLDER / f"{record['run_id']}.json"
+        if str(path) in done or rerun_path.is_file() or (only_missing and path.is_file()):
             continue
         if (seeds is not None and record["config"]["seed"] not in seeds) or \
                 (variants is not None and record["variant"] not in variants):
@@ -566,9 +606,12 @@ def recreate_sets(results_dir: str | os.PathLike = "results", *, bits: str = "w4
         config = ExperimentConfig.from_dict(record["config"])
         with tempfile.TemporaryDirectory() as tmp:
             result = run_experiment(config, out_dir=tmp, calibration_dir=path.parent, progress=progress)
+        rerun = {**result.to_dict(), "kind": "rerun", "calibration_path": record["calibration_path"],
+                 "recreated_from": str(f)}
+        write_json_atomic(rerun_path, rerun)
         done.add(str(path))
         out.append({"path": str(path), "record_top1": record["quantized"]["top1"],
-                    "rerun_top1": result.quantized["top1"]})
+                    "rerun_top1": result.quantized["top1"], "rerun": str(rerun_path)})
         log.info("re-created %s (top-1 %.3f, record %.3f)", path, out[-1]["rerun_top1"],
                  out[-1]["record_top1"])
     return out

@@ -162,3 +162,20 @@ def test_study_joins_metrics_with_accuracy_and_caches_reports(tmp_path, noise_se
     table = correlations(frame, n_boot=50)
     assert set(table["metric"]) == {c for c in frame.columns if "." in c}
     assert table["spearman"].abs().max() <= 1.0
+
+
+def test_recreate_sets_resynthesizes_a_lost_set_and_study_pairs_it_with_its_rerun(tmp_path, cifar_root,
+                                                                                   one_torch_thread):
+    results = tmp_path / "results"
+    config = sardfq.ExperimentConfig(method="noise", seed=3, n=4, recon_iters=0, eval_limit=20,
+                                     data_root=str(cifar_root))
+    lost = results / "calibration" / f"{config.synthesis_id()}.safetensors"
+    record = {**_record(str(lost), 3, 0.5), "config": config.to_dict(), "run_id": config.run_id()}
+    sardfq.experiments.write_json_atomic(results / "sweep" / f"{config.run_id()}.json", record)
+    done = sardfq.inspect.recreate_sets(results, sweeps=["sweep"], progress=False)
+    assert [d["path"] for d in done] == [str(lost)] and lost.is_file()
+    assert sardfq.CalibrationSet.load(lost).metadata["seed"] == 3
+    assert sardfq.inspect.recreate_sets(results, sweeps=["sweep"], progress=False) == []  # nothing left
+    frame = study(results, sweeps=["sweep"], n_ref=8, data_root=cifar_root, progress=False)
+    assert frame["recreated"].tolist() == [True]
+    assert frame["q_top1"].iloc[0] == pytest.approx(100 * done[0]["rerun_top1"])

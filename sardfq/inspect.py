@@ -327,7 +327,8 @@ def reference_images(info: ModelInfo, n: int = N_REFERENCE, *, seed: int = REFER
     return images
 
 
-def inspect_calibration(model: nn.Module, info: ModelInfo, images: Tensor | CalibrationSet | str | os.PathLike,
+def inspect_calibration(model: nn.Module, info: ModelInfo,
+                        images: Tensor | CalibrationSet | str | os.PathLike,
                         reference: str | os.PathLike | Tensor | CalibrationSet = "real", *,
                         n_ref: int = N_REFERENCE, reference_seed: int = REFERENCE_SEED,
                         bits: str = "w4a4", data_root: str | os.PathLike | None = None,
@@ -452,9 +453,10 @@ def _calibration_group(fp_model: nn.Module, q_set: nn.Module, q_ref: nn.Module, 
 
 
 # ------------------------------------------------------------------------------- the study
-def _locate(path: str, results_dir: Path) -> Path:
+def locate(path: str, results_dir: str | os.PathLike) -> Path:
     """A record's calibration path: as written when it exists from the working directory, else
     relative to `results_dir` or a folder above it (records say `results/calibration/...`)."""
+    results_dir = Path(results_dir)
     if Path(path).is_absolute() or Path(path).exists():
         return Path(path)
     for base in (results_dir, *results_dir.parents):
@@ -508,7 +510,7 @@ def study(results_dir: str | os.PathLike = "results", *, bits: str = "w4a4", swe
         raise CheckpointError(f"no experiment records at {bits} under {results_dir}"
                               + (f" in {', '.join(sweeps)}" if sweeps else ""))
     records.update(reruns)  # a re-created set is judged by its own rerun, not the lost set's record
-    paths = [p for p in sorted(records) if _locate(p, results_dir).is_file()]
+    paths = [p for p in sorted(records) if locate(p, results_dir).is_file()]
     missing = len(records) - len(paths)
     if missing:
         log.warning("%d of %d calibration sets at %s are not on disk (recreate_sets makes them)",
@@ -530,7 +532,7 @@ def study(results_dir: str | os.PathLike = "results", *, bits: str = "w4a4", swe
                 loaded[name] = (model, info)
             if name not in loaded:
                 loaded[name] = load_model(name, checkpoint=first["config"].get("checkpoint"))
-            report = inspect_calibration(*loaded[name], _locate(path, results_dir), n_ref=n_ref,
+            report = inspect_calibration(*loaded[name], locate(path, results_dir), n_ref=n_ref,
                                          reference_seed=reference_seed, bits=bits, data_root=data_root,
                                          seed=first["config"]["seed"])
             write_json_atomic(out, report.to_dict())
@@ -580,9 +582,9 @@ RERUN_FOLDER = "inspect/reruns"  # <results>/inspect/reruns/<run-id>.json: recor
 def recreate_sets(results_dir: str | os.PathLike = "results", *, bits: str = "w4a4", sweeps=None,
                   seeds=None, variants=None, only_missing: bool = True, progress: bool = True) -> list[dict]:
     """Re-create the calibration sets of the records in `results_dir` (at `bits`, optionally only
-    those of the `sweeps` folders, `seeds` and `variants`) that are not on disk, by re-running their experiment with the sweep's
-    shared calibration folder (`run_experiment(..., calibration_dir=...)`): it synthesizes the set
-    again where the record says, then quantizes and evaluates as the record did.
+    those of the `sweeps` folders, `seeds` and `variants`) that are not on disk, by re-running their
+    experiment with the sweep's shared calibration folder (`run_experiment(..., calibration_dir=...)`):
+    it synthesizes the set again where the record says, then quantizes and evaluates as the record did.
 
     A re-synthesized set is not bit-identical to the lost one (float results differ between CPUs and
     thread counts), so the rerun's own record is saved under `<results_dir>/inspect/reruns/` with
@@ -596,7 +598,7 @@ def recreate_sets(results_dir: str | os.PathLike = "results", *, bits: str = "w4
     results_dir = Path(results_dir)
     done, out = set(), []
     for f, record in _records(results_dir, bits, sweeps):
-        path = _locate(record["calibration_path"], results_dir)
+        path = locate(record["calibration_path"], results_dir)
         rerun_path = results_dir / RERUN_FOLDER / f"{record['run_id']}.json"
         if str(path) in done or rerun_path.is_file() or (only_missing and path.is_file()):
             continue

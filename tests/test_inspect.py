@@ -78,7 +78,8 @@ def test_distortion_metrics_separate_noise_from_real_images(reports):
     for stat in ("entropy_w1", "max_weight_w1", "peaks_w1"):
         assert real["attention"][stat]["value"] < 0.5 * noise["attention"][stat]["value"]
     assert real["calibration"]["output_kl"]["value"] < noise["calibration"]["output_kl"]["value"]
-    assert real["calibration"]["range_log2_ratio"]["value"] < noise["calibration"]["range_log2_ratio"]["value"]
+    ratio = "range_log2_ratio"
+    assert real["calibration"][ratio]["value"] < noise["calibration"][ratio]["value"]
 
 
 def test_content_metrics_separate_noise_from_real_images(reports):
@@ -90,7 +91,8 @@ def test_content_metrics_separate_noise_from_real_images(reports):
 
 def test_report_layout_and_data_free_labels(reports):
     real, _ = reports
-    assert set(GROUPS) | {"set", "reference"} <= set(real) and real["reference"] == {"source": "real", "n": 32, "seed": 1000}
+    assert set(GROUPS) | {"set", "reference"} <= set(real)
+    assert real["reference"] == {"source": "real", "n": 32, "seed": 1000}
     labels = {f"{g}.{m}": v["needs_real_data"] for g in GROUPS for m, v in real[g].items()}
     assert {k for k, v in labels.items() if not v} == DATA_FREE | {"features.class_histogram"}
     assert all(needs_real_data(k) == v for k, v in labels.items())
@@ -126,7 +128,8 @@ def test_cli_json_prints_one_object_with_the_metric_groups(noise_sets, capsys, o
 
 @pytest.mark.parametrize("make, message", [
     (lambda tmp: tmp / "absent.safetensors", "does not exist"),
-    (lambda tmp: (tmp / "bad.safetensors").write_bytes(b"not a set") and tmp / "bad.safetensors", "could not read"),
+    (lambda tmp: (tmp / "bad.safetensors").write_bytes(b"not a set") and tmp / "bad.safetensors",
+     "could not read"),
     (lambda tmp: sardfq.CalibrationSet(torch.zeros(2, 3, 16, 16), torch.zeros(2, dtype=torch.long))
      .save(tmp / "small.safetensors"), "takes (3, 32, 32)"),
 ])

@@ -106,7 +106,7 @@ class InspectReport:
                f"{'group':<12}{'metric':<28}{'value':>12}  needs real data"]
         for g in GROUPS:
             for name, m in self.groups[g].items():
-                value = m["value"]
+                value = m["value"] if m["value"] is not None else m.get("counts")
                 text = f"{value:>12.4g}" if isinstance(value, (int, float)) else f"{str(value):>12}"
                 out.append(f"{g:<12}{name:<28}{text}  {'yes' if m['needs_real_data'] else 'no'}")
         return out
@@ -491,7 +491,8 @@ def study(results_dir: str | os.PathLike = "results", *, bits: str = "w4a4", swe
     (mean over the set's records at `bits`, in %), runs, recreated (whether the accuracy is a rerun's,
     see `recreate_sets`), then every metric as `group.metric`.
     Reports are cached as JSON in `cache_dir` (default `<results_dir>/inspect/`) and read back when
-    present, so a rerun only inspects new sets. `limit`: at most this many sets (for quick runs).
+    present (even when the set itself is gone), so a rerun only inspects new sets; delete them to
+    measure again after changing the metrics. `limit`: at most this many sets (for quick runs).
     """
     import pandas as pd
 
@@ -510,14 +511,16 @@ def study(results_dir: str | os.PathLike = "results", *, bits: str = "w4a4", swe
         raise CheckpointError(f"no experiment records at {bits} under {results_dir}"
                               + (f" in {', '.join(sweeps)}" if sweeps else ""))
     records.update(reruns)  # a re-created set is judged by its own rerun, not the lost set's record
-    paths = [p for p in sorted(records) if locate(p, results_dir).is_file()]
+    options = {"bits": bits, "n_ref": n_ref, "reference_seed": reference_seed, "flat": FLAT_STD}
+    # a set counts when it is on disk or was inspected before (its report keeps every metric)
+    paths = [p for p in sorted(records)
+             if locate(p, results_dir).is_file() or _report_path(cache, p, options).is_file()]
     missing = len(records) - len(paths)
     if missing:
         log.warning("%d of %d calibration sets at %s are not on disk (recreate_sets makes them)",
                     missing, len(records), bits)
     if limit is not None:
         paths = paths[:limit]
-    options = {"bits": bits, "n_ref": n_ref, "reference_seed": reference_seed, "flat": FLAT_STD}
     loaded: dict[str, tuple] = {}
     rows = []
     for path in tqdm(paths, desc="study", disable=not progress):

@@ -327,6 +327,7 @@ def plot_metric_scatter(frame, metrics: Sequence[str], *, target: str = "q_top1"
     from .inspect import spearman
 
     fig, axes = _grid(len(metrics), ncols, size=2.6)
+    axes = list(axes)
     for ax, metric in zip(axes, metrics):
         ax.set_axis_on()
         for source, rows in frame.groupby(hue, sort=False):
@@ -334,7 +335,7 @@ def plot_metric_scatter(frame, metrics: Sequence[str], *, target: str = "q_top1"
         ax.set_title(f"{metric}\nSpearman {spearman(frame[metric], frame[target]):+.2f}", fontsize=8)
         ax.tick_params(labelsize=7)
         ax.set_ylabel(ylabel, fontsize=7)
-    handles, labels = next(iter(axes)).get_legend_handles_labels() if metrics else ([], [])
+    handles, labels = axes[0].get_legend_handles_labels() if metrics else ([], [])
     if handles:
         fig.legend(handles, labels, fontsize=7, loc="outside lower center", ncols=len(labels))
     return fig

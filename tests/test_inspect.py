@@ -182,3 +182,24 @@ def test_recreate_sets_resynthesizes_a_lost_set_and_study_pairs_it_with_its_reru
     frame = study(results, sweeps=["sweep"], n_ref=8, data_root=cifar_root, progress=False)
     assert frame["recreated"].tolist() == [True]
     assert frame["q_top1"].iloc[0] == pytest.approx(100 * done[0]["rerun_top1"])
+
+
+def test_plots_of_the_study():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import pandas as pd
+
+    from sardfq import viz
+
+    g = torch.Generator().manual_seed(0)
+    fig = viz.plot_feature_projection({"real": torch.randn(10, 8, generator=g),
+                                       "noise": torch.randn(5, 8, generator=g) + 4})
+    assert [len(c.get_offsets()) for c in fig.axes[0].collections] == [10, 5]
+    frame = pd.DataFrame({"variant": ["noise", "real", "psaq", "sardfq"], "q_top1": [68.0, 72.0, 70.0, 70.5],
+                          "content.set_diversity": [0.1, 0.7, 0.6, 0.5], "features.frechet": [9.0, 1.0, 4.0, 3.0]})
+    fig = viz.plot_metric_scatter(frame, ["content.set_diversity", "features.frechet"])
+    assert "Spearman -1.00" in fig.axes[1].get_title()
+    table = correlations(frame, n_boot=50)
+    fig = viz.plot_correlations(table)
+    assert len(fig.axes[0].patches) == len(table)

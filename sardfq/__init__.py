@@ -27,6 +27,7 @@ from .sweep import SweepReport, SweepSpec, load_sweep, run_sweep
 from .quant import (QuantConfig, load_quantized, quantize, quantizers, save_quantized,
                     set_quant_state)
 from .reconstruction import ReconConfig, ReconResult, reconstruct
+from .inspect import InspectReport, inspect_calibration
 
 __version__ = "0.1.0"
 
@@ -50,4 +51,6 @@ __all__ = [
     # quantization
     "QuantConfig", "ReconConfig", "ReconResult", "load_quantized", "quantize", "quantizers",
     "reconstruct", "save_quantized", "set_quant_state",
+    # inspecting calibration sets (more in sardfq.inspect: study, correlations, recreate_sets)
+    "InspectReport", "inspect_calibration",
 ]

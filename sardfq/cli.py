@@ -406,6 +406,40 @@ def _run_quantize(args: argparse.Namespace) -> None:
     _emit(args, record, lines)
 
 
+# -------------------------------------------------------------------------------------- inspect
+def _add_inspect(sub) -> None:
+    from .inspect import N_REFERENCE
+
+    p = sub.add_parser("inspect", help="measure a calibration set against real images: attention, "
+                                       "features, content, and the ranges calibration picks")
+    p.add_argument("model", help="model name (e.g. vit_tiny_cifar10)")
+    p.add_argument("calib", help="calibration set file (.safetensors, from `sardfq synthesize`)")
+    p.add_argument("--reference", default="real",
+                   help="'real' (training images drawn as the real method draws them, never the "
+                        "held-out split) or another calibration set file (default: real)")
+    p.add_argument("--n-ref", type=int, default=N_REFERENCE,
+                   help=f"real reference images (default: {N_REFERENCE})")
+    p.add_argument("--bits", default="w4a4", help="quantization whose ranges are compared (default: w4a4)")
+    p.add_argument("--data", help="data folder for the real reference (default: $SARDFQ_DATA)")
+    _add_model_run_options(p)
+    p.set_defaults(func=_run_inspect)
+
+
+def _run_inspect(args: argparse.Namespace) -> None:
+    from .calibset import CalibrationSet
+    from .inspect import inspect_calibration
+    from .models import load_model
+
+    if args.n_ref < 2:
+        raise SardfqError(f"--n-ref must be at least 2, got {args.n_ref}")
+    calib = CalibrationSet.load(args.calib)  # a missing or damaged file fails before the model loads
+    model, info = load_model(args.model, checkpoint=args.checkpoint, device=_device(args.device))
+    report = inspect_calibration(model, info, calib, args.reference, n_ref=args.n_ref, bits=args.bits,
+                                 data_root=args.data, progress=args.progress)
+    report.set["path"] = args.calib
+    _emit(args, report.to_dict(), report.lines())
+
+
 # ------------------------------------------------------------------------------------- helpers
 # Options for config fields come from the dataclasses: one option per field, `--field-name`, its
 # type, default and help (the field's comment or docstring entry) read from the class. Listed here:
@@ -549,7 +583,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log at debug level")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for add in (_add_eval, _add_train_teacher, _add_run, _add_sweep, _add_synthesize, _add_quantize,
-                _add_compare):
+                _add_compare, _add_inspect):
         add(sub)
     return parser
 

@@ -347,3 +347,74 @@ def plot_reconstruction(blocks: Sequence[Mapping[str, float]], *, ax=None, title
     if title:
         ax.set_title(title, fontsize=TITLE_FONT)
     return fig
+
+
+# ------------------------------------------------------------------ calibration-set inspection
+def plot_feature_projection(features: Mapping[str, Tensor], *, ax=None, title: str | None = None):
+    """Features of several sets ({source: (N, D)}, e.g. `sardfq.inspect.class_token_features`)
+    projected on the first two principal components of all of them together, one colour per source:
+    synthetic sets far from the real cloud are semantically distorted."""
+    fig, ax = _figure(ax, figsize=(5, 4))
+    names = list(features)
+    stacked = torch.cat([features[n].double() for n in names])
+    centred = stacked - stacked.mean(0)
+    _, s, v = torch.linalg.svd(centred, full_matrices=False)
+    points = (centred @ v[:2].T).numpy()
+    explained = (s[:2] ** 2 / (s ** 2).sum()).tolist()
+    start = 0
+    for name in names:
+        n = len(features[name])
+        ax.scatter(points[start:start + n, 0], points[start:start + n, 1], s=14, alpha=0.75,
+                   color=method_color(name), label=f"{name} ({n})", edgecolors="none")
+        start += n
+    ax.set_xlabel(f"PC 1 ({100 * explained[0]:.0f}% of variance)")
+    ax.set_ylabel(f"PC 2 ({100 * explained[1]:.0f}%)")
+    ax.legend(fontsize=7, markerscale=1.2)
+    if title:
+        ax.set_title(title, fontsize=10)
+    return fig
+
+
+def plot_metric_scatter(frame, metrics: Sequence[str], *, target: str = "q_top1", hue: str = "variant",
+                        ncols: int = 4, ylabel: str = "W4A4 top-1 (%)"):
+    """One scatter per metric column of a `sardfq.inspect.study` frame against `target`, one colour
+    per calibration source, the Spearman correlation in each title."""
+    from .inspect import spearman
+
+    fig, axes = _grid(len(metrics), ncols, size=2.6)
+    axes = list(axes)
+    for ax, metric in zip(axes, metrics):
+        ax.set_axis_on()
+        for source, rows in frame.groupby(hue, sort=False):
+            ax.scatter(rows[metric], rows[target], s=18, color=method_color(source), label=source)
+        ax.set_title(f"{metric}\nSpearman {spearman(frame[metric], frame[target]):+.2f}", fontsize=8)
+        ax.tick_params(labelsize=7)
+        ax.set_ylabel(ylabel, fontsize=7)
+    handles, labels = axes[0].get_legend_handles_labels() if metrics else ([], [])
+    if handles:
+        fig.legend(handles, labels, fontsize=7, loc="outside lower center", ncols=len(labels))
+    return fig
+
+
+def plot_correlations(table, *, ax=None, title: str | None = None):
+    """Spearman correlation of each metric with accuracy and its bootstrap CI (a `correlations`
+    table): data-free metrics in one colour, those that need real images in another."""
+    fig, ax = _figure(ax, figsize=(6, 0.28 * len(table) + 1))
+    y = np.arange(len(table))[::-1]
+    colors = [METHOD_COLORS["real"] if real else METHOD_COLORS["sardfq"] for real in table["needs_real_data"]]
+    err = np.vstack([table["spearman"] - table["ci_low"], table["ci_high"] - table["spearman"]])
+    ax.barh(y, table["spearman"], color=colors, alpha=0.8)
+    ax.errorbar(table["spearman"], y, xerr=np.nan_to_num(err), fmt="none", ecolor="black", elinewidth=1,
+                capsize=2)
+    ax.axvline(0, color="black", linewidth=0.8)
+    ax.set_yticks(y, table["metric"], fontsize=7)
+    ax.set_xlim(-1.05, 1.05)
+    ax.set_xlabel("Spearman correlation with quantized top-1 (95% bootstrap CI)")
+    from matplotlib.patches import Patch
+
+    ax.legend(handles=[Patch(color=METHOD_COLORS["sardfq"], label="data-free"),
+                       Patch(color=METHOD_COLORS["real"], label="needs real images")], fontsize=7,
+              loc="lower right")
+    if title:
+        ax.set_title(title, fontsize=10)
+    return fig

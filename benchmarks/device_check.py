@@ -227,12 +227,14 @@ def step_teacher(report: Report, env: dict, args, data: Path, real_data: bool, w
     if not result["ok"] and "preset" in result["tail"].lower() and "unknown" in result["tail"].lower():
         report.step("teacher", ok=True, skipped=f"preset {TEACHER_PRESET!r} unknown", **result)
         return
-    copied = []
-    for path in sorted(out.rglob("*.safetensors")) if out.is_dir() else []:
-        if path.stat().st_size <= 16 * 2**20:  # larger files do not come back from the lent GPU
-            target = Path(args.out) / f"teacher-{path.name}"
-            shutil.copy2(path, target)
-            copied.append(target.name)
+    copied = []  # the model folder (weights, config.json with its accuracy, README), not last.pt
+    folder = Path(args.out) / TEACHER_PRESET
+    for name in ("model.safetensors", "config.json", "README.md"):
+        path = out / name
+        if path.is_file() and path.stat().st_size <= 16 * 2**20:  # larger files do not come back
+            folder.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(path, folder / name)
+            copied.append(f"{folder.name}/{name}")
     report.step("teacher", preset=TEACHER_PRESET, weights=copied, **result)
 
 
@@ -279,7 +281,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, default=2, help="synthesis steps before the timed ones")
     parser.add_argument("--iters", type=int, default=10, help="timed synthesis steps")
     parser.add_argument("--recon-iters", type=int, default=20, help="reconstruction steps per block")
-    parser.add_argument("--teacher-timeout", type=float, default=150.0, help="seconds for the teacher")
+    parser.add_argument("--teacher-timeout", type=float, default=300.0,
+                        help="seconds for the teacher (its preset is sized for about 5 minutes on an H100/H200)")
     args = parser.parse_args(argv)
     skip = {s for s in args.skip.split(",") if s}
     if skip - set(STEPS):

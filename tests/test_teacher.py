@@ -114,3 +114,15 @@ def test_bad_recipe_names_the_field():
         TeacherRecipe().replace(epoch=3)
     with pytest.raises(sardfq.UnknownNameError, match="vit_shallow_cifar10"):
         PRESETS.get("vit_shalow_cifar10")
+
+
+def test_the_readme_lists_every_preset_as_it_is_defined():
+    from pathlib import Path
+
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    for name in PRESETS.names():
+        p = PRESETS.get(name)
+        grid = p.config()["img_size"] // p.arch["patch_size"]
+        row = (f"| `{name}` | {p.arch['depth']} | {p.arch['embed_dim']} | {p.arch['num_heads']} | "
+               f"{grid}x{grid} | {p.recipe.epochs} |")
+        assert row in readme, row

@@ -123,8 +123,9 @@ def step_smoke(report: Report, env: dict, device: str, data: Path, work: Path, t
     sweep = work / "sweep.yaml"
     sweep.write_text(
         "name: device_smoke\n"
-        f"fixed: {{model: vit_tiny_cifar10, method: sardfq, n: {n}, synth_iters: {iters}, "
-        f"recon_iters: {recon}, eval_limit: {limit}, device: {device}, data_root: {data}}}\n"
+        f"fixed: {{model: vit_tiny_cifar10, synthesis.method: sardfq, synthesis.n: {n}, "
+        f"synthesis.iterations: {iters}, recon.iters: {recon}, eval_limit: {limit}, device: {device}, "
+        f"data_root: {data}}}\n"
         "grid:\n  seed: [0, 1]\n")
     common = ["--device", device, "--no-progress", "--json"]
     commands = {

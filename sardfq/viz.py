@@ -418,3 +418,34 @@ def plot_correlations(table, *, ax=None, title: str | None = None):
     if title:
         ax.set_title(title, fontsize=10)
     return fig
+
+
+def plot_zoo_gains(gains, *, ax=None, title: str | None = None):
+    """Paired differences with their 95% CIs (`sardfq.zoo.zoo_gains` rows): one row per teacher and
+    bit-width, one marker colour per contrast, a line at zero. A bar whose interval crosses zero
+    shows no difference; filled markers are the intervals that exclude it."""
+    rows = gains.assign(label=gains["model"] + "  " + gains["bits"])
+    labels = list(dict.fromkeys(rows["label"]))
+    contrasts = list(dict.fromkeys(rows["contrast"]))
+    fig, ax = _figure(ax, figsize=(BOOK_WIDTH, 0.9 + 0.45 * len(labels) * max(1, len(contrasts)) ** 0.5))
+    step = 0.8 / max(1, len(contrasts))
+    for k, contrast in enumerate(contrasts):
+        part = rows[rows["contrast"] == contrast]
+        y = np.array([labels.index(v) for v in part["label"]]) + (k - (len(contrasts) - 1) / 2) * step
+        color = method_color(contrast.split(" - ")[1] if contrast.startswith("sardfq") else contrast.split(" - ")[0])
+        low, high = part["difference"] - part["ci_low"], part["ci_high"] - part["difference"]
+        ax.errorbar(part["difference"], y, xerr=[low, high], fmt="none", ecolor=color, capsize=3)
+        filled = part["excludes_zero"].to_numpy(bool)
+        ax.scatter(part["difference"][filled], y[filled], color=color, zorder=3,
+                   label=contrast if filled.any() else None)
+        ax.scatter(part["difference"][~filled], y[~filled], facecolor="white", edgecolor=color, zorder=3,
+                   label=None if filled.any() else contrast)
+    ax.axvline(0, color="black", linewidth=0.8)
+    ax.set_yticks(range(len(labels)), labels, fontsize=FONT)
+    ax.invert_yaxis()
+    ax.set_xlabel("difference in top-1 (points), 95% CI", fontsize=FONT)
+    ax.legend(fontsize=FONT, loc="upper center", bbox_to_anchor=(0.5, -0.18), ncols=len(contrasts),
+              title="filled: the 95% CI excludes 0", title_fontsize=FONT, frameon=False)
+    if title:
+        ax.set_title(title, fontsize=TITLE_FONT)
+    return fig

@@ -101,3 +101,22 @@ def test_weight_quantization_plot():
     fig = viz.plot_weight_quantization(weight, levels, channel=1, title="w")
     assert len(fig.axes[0].lines) == len(torch.unique(levels[1]))
     plt.close("all")
+
+
+def test_zoo_gains_plot_has_a_row_per_teacher_and_bits_and_an_interval_per_contrast():
+    import pandas as pd
+
+    from sardfq import viz
+
+    gains = pd.DataFrame([
+        {"model": m, "bits": b, "contrast": c, "difference": d, "ci_low": d - 1, "ci_high": d + 1,
+         "excludes_zero": abs(d) > 1}
+        for m in ("a", "b") for b in ("w3a3", "w4a4")
+        for c, d in (("sardfq - psaq", -2.0), ("sardfq - noise", 0.5))])
+    fig = viz.plot_zoo_gains(gains)
+    ax = fig.axes[0]
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["a  w3a3", "a  w4a4", "b  w3a3", "b  w4a4"]
+    segments = [seg for coll in ax.collections if hasattr(coll, "get_segments") for seg in coll.get_segments()]
+    spans = sorted({(round(s[0][0], 3), round(s[1][0], 3)) for s in segments if len(s) == 2 and s[0][1] == s[1][1]})
+    assert spans == [(-3.0, -1.0), (-0.5, 1.5)]  # each contrast's interval, at every row
+    assert {t.get_text() for t in ax.get_legend().get_texts()} == {"sardfq - psaq", "sardfq - noise"}

@@ -286,7 +286,7 @@ def model_card(record: dict) -> str:
     grid = cfg["img_size"] // cfg["patch_size"]
     return f"""# {record['preset']}: a CIFAR-10 teacher of the sardfq zoo
 
-{record['varies'].capitalize()}.
+{record['varies'][0].upper() + record['varies'][1:]}.
 
 - Architecture: `timm.models.vision_transformer.VisionTransformer` with {json.dumps(cfg)}:
   {grid}x{grid} patch grid + 1 class token, {record['parameters']:,} parameters.

@@ -15,14 +15,15 @@ def _sardfq(*args, env=None):
 
 
 @pytest.mark.slow
-def test_eval_teacher_full_test_set_matches_recorded_accuracy(cifar_root):
-    proc = _sardfq("eval", "vit_tiny_cifar10", "--data", str(cifar_root), "--json")
+@pytest.mark.parametrize("name", sardfq.embedded_models())
+def test_eval_of_each_shipped_teacher_reproduces_its_recorded_accuracy(name, cifar_root):
+    proc = _sardfq("eval", name, "--data", str(cifar_root), "--json")
     assert proc.returncode == 0, proc.stderr
     record = json.loads(proc.stdout.strip().splitlines()[-1])
-    recorded = json.loads((sardfq.models.weights_dir() / "config.json").read_text())["test_top1"]
+    recorded = json.loads((sardfq.models.weights_dir(name) / "config.json").read_text())["test_top1"]
     assert record["n_images"] == 10000
     assert abs(record["top1"] - recorded) <= 0.001
-    assert record["model"] == "vit_tiny_cifar10" and record["seconds"] > 0 and record["top5"] > record["top1"]
+    assert record["model"] == name and record["seconds"] > 0 and record["top5"] > record["top1"]
 
 
 def test_eval_limit_prints_a_summary(cifar_root, capsys):

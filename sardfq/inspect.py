@@ -580,6 +580,57 @@ def correlations(frame, target: str = "q_top1", *, n_boot: int = 2000, seed: int
     return out.reindex(out["spearman"].abs().sort_values(ascending=False).index).reset_index(drop=True)
 
 
+SWITCHES = ("apa", "msr", "sl")
+
+
+def switches(variant: str) -> frozenset | None:
+    """The SARDFQ components a variant name turns on (`sardfq` all three, `sardfq[none]` none,
+    `sardfq[apa+sl]` those two); None for other methods."""
+    if variant == "sardfq":
+        return frozenset(SWITCHES)
+    if not (variant.startswith("sardfq[") and variant.endswith("]")):
+        return None
+    on = frozenset() if variant == "sardfq[none]" else frozenset(variant[7:-1].split("+"))
+    if not on <= set(SWITCHES):
+        raise ConfigError(f"unknown SARDFQ components in variant {variant!r}: "
+                          f"{', '.join(sorted(on - set(SWITCHES)))}")
+    return on
+
+
+def switch_effects(frame, components, metrics):
+    """Paired effect of turning `components` (e.g. ["apa"] or ["msr", "sl"]) on together, from a
+    `study` frame of SARDFQ ablation sets. A pair is two sets of the same seed whose variants differ
+    only in `components` (all of them on against all off), the other switches equal; sets without a
+    partner are left out (none at all: ConfigError). One row per metric: off / on (mean over the pairs), diff (mean of the
+    paired on - off differences), sd (their standard deviation, NaN for one pair), low / high (the
+    smallest and largest difference), up (how many pairs have on > off), pairs, seeds. No interval
+    or test: the ablation has a handful of sets per seed."""
+    import pandas as pd
+
+    components = frozenset(components)
+    if not components or not components <= set(SWITCHES):
+        raise ConfigError(f"components must be among {', '.join(SWITCHES)}, got {sorted(components)}")
+    by_key = {}
+    for row in frame.to_dict("records"):
+        on = switches(row["variant"])
+        if on is not None:
+            by_key[(int(row["seed"]), on)] = row
+    pairs = [(by_key[(seed, on - components)], row) for (seed, on), row in sorted(
+        by_key.items(), key=lambda kv: (kv[0][0], sorted(kv[0][1]))) if components <= on
+        and (seed, on - components) in by_key]
+    if not pairs:
+        raise ConfigError(f"no two sets of one seed differ only in {'+'.join(sorted(components))}")
+    out = []
+    for metric in metrics:
+        diff = np.array([b[metric] - a[metric] for a, b in pairs], dtype=float)
+        out.append({"metric": metric, "off": float(np.mean([a[metric] for a, _ in pairs])),
+                    "on": float(np.mean([b[metric] for _, b in pairs])), "diff": diff.mean(),
+                    "sd": diff.std(ddof=1) if len(diff) > 1 else np.nan, "low": diff.min(),
+                    "high": diff.max(), "up": int((diff > 0).sum()), "pairs": len(diff),
+                    "seeds": sorted({int(b["seed"]) for _, b in pairs})})
+    return pd.DataFrame(out)
+
+
 RERUN_FOLDER = "inspect/reruns"  # <results>/inspect/reruns/<run-id>.json: records of re-created sets
 
 

@@ -603,7 +603,8 @@ def switch_effects(frame, components, metrics):
     only in `components` (all of them on against all off), the other switches equal; sets without a
     partner are left out (none at all: ConfigError). One row per metric: off / on (mean over the pairs), diff (mean of the
     paired on - off differences), sd (their standard deviation, NaN for one pair), low / high (the
-    smallest and largest difference), up (how many pairs have on > off), pairs, seeds. No interval
+    smallest and largest difference), up / down (how many pairs have on > off / on < off), pairs,
+    seeds. No interval
     or test: the ablation has a handful of sets per seed."""
     import pandas as pd
 
@@ -626,8 +627,8 @@ def switch_effects(frame, components, metrics):
         out.append({"metric": metric, "off": float(np.mean([a[metric] for a, _ in pairs])),
                     "on": float(np.mean([b[metric] for _, b in pairs])), "diff": diff.mean(),
                     "sd": diff.std(ddof=1) if len(diff) > 1 else np.nan, "low": diff.min(),
-                    "high": diff.max(), "up": int((diff > 0).sum()), "pairs": len(diff),
-                    "seeds": sorted({int(b["seed"]) for _, b in pairs})})
+                    "high": diff.max(), "up": int((diff > 0).sum()), "down": int((diff < 0).sum()),
+                    "pairs": len(diff), "seeds": sorted({int(b["seed"]) for _, b in pairs})})
     return pd.DataFrame(out)
 
 

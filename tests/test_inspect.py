@@ -69,7 +69,7 @@ def test_switch_effects_pairs_sets_that_differ_only_in_the_components():
     rows.append({"variant": "psaq", "seed": 0, "m": 99.0})  # not an ablation set: ignored
     frame = pd.DataFrame(rows[:-2] + rows[-1:])  # seed 1's sardfq[msr+sl] is missing: its pairs drop
     apa = switch_effects(frame, ["apa"], ["m"]).iloc[0]
-    assert apa["diff"] == 10 and apa["sd"] == 0 and apa["up"] == apa["pairs"] == 7
+    assert apa["diff"] == 10 and apa["sd"] == 0 and apa["up"] == apa["pairs"] == 7 and apa["down"] == 0
     assert apa["seeds"] == [0, 1] and apa["on"] - apa["off"] == 10
     both = switch_effects(frame, ["msr", "sl"], ["m"]).iloc[0]
     assert both["pairs"] == 3 and both["diff"] == 2 and both["low"] == both["high"] == 2

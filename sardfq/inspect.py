@@ -601,11 +601,11 @@ def switch_effects(frame, components, metrics):
     """Paired effect of turning `components` (e.g. ["apa"] or ["msr", "sl"]) on together, from a
     `study` frame of SARDFQ ablation sets. A pair is two sets of the same seed whose variants differ
     only in `components` (all of them on against all off), the other switches equal; sets without a
-    partner are left out (none at all: ConfigError). One row per metric: off / on (mean over the pairs), diff (mean of the
-    paired on - off differences), sd (their standard deviation, NaN for one pair), low / high (the
-    smallest and largest difference), up / down (how many pairs have on > off / on < off), pairs,
-    seeds. No interval
-    or test: the ablation has a handful of sets per seed."""
+    partner are left out (no pair at all: ConfigError). One row per metric: off / on (mean over the
+    pairs), diff (mean of the paired on - off differences), sd (their standard deviation, NaN for
+    one pair), low / high (the smallest and largest difference), up / down (how many pairs have
+    on > off / on < off), pairs, seeds. No interval or test: the ablation has a handful of sets
+    per seed."""
     import pandas as pd
 
     components = frozenset(components)
@@ -630,6 +630,23 @@ def switch_effects(frame, components, metrics):
                     "high": diff.max(), "up": int((diff > 0).sum()), "down": int((diff < 0).sum()),
                     "pairs": len(diff), "seeds": sorted({int(b["seed"]) for _, b in pairs})})
     return pd.DataFrame(out)
+
+
+def describe_effects(effects, label: str, signs: Mapping[str, int], claim: str) -> list[str]:
+    """One markdown line per metric in `signs` of a `switch_effects` table: the means without and
+    with `label`, the paired difference with its spread, and in how many pairs it points the way
+    the sign calls `claim` (`signs[metric]`: +1 when a higher value means `claim`, -1 when lower;
+    tied pairs are counted apart). States the numbers only, no test."""
+    rows = effects.set_index("metric")
+    lines = []
+    for metric, sign in signs.items():
+        r = rows.loc[metric]
+        agree, tied = (r["down"] if sign < 0 else r["up"]), r["pairs"] - r["up"] - r["down"]
+        spread = f"sd {r['sd']:.3g}, " if r["pairs"] > 1 else ""
+        lines.append(f"- `{metric}`: {r['off']:.3g} without {label}, {r['on']:.3g} with it; paired difference "
+                     f"{r['diff']:+.3g} ({spread}from {r['low']:+.3g} to {r['high']:+.3g}); {claim} in {agree} "
+                     f"of {r['pairs']} pairs" + (f" ({tied} tied)." if tied else "."))
+    return lines
 
 
 RERUN_FOLDER = "inspect/reruns"  # <results>/inspect/reruns/<run-id>.json: records of re-created sets

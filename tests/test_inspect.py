@@ -8,10 +8,10 @@ import torch
 
 import sardfq
 from sardfq.cli import main
-from sardfq.inspect import (GROUPS, bootstrap_ci, correlations, flat_patch_share, frechet_distance,
-                            inspect_calibration, mean_pairwise_cosine_distance, needs_real_data,
-                            reference_images, shrunk_covariance, spearman, study, switch_effects,
-                            switches, wasserstein_1d)
+from sardfq.inspect import (GROUPS, bootstrap_ci, correlations, describe_effects, flat_patch_share,
+                            frechet_distance, inspect_calibration, mean_pairwise_cosine_distance,
+                            needs_real_data, reference_images, shrunk_covariance, spearman, study,
+                            switch_effects, switches, wasserstein_1d)
 
 DATA_FREE = {"attention.entropy", "attention.max_weight", "attention.peaks", "features.confidence",
              "features.class_entropy", "content.patch_diversity", "content.flat_share",
@@ -73,6 +73,10 @@ def test_switch_effects_pairs_sets_that_differ_only_in_the_components():
     assert apa["seeds"] == [0, 1] and apa["on"] - apa["off"] == 10
     both = switch_effects(frame, ["msr", "sl"], ["m"]).iloc[0]
     assert both["pairs"] == 3 and both["diff"] == 2 and both["low"] == both["high"] == 2
+    lines = describe_effects(switch_effects(frame, ["apa"], ["m", "seed"]), "APA", {"m": -1, "seed": +1}, "better")
+    assert lines[0].startswith("- `m`:") and "paired difference +10 (sd 0, from +10 to +10)" in lines[0]
+    assert lines[0].endswith("better in 0 of 7 pairs.")  # m went up; the sign asked for lower
+    assert lines[1].endswith("better in 0 of 7 pairs (7 tied).")  # pairs share their seed
     with pytest.raises(sardfq.ConfigError, match="components must be"):
         switch_effects(frame, ["xyz"], ["m"])
     with pytest.raises(sardfq.ConfigError, match="no two sets"):

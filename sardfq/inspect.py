@@ -580,6 +580,75 @@ def correlations(frame, target: str = "q_top1", *, n_boot: int = 2000, seed: int
     return out.reindex(out["spearman"].abs().sort_values(ascending=False).index).reset_index(drop=True)
 
 
+SWITCHES = ("apa", "msr", "sl")
+
+
+def switches(variant: str) -> frozenset | None:
+    """The SARDFQ components a variant name turns on (`sardfq` all three, `sardfq[none]` none,
+    `sardfq[apa+sl]` those two); None for other methods."""
+    if variant == "sardfq":
+        return frozenset(SWITCHES)
+    if not (variant.startswith("sardfq[") and variant.endswith("]")):
+        return None
+    on = frozenset() if variant == "sardfq[none]" else frozenset(variant[7:-1].split("+"))
+    if not on <= set(SWITCHES):
+        raise ConfigError(f"unknown SARDFQ components in variant {variant!r}: "
+                          f"{', '.join(sorted(on - set(SWITCHES)))}")
+    return on
+
+
+def switch_effects(frame, components, metrics):
+    """Paired effect of turning `components` (e.g. ["apa"] or ["msr", "sl"]) on together, from a
+    `study` frame of SARDFQ ablation sets. A pair is two sets of the same seed whose variants differ
+    only in `components` (all of them on against all off), the other switches equal; sets without a
+    partner are left out (no pair at all: ConfigError). One row per metric: off / on (mean over the
+    pairs), diff (mean of the paired on - off differences), sd (their standard deviation, NaN for
+    one pair), low / high (the smallest and largest difference), up / down (how many pairs have
+    on > off / on < off), pairs, seeds. No interval or test: the ablation has a handful of sets
+    per seed."""
+    import pandas as pd
+
+    components = frozenset(components)
+    if not components or not components <= set(SWITCHES):
+        raise ConfigError(f"components must be among {', '.join(SWITCHES)}, got {sorted(components)}")
+    by_key = {}
+    for row in frame.to_dict("records"):
+        on = switches(row["variant"])
+        if on is not None:
+            by_key[(int(row["seed"]), on)] = row
+    pairs = [(by_key[(seed, on - components)], row) for (seed, on), row in sorted(
+        by_key.items(), key=lambda kv: (kv[0][0], sorted(kv[0][1]))) if components <= on
+        and (seed, on - components) in by_key]
+    if not pairs:
+        raise ConfigError(f"no two sets of one seed differ only in {'+'.join(sorted(components))}")
+    out = []
+    for metric in metrics:
+        diff = np.array([b[metric] - a[metric] for a, b in pairs], dtype=float)
+        out.append({"metric": metric, "off": float(np.mean([a[metric] for a, _ in pairs])),
+                    "on": float(np.mean([b[metric] for _, b in pairs])), "diff": diff.mean(),
+                    "sd": diff.std(ddof=1) if len(diff) > 1 else np.nan, "low": diff.min(),
+                    "high": diff.max(), "up": int((diff > 0).sum()), "down": int((diff < 0).sum()),
+                    "pairs": len(diff), "seeds": sorted({int(b["seed"]) for _, b in pairs})})
+    return pd.DataFrame(out)
+
+
+def describe_effects(effects, label: str, signs: Mapping[str, int], claim: str) -> list[str]:
+    """One markdown line per metric in `signs` of a `switch_effects` table: the means without and
+    with `label`, the paired difference with its spread, and in how many pairs it points the way
+    the sign calls `claim` (`signs[metric]`: +1 when a higher value means `claim`, -1 when lower;
+    tied pairs are counted apart). States the numbers only, no test."""
+    rows = effects.set_index("metric")
+    lines = []
+    for metric, sign in signs.items():
+        r = rows.loc[metric]
+        agree, tied = (r["down"] if sign < 0 else r["up"]), r["pairs"] - r["up"] - r["down"]
+        spread = f"sd {r['sd']:.3g}, " if r["pairs"] > 1 else ""
+        lines.append(f"- `{metric}`: {r['off']:.3g} without {label}, {r['on']:.3g} with it; paired difference "
+                     f"{r['diff']:+.3g} ({spread}from {r['low']:+.3g} to {r['high']:+.3g}); {claim} in {agree} "
+                     f"of {r['pairs']} pairs" + (f" ({tied} tied)." if tied else "."))
+    return lines
+
+
 RERUN_FOLDER = "inspect/reruns"  # <results>/inspect/reruns/<run-id>.json: records of re-created sets
 
 

@@ -8,9 +8,10 @@ import torch
 
 import sardfq
 from sardfq.cli import main
-from sardfq.inspect import (GROUPS, bootstrap_ci, correlations, flat_patch_share, frechet_distance,
-                            inspect_calibration, mean_pairwise_cosine_distance, needs_real_data,
-                            reference_images, shrunk_covariance, spearman, study, wasserstein_1d)
+from sardfq.inspect import (GROUPS, bootstrap_ci, correlations, describe_effects, flat_patch_share,
+                            frechet_distance, inspect_calibration, mean_pairwise_cosine_distance,
+                            needs_real_data, reference_images, shrunk_covariance, spearman, study,
+                            switch_effects, switches, wasserstein_1d)
 
 DATA_FREE = {"attention.entropy", "attention.max_weight", "attention.peaks", "features.confidence",
              "features.class_entropy", "content.patch_diversity", "content.flat_share",
@@ -47,6 +48,39 @@ def test_spearman_and_its_bootstrap_interval():
     assert np.isnan(spearman(x, np.ones(10)))
     low, high = bootstrap_ci(x, x + np.random.default_rng(0).normal(0, 3, 10), n_boot=500)
     assert -1.0 <= low < high <= 1.0
+
+
+def test_switches_of_variant_names():
+    assert switches("sardfq") == {"apa", "msr", "sl"}
+    assert switches("sardfq[none]") == frozenset()
+    assert switches("sardfq[apa+sl]") == {"apa", "sl"}
+    assert switches("psaq") is None
+    with pytest.raises(sardfq.ConfigError, match="unknown SARDFQ components"):
+        switches("sardfq[apa+xyz]")
+
+
+def test_switch_effects_pairs_sets_that_differ_only_in_the_components():
+    import pandas as pd
+
+    # metric = 10 * apa + msr + sl + seed, so APA adds exactly 10 in every pair, MSR+SL add 2
+    rows = [{"variant": v, "seed": seed, "m": 10 * ("apa" in switches(v)) + len(switches(v) - {"apa"}) + seed}
+            for seed in (0, 1) for v in ("sardfq", "sardfq[none]", "sardfq[apa]", "sardfq[msr]",
+                                         "sardfq[sl]", "sardfq[apa+msr]", "sardfq[apa+sl]", "sardfq[msr+sl]")]
+    rows.append({"variant": "psaq", "seed": 0, "m": 99.0})  # not an ablation set: ignored
+    frame = pd.DataFrame(rows[:-2] + rows[-1:])  # seed 1's sardfq[msr+sl] is missing: its pairs drop
+    apa = switch_effects(frame, ["apa"], ["m"]).iloc[0]
+    assert apa["diff"] == 10 and apa["sd"] == 0 and apa["up"] == apa["pairs"] == 7 and apa["down"] == 0
+    assert apa["seeds"] == [0, 1] and apa["on"] - apa["off"] == 10
+    both = switch_effects(frame, ["msr", "sl"], ["m"]).iloc[0]
+    assert both["pairs"] == 3 and both["diff"] == 2 and both["low"] == both["high"] == 2
+    lines = describe_effects(switch_effects(frame, ["apa"], ["m", "seed"]), "APA", {"m": -1, "seed": +1}, "better")
+    assert lines[0].startswith("- `m`:") and "paired difference +10 (sd 0, from +10 to +10)" in lines[0]
+    assert lines[0].endswith("better in 0 of 7 pairs.")  # m went up; the sign asked for lower
+    assert lines[1].endswith("better in 0 of 7 pairs (7 tied).")  # pairs share their seed
+    with pytest.raises(sardfq.ConfigError, match="components must be"):
+        switch_effects(frame, ["xyz"], ["m"])
+    with pytest.raises(sardfq.ConfigError, match="no two sets"):
+        switch_effects(frame[frame["variant"] == "psaq"], ["apa"], ["m"])
 
 
 def test_pairwise_cosine_distance_and_flat_share(teacher):

@@ -284,11 +284,10 @@ def model_card(record: dict) -> str:
     """The README of a trained teacher's folder, from its config.json record."""
     cfg, recipe = record["config"], record["recipe"]
     grid = cfg["img_size"] // cfg["patch_size"]
+    varies = f"{record['varies'][:1].upper()}{record['varies'][1:]}.\n\n" if record["varies"] else ""
     return f"""# {record['preset']}: a CIFAR-10 teacher of the sardfq zoo
 
-{record['varies'][0].upper() + record['varies'][1:]}.
-
-- Architecture: `timm.models.vision_transformer.VisionTransformer` with {json.dumps(cfg)}:
+{varies}- Architecture: `timm.models.vision_transformer.VisionTransformer` with {json.dumps(cfg)}:
   {grid}x{grid} patch grid + 1 class token, {record['parameters']:,} parameters.
 - Input: RGB {cfg['img_size']}x{cfg['img_size']} in [0, 1], normalized with mean {tuple(record['mean'])} and
   std {tuple(record['std'])}.

@@ -57,7 +57,8 @@ class Comparison:
         if not self.excludes_zero:
             return "no difference shown (the interval contains 0)"
         a_better = (self.difference > 0) == self.higher_is_better
-        return f"{self.a if a_better else self.b} better"
+        caveat = " on this seed (one seed: the interval covers the test images, not the calibration set)"
+        return f"{self.a if a_better else self.b} better" + (caveat if len(self.seeds) < 2 else "")
 
     def to_dict(self) -> dict:
         return {**asdict(self), "excludes_zero": self.excludes_zero, "verdict": self.verdict}

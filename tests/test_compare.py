@@ -58,6 +58,8 @@ def test_a_consistent_gain_is_found_and_an_absent_one_is_not():
     d = {s: _per_image(rng.random(n) < 0.6) for s in range(3)}
     none = compare_per_image(c, d, n_boot=500)
     assert none.ci[0] < 0 < none.ci[1] and not none.excludes_zero
+    one_seed = compare_per_image({0: a[0]}, {0: b[0]}, names=("a", "b"), n_boot=200)
+    assert one_seed.verdict.startswith("a better on this seed (one seed")
     # lower KL is better: a with the lower KL wins although its difference is negative
     low = {s: _per_image(base[s], kl=np.full(n, 0.1, np.float32)) for s in range(3)}
     kl = compare_per_image(low, b, metric="kl", names=("low", "b"), n_boot=200)

@@ -57,8 +57,13 @@ class Comparison:
         if not self.excludes_zero:
             return "no difference shown (the interval contains 0)"
         a_better = (self.difference > 0) == self.higher_is_better
-        caveat = " on this seed (one seed: the interval covers the test images, not the calibration set)"
-        return f"{self.a if a_better else self.b} better" + (caveat if len(self.seeds) < 2 else "")
+        if len(self.seeds) == 1:
+            caveat = " on this seed (one seed: the interval covers the test images, not the calibration set)"
+        elif len(self.seeds) < 3:
+            caveat = f" on these {len(self.seeds)} seeds (too few for the interval to hold the seed-to-seed spread)"
+        else:
+            caveat = ""
+        return f"{self.a if a_better else self.b} better{caveat}"
 
     def to_dict(self) -> dict:
         return {**asdict(self), "excludes_zero": self.excludes_zero, "verdict": self.verdict}

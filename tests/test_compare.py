@@ -60,6 +60,8 @@ def test_a_consistent_gain_is_found_and_an_absent_one_is_not():
     assert none.ci[0] < 0 < none.ci[1] and not none.excludes_zero
     one_seed = compare_per_image({0: a[0]}, {0: b[0]}, names=("a", "b"), n_boot=200)
     assert one_seed.verdict.startswith("a better on this seed (one seed")
+    two_seeds = compare_per_image({s: a[s] for s in (0, 1)}, {s: b[s] for s in (0, 1)}, n_boot=200)
+    assert two_seeds.verdict.startswith("a better on these 2 seeds (too few")
     # lower KL is better: a with the lower KL wins although its difference is negative
     low = {s: _per_image(base[s], kl=np.full(n, 0.1, np.float32)) for s in range(3)}
     kl = compare_per_image(low, b, metric="kl", names=("low", "b"), n_boot=200)

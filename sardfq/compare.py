@@ -138,30 +138,20 @@ def per_image_by_seed(records: Iterable[Mapping], *, name: str = "") -> dict[int
 
 
 def select_records(results: str | os.PathLike | Iterable, variant: str, *, model: str | None = None,
-                   bits: str | None = None) -> list[dict]:
+                   bits: str | None = None, where=None) -> list[dict]:
     """Experiment records under `results` (folders searched recursively, or record dicts) of one
     calibration source (`variant`, e.g. "sardfq", "psaq", "sardfq[apa+sl]"), model and bit-width."""
-    from .io import read_record
+    from .records import read_records
 
-    if isinstance(results, (str, os.PathLike)):
-        results = [results]
-    records = []
-    for item in results:
-        if isinstance(item, Mapping):
-            records.append(dict(item))
-            continue
-        path = Path(item)
-        if not path.exists():
-            raise ConfigError(f"results path {path} does not exist")
-        for f in sorted(path.rglob("*.json")) if path.is_dir() else [path]:
-            record = read_record(f)
-            if record is not None:
-                records.append(record)
-    chosen = [r for r in records if r.get("kind") == "experiment" and r.get("variant") == variant
+    paths = [results] if isinstance(results, (str, os.PathLike, Mapping)) else list(results)
+    for item in paths:
+        if not isinstance(item, Mapping) and not Path(item).exists():
+            raise ConfigError(f"results path {item} does not exist")
+    chosen = [r for r, _ in read_records(paths) if r.get("kind") == "experiment" and r.get("variant") == variant
               and (model is None or r["config"]["model"] == model) and (bits is None or r.get("bits") == bits)]
     if not chosen:
         raise ConfigError(f"no experiment record of {variant!r}"
-                          f"{f' for {model}' if model else ''}{f' at {bits}' if bits else ''} in {results}")
+                          f"{f' for {model}' if model else ''}{f' at {bits}' if bits else ''} in {where or results}")
     return chosen
 
 
@@ -170,6 +160,11 @@ def compare(results, a: str, b: str, *, model: str | None = None, bits: str | No
             seed: int = 0) -> list[Comparison]:
     """Compare calibration sources `a` and `b` (variants) on the records under `results`:
     `a - b` per metric with 95% CIs, paired by seed and image."""
-    by_seed = {v: per_image_by_seed(select_records(results, v, model=model, bits=bits), name=v) for v in (a, b)}
+    from .records import read_records
+
+    if isinstance(results, (str, os.PathLike)) and not Path(results).exists():
+        raise ConfigError(f"results path {results} does not exist")
+    records = [r for r, _ in read_records(results)]  # read once, for both sources
+    by_seed = {v: per_image_by_seed(select_records(records, v, model=model, bits=bits, where=results), name=v) for v in (a, b)}
     return [compare_per_image(by_seed[a], by_seed[b], metric=m, names=(a, b), n_boot=n_boot, seed=seed)
             for m in metrics]

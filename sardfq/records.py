@@ -86,16 +86,9 @@ class ExperimentResult:
         return write_json_atomic(path, self.to_dict())
 
 
-def load_results(paths: str | os.PathLike | Iterable = "results"):
-    """Experiment records as a pandas DataFrame, one row per run: model, variant, method, switches,
-    design (the non-default synthesis options, then reconstruction's as `recon_*`), bits, seed, sizes, FP and quantized top-1/top-5 (in
-    %), agreement, the same on held-out training images when measured, the synthesis cost (median
-    ms per iteration), seconds, run id, file.
-
-    `paths`: JSON files or folders (searched recursively), or `ExperimentResult` objects / record
-    dicts. Records with the same run id are counted once (the last one read wins)."""
-    import pandas as pd
-
+def read_records(paths) -> list[tuple[dict, str]]:
+    """(record, file) for `paths`: JSON files or folders (searched recursively; files that are not
+    complete JSON objects skipped), `ExperimentResult` objects or record dicts (file "")."""
     if isinstance(paths, (str, os.PathLike, ExperimentResult, Mapping)):
         paths = [paths]
     records: list[tuple[dict, str]] = []
@@ -110,8 +103,21 @@ def load_results(paths: str | os.PathLike | Iterable = "results"):
                 record = read_record(f)
                 if record is not None:
                     records.append((record, str(f)))
+    return records
+
+
+def load_results(paths: str | os.PathLike | Iterable = "results"):
+    """Experiment records as a pandas DataFrame, one row per run: model, variant, method, switches,
+    design (the non-default synthesis options, then reconstruction's as `recon_*`), bits, seed, sizes, FP and quantized top-1/top-5 (in
+    %), agreement, the same on held-out training images when measured, the synthesis cost (median
+    ms per iteration), seconds, run id, file.
+
+    `paths`: JSON files or folders (searched recursively), or `ExperimentResult` objects / record
+    dicts. Records with the same run id are counted once (the last one read wins)."""
+    import pandas as pd
+
     rows = {}
-    for record, f in records:
+    for record, f in read_records(paths):
         if record.get("kind") != "experiment":
             continue
         cfg = ExperimentConfig.from_dict(record["config"])  # any record version

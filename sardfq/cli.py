@@ -130,6 +130,22 @@ def _run_compare(args: argparse.Namespace) -> None:
     _emit(args, {"comparisons": [c.to_dict() for c in found]}, lines)
 
 
+def _add_zoo(sub) -> None:
+    p = sub.add_parser("zoo", help="the teacher zoo's headline: per teacher and bit-width, SARDFQ - PSAQ-ViT, "
+                       "SARDFQ - noise and real - noise with 95%% CIs, as a Markdown table")
+    p.add_argument("--results", default="results/zoo_main", help="folder of the zoo's experiment records")
+    p.add_argument("--boot", type=int, default=2000, help="bootstrap resamples")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_run_zoo)
+
+
+def _run_zoo(args: argparse.Namespace) -> None:
+    from .zoo import summary_markdown, zoo_gains, zoo_summary
+
+    gains = zoo_gains(args.results, n_boot=args.boot)
+    _emit(args, {"gains": gains.to_dict("records")}, [summary_markdown(zoo_summary(gains))])
+
+
 # ----------------------------------------------------------------------------- run, quickstart
 def _add_run(sub) -> None:
     from .config import ExperimentConfig
@@ -583,7 +599,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log at debug level")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for add in (_add_eval, _add_train_teacher, _add_run, _add_sweep, _add_synthesize, _add_quantize,
-                _add_compare, _add_inspect):
+                _add_compare, _add_zoo, _add_inspect):
         add(sub)
     return parser
 

@@ -449,3 +449,39 @@ def plot_zoo_gains(gains, *, ax=None, title: str | None = None):
     if title:
         ax.set_title(title, fontsize=TITLE_FONT)
     return fig
+
+
+def plot_gain_vs_property(table, properties: Sequence[str], *, contrast: str = "sardfq - psaq",
+                          labels: Mapping[str, str] | None = None, title: str | None = None):
+    """One panel per teacher property (`sardfq.zoo.zoo_table` rows): the `contrast`'s difference
+    with its 95% CI against the property's value, one marker per teacher and colour per bit-width,
+    each point named by its teacher. Filled markers: the CI excludes zero."""
+    import matplotlib.pyplot as plt
+
+    rows = table[table["contrast"] == contrast]
+    fig, axes = plt.subplots(1, len(properties), figsize=(BOOK_WIDTH, 2.9), layout="constrained",
+                             sharey=True, squeeze=False)
+    palette = dict(zip(dict.fromkeys(rows["bits"]), ["#0173b2", "#d55e00", "#029e73", "#cc78bc"]))
+    for ax, prop in zip(axes[0], properties):
+        for bits, part in rows.groupby("bits", sort=False):
+            x, y = part[prop].to_numpy(float), part["difference"].to_numpy(float)
+            ax.errorbar(x, y, yerr=[y - part["ci_low"], part["ci_high"] - y], fmt="none",
+                        ecolor=palette[bits], capsize=3)
+            filled = part["excludes_zero"].to_numpy(bool)
+            ax.scatter(x[filled], y[filled], color=palette[bits], zorder=3, label=bits)
+            ax.scatter(x[~filled], y[~filled], facecolor="white", edgecolor=palette[bits], zorder=3,
+                       label=None if filled.any() else bits)
+            for xi, yi, model in zip(x, y, part["model"]):
+                ax.annotate((labels or {}).get(model, model), (xi, yi), xytext=(4, 3),
+                            textcoords="offset points", fontsize=FONT - 1 if FONT > 9 else FONT)
+        ax.axhline(0, color="black", linewidth=0.8)
+        ax.set_xlabel((labels or {}).get(prop, prop.replace("_", " ")), fontsize=FONT)
+        ax.tick_params(labelsize=FONT)
+    axes[0][0].set_ylabel(f"{contrast} (top-1 points)", fontsize=FONT)
+    handles, names = axes[0][0].get_legend_handles_labels()
+    keep = dict(zip(names, handles))
+    fig.legend(keep.values(), keep.keys(), fontsize=FONT, loc="outside lower center", ncols=len(keep),
+               title="filled: the 95% CI excludes 0", title_fontsize=FONT, frameon=False)
+    if title:
+        fig.suptitle(title, fontsize=TITLE_FONT)
+    return fig

@@ -8,15 +8,28 @@ Two verbs:
   (`sardfq.compare`): SARDFQ - PSAQ-ViT, SARDFQ - noise, and the noise -> real gap (how much the
   calibration data matters at all on that teacher).
 Together (`zoo_table`) they give one row per teacher and bit-width, which the results chapter
-plots gain against property.
+plots gain against property. Three readings of those rows:
+- `claim_verdicts`: the paper's orderings (noise < PSAQ-ViT < SARDFQ < real), each as holds /
+  reversed / not resolved by its 95% CI;
+- `rank_agreement`: do the teachers' gains follow the order of a property (Spearman's rho, with
+  the exact permutation p-value, which cannot go below 2 / n! for n teachers);
+- `held_out_choice`: the design each teacher's held-out images choose, with its test accuracy.
 """
 from __future__ import annotations
+
+import math
 
 import torch
 
 from .errors import ConfigError
 
 CONTRASTS = (("sardfq", "psaq"), ("sardfq", "noise"), ("real", "noise"))
+# The paper's claims as (a, b): "a scores above b" (its Table 1 order; real images are the ceiling).
+PAPER_CLAIMS = (("psaq", "noise"), ("sardfq", "noise"), ("sardfq", "psaq"), ("real", "sardfq"))
+# What each SARDFQ switch adds in the component ablation: to the full method (leave one out) and to
+# nothing (alone).
+ABLATION_CONTRASTS = (("sardfq", "sardfq[msr+sl]"), ("sardfq", "sardfq[apa+sl]"), ("sardfq", "sardfq[apa+msr]"),
+                      ("sardfq[apa]", "sardfq[none]"), ("sardfq[msr]", "sardfq[none]"), ("sardfq[sl]", "sardfq[none]"))
 
 
 @torch.no_grad()
@@ -87,3 +100,90 @@ def zoo_table(gains, properties):
     import pandas as pd
 
     return gains.merge(pd.DataFrame(list(properties)), on="model", how="left")
+
+
+def claim_verdicts(gains):
+    """`zoo_gains` rows of `PAPER_CLAIMS` contrasts as one row per claim and one column per
+    (teacher, bits): 'holds', 'reversed' (the CI excludes zero on the other side) or 'not resolved',
+    each with the difference and its CI in points."""
+    import pandas as pd
+
+    def cell(row):
+        word = ("holds" if row["ci_low"] > 0 else "reversed") if row["excludes_zero"] else "not resolved"
+        return f"{word}: {row['difference']:+.1f} [{row['ci_low']:+.1f}, {row['ci_high']:+.1f}]"
+
+    rows = gains.assign(claim=gains["contrast"].map(lambda c: " > ".join(c.split(" - "))), cell=gains.apply(cell, axis=1))
+    table = rows.pivot_table(index="claim", columns=["model", "bits"], values="cell", aggfunc="first", sort=False)
+    order = [" > ".join(c) for c in PAPER_CLAIMS if " > ".join(c) in table.index]
+    return table.reindex(order + [c for c in table.index if c not in order])
+
+
+def rank_agreement(values, gains) -> dict:
+    """Spearman's rho between a teacher property and a gain (two sequences, one entry per teacher)
+    with its exact two-sided permutation p-value: how surprising the rank agreement would be if the
+    property had nothing to do with the gain. Ties are ranked by their mean rank."""
+    import itertools
+
+    import numpy as np
+    import pandas as pd
+
+    x, y = (pd.Series(list(v), dtype=float).rank().to_numpy() for v in (values, gains))
+    if len(x) != len(y) or len(x) < 2:
+        raise ConfigError(f"rank_agreement needs two equal-length sequences of 2+ teachers, got {len(x)} and {len(y)}")
+
+    def rho(a, b):
+        a, b = a - a.mean(), b - b.mean()
+        denominator = np.sqrt((a ** 2).sum() * (b ** 2).sum())
+        return float((a * b).sum() / denominator) if denominator else 0.0
+
+    observed = rho(x, y)
+    null = [rho(x, y[list(p)]) for p in itertools.permutations(range(len(y)))]
+    p_value = float(np.mean([abs(r) >= abs(observed) - 1e-12 for r in null]))
+    return {"rho": observed, "p_value": p_value, "teachers": len(x), "smallest_p": 2 / math.factorial(len(x))
+            if len(x) > 1 else 1.0}
+
+
+def held_out_choice(frame, *, design: str = "design", split: str = "heldout_q_top1", report: str = "q_top1"):
+    """Per teacher (and bit-width), the design with the best mean held-out top-1 over seeds, and
+    its test top-1 beside the default's: records with `heldout_limit` set (`load_results`). The test
+    column is reported, never used to choose."""
+    import pandas as pd
+
+    if split not in frame or frame[split].isna().all():
+        raise ConfigError(f"no held-out scores ({split}) in these records: sweep with heldout_limit > 0")
+    rows = []
+    for (model, bits), group in frame.groupby(["model", "bits"], sort=False):
+        means = group.groupby(design)[[split, report]].mean()
+        best = means[split].idxmax()
+        rows.append({"model": model, "bits": bits, "chosen": best,
+                     "held-out top-1, chosen": means.loc[best, split],
+                     "held-out top-1, default": means[split].get("default"),
+                     "test top-1, chosen": means.loc[best, report], "test top-1, default": means[report].get("default"),
+                     "designs": len(means), "seeds": group["seed"].nunique()})
+    return pd.DataFrame(rows)
+
+
+def zoo_summary(gains, *, contrasts=CONTRASTS):
+    """`zoo_gains` rows as the headline table: one row per (teacher, bits), one column per contrast
+    holding 'difference [95% CI]' in top-1 points, and the seeds x images behind the row."""
+    import pandas as pd
+
+    rows = []
+    for (model, bits), group in gains.groupby(["model", "bits"], sort=False):
+        by = group.set_index("contrast")
+        row = {"teacher": model, "bits": bits}
+        for a, b in contrasts:
+            r = by.loc[f"{a} - {b}"] if f"{a} - {b}" in by.index else None
+            row[f"{a} − {b}"] = "n/a" if r is None else f"{r['difference']:+.1f} [{r['ci_low']:+.1f}, {r['ci_high']:+.1f}]"
+        row["seeds × images"] = f"{int(group['seeds'].min())} × {int(group['images'].min()):,}"
+        rows.append(row)
+    return pd.DataFrame(rows).set_index(["teacher", "bits"])
+
+
+def summary_markdown(summary) -> str:
+    """A `zoo_summary` table as a Markdown table (the README's headline)."""
+    frame = summary.reset_index()
+    lines = ["| " + " | ".join(frame.columns) + " |", "|" + "---|" * len(frame.columns)]
+    lines += ["| " + " | ".join(f"`{v}`" if c == "teacher" else str(v) for c, v in row.items()) + " |"
+              for row in frame.to_dict("records")]
+    return "\n".join(lines)

@@ -120,3 +120,23 @@ def test_zoo_gains_plot_has_a_row_per_teacher_and_bits_and_an_interval_per_contr
     spans = sorted({(round(s[0][0], 3), round(s[1][0], 3)) for s in segments if len(s) == 2 and s[0][1] == s[1][1]})
     assert spans == [(-3.0, -1.0), (-0.5, 1.5)]  # each contrast's interval, at every row
     assert {t.get_text() for t in ax.get_legend().get_texts()} == {"sardfq - psaq", "sardfq - noise"}
+
+
+def test_gain_vs_property_has_a_panel_per_property_and_a_point_per_teacher_and_bits():
+    import pandas as pd
+
+    from sardfq import viz
+
+    table = pd.DataFrame([
+        {"model": m, "bits": b, "contrast": "sardfq - psaq", "difference": d, "ci_low": d - 1, "ci_high": d + 1,
+         "excludes_zero": abs(d) > 1, "depth": depth, "entropy_gap": gap}
+        for m, depth, gap, d in (("tiny", 6, 0.58, -3.0), ("shallow", 3, 0.16, 1.5))
+        for b in ("w3a3", "w4a4")])
+    fig = viz.plot_gain_vs_property(table, ["depth", "entropy_gap"], labels={"entropy_gap": "entropy gap"})
+    assert len(fig.axes) == 2 and fig.axes[1].get_xlabel() == "entropy gap"
+    names = [t.get_text() for t in fig.axes[0].texts]
+    assert sorted(names) == ["shallow", "shallow", "tiny", "tiny"]
+    points = sorted(tuple(map(float, o)) for coll in fig.axes[0].collections if hasattr(coll, "get_offsets")
+                    for o in coll.get_offsets() if len(coll.get_offsets()))
+    assert (3.0, 1.5) in points and (6.0, -3.0) in points
+    plt.close("all")

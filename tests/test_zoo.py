@@ -35,22 +35,9 @@ def _record(model, method, seed, bits, correct):
 
 
 def test_zoo_gains_pairs_each_teacher_and_bit_width_and_joins_properties(tmp_path):
-    import json
-
-    import numpy as np
-
     from sardfq.zoo import zoo_gains, zoo_table
 
-    rng = np.random.default_rng(0)
-    gain = {"t1": 0.15, "t2": 0.0}  # SARDFQ fixes 15% of the images PSAQ-ViT gets wrong on t1 only
-    for model in gain:
-        for seed in range(3):
-            base = rng.random(1000) < 0.5
-            sets = {"noise": base & (rng.random(1000) < 0.5), "psaq": base,
-                    "sardfq": base | (rng.random(1000) < gain[model]) if gain[model] else base.copy()}
-            for method, correct in sets.items():
-                record = _record(model, method, seed, "w4a4", correct)
-                (tmp_path / f"{record['run_id']}.json").write_text(json.dumps(record))
+    _write_zoo(tmp_path, {"t1": 0.15, "t2": 0.0})  # SARDFQ fixes 15% of the images PSAQ-ViT gets wrong on t1 only
     gains = zoo_gains(tmp_path, n_boot=300)
     assert set(gains["contrast"]) == {"sardfq - psaq", "sardfq - noise"}  # no real-image records
     row = gains.set_index(["model", "contrast"])
@@ -59,3 +46,92 @@ def test_zoo_gains_pairs_each_teacher_and_bit_width_and_joins_properties(tmp_pat
     assert (gains["seeds"] == 3).all() and (gains["images"] == 1000).all()
     table = zoo_table(gains, [{"model": "t1", "depth": 3}, {"model": "t2", "depth": 10}])
     assert table.set_index(["model", "contrast"]).loc[("t2", "sardfq - noise"), "depth"] == 10
+
+
+def test_claim_verdicts_read_each_interval_as_holds_reversed_or_not_resolved():
+    import pandas as pd
+
+    from sardfq.zoo import claim_verdicts
+
+    gains = pd.DataFrame([
+        {"model": "t", "bits": "w3a3", "contrast": c, "difference": d, "ci_low": lo, "ci_high": hi,
+         "excludes_zero": lo > 0 or hi < 0}
+        for c, d, lo, hi in (("sardfq - psaq", -3.0, -4.2, -2.0), ("psaq - noise", 7.0, 6.0, 8.0),
+                             ("real - sardfq", 0.4, -0.3, 1.1))])
+    table = claim_verdicts(gains)
+    assert list(table.index) == ["psaq > noise", "sardfq > psaq", "real > sardfq"]  # the paper's order
+    cells = table[("t", "w3a3")]
+    assert cells["psaq > noise"].startswith("holds: +7.0 [+6.0, +8.0]")
+    assert cells["sardfq > psaq"].startswith("reversed: -3.0")
+    assert cells["real > sardfq"].startswith("not resolved")
+
+
+def test_rank_agreement_gives_the_exact_permutation_p_value():
+    from sardfq.zoo import rank_agreement
+
+    same = rank_agreement([0.1, 0.5, 0.9], [-3.0, 0.0, 1.4])
+    assert same["rho"] == pytest.approx(1.0)
+    assert same["p_value"] == pytest.approx(2 / 6) == same["smallest_p"]  # 3 teachers: never below 1/3
+    opposite = rank_agreement([1, 2, 3, 4], [4, 3, 2, 1])
+    assert opposite["rho"] == pytest.approx(-1.0) and opposite["p_value"] == pytest.approx(2 / 24)
+    assert rank_agreement([1, 2, 3, 4], [2, 1, 4, 3])["p_value"] > 0.3
+    with pytest.raises(Exception, match="equal-length"):
+        rank_agreement([1, 2], [1, 2, 3])
+
+
+def test_held_out_choice_picks_on_held_out_images_never_on_test():
+    import pandas as pd
+
+    from sardfq.zoo import held_out_choice
+
+    frame = pd.DataFrame([
+        {"model": "t", "bits": "w3a3", "design": d, "seed": s, "heldout_q_top1": h + s, "q_top1": t}
+        for d, h, t in (("default", 60.0, 50.0), ("apa_weight=10.0", 62.0, 40.0), ("apa_weight=1000.0", 55.0, 70.0))
+        for s in range(3)])
+    row = held_out_choice(frame).iloc[0]
+    assert row["chosen"] == "apa_weight=10.0"  # best held-out, although its test score is the worst
+    assert (row["test top-1, chosen"], row["test top-1, default"], row["seeds"]) == (40.0, 50.0, 3)
+    with pytest.raises(Exception, match="heldout_limit"):
+        held_out_choice(frame.assign(heldout_q_top1=float("nan")))
+
+
+def _write_zoo(folder, gain):
+    import json
+
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    for model in gain:
+        for seed in range(3):
+            base = rng.random(1000) < 0.5
+            sets = {"noise": base & (rng.random(1000) < 0.5), "psaq": base,
+                    "sardfq": base | (rng.random(1000) < gain[model]) if gain[model] else base.copy()}
+            for method, correct in sets.items():
+                record = _record(model, method, seed, "w4a4", correct)
+                (folder / f"{record['run_id']}.json").write_text(json.dumps(record))
+
+
+def test_sardfq_zoo_prints_the_headline_table(tmp_path, capsys):
+    from sardfq.cli import main
+
+    _write_zoo(tmp_path, {"t1": 0.15, "t2": 0.0})
+    main(["zoo", "--results", str(tmp_path), "--boot", "300"])
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0] == "| teacher | bits | sardfq − psaq | sardfq − noise | real − noise | seeds × images |"
+    t1, t2 = (next(line for line in lines if f"`{m}`" in line).split(" | ") for m in ("t1", "t2"))
+    assert t1[2].startswith("+") and not t1[2].startswith("+0.0")  # SARDFQ fixes 15% of PSAQ's misses
+    assert t2[2].startswith("+0.0 [+0.0, +0.0]") and t1[4] == "n/a" and t1[5] == "3 × 1,000 |"
+
+
+def test_the_readme_headline_is_what_sardfq_zoo_prints_from_the_committed_records():
+    from pathlib import Path
+
+    from sardfq.zoo import summary_markdown, zoo_gains, zoo_summary
+
+    root = Path(__file__).resolve().parents[1]
+    readme = (root / "README.md").read_text()
+    begin, end = "<!-- sardfq zoo: begin -->\n", "<!-- sardfq zoo: end -->"
+    assert begin in readme and end in readme, "the README's zoo table lost its markers"
+    block = readme.split(begin)[1].split(end)[0].strip()
+    assert block == summary_markdown(zoo_summary(zoo_gains(root / "results" / "zoo_main"))), (
+        "README's zoo table is stale: paste `sardfq zoo --results results/zoo_main` between its markers")

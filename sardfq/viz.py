@@ -471,9 +471,10 @@ def plot_gain_vs_property(table, properties: Sequence[str], *, contrast: str = "
             ax.scatter(x[filled], y[filled], color=palette[bits], zorder=3, label=bits)
             ax.scatter(x[~filled], y[~filled], facecolor="white", edgecolor=palette[bits], zorder=3,
                        label=None if filled.any() else bits)
-            for xi, yi, model in zip(x, y, part["model"]):
-                ax.annotate((labels or {}).get(model, model), (xi, yi), xytext=(4, 3),
-                            textcoords="offset points", fontsize=FONT - 1 if FONT > 9 else FONT)
+        for model, points in rows.groupby("model", sort=False):  # one name per teacher, by its highest point
+            top = points.loc[points["difference"].idxmax()]
+            ax.annotate((labels or {}).get(model, model), (float(top[prop]), float(top["difference"])), xytext=(4, 3),
+                        textcoords="offset points", fontsize=FONT)
         ax.axhline(0, color="black", linewidth=0.8)
         ax.set_xlabel((labels or {}).get(prop, prop.replace("_", " ")), fontsize=FONT)
         ax.tick_params(labelsize=FONT)

@@ -146,7 +146,9 @@ def rank_agreement(values, gains) -> dict:
 def held_out_choice(frame, *, design: str = "design", split: str = "heldout_q_top1", report: str = "q_top1"):
     """Per teacher (and bit-width), the design with the best mean held-out top-1 over seeds, and
     its test top-1 beside the default's: records with `heldout_limit` set (`load_results`). The test
-    column is reported, never used to choose."""
+    column is reported, never used to choose. `held-out margin` (chosen - default) is to be read
+    against `held-out seed sd`, the mean over designs of the held-out score's sd over seeds: a
+    margin inside it is a choice the held-out images cannot make."""
     import pandas as pd
 
     if split not in frame or frame[split].isna().all():
@@ -154,10 +156,14 @@ def held_out_choice(frame, *, design: str = "design", split: str = "heldout_q_to
     rows = []
     for (model, bits), group in frame.groupby(["model", "bits"], sort=False):
         means = group.groupby(design)[[split, report]].mean()
+        spread = group.groupby(design)[split].std()
         best = means[split].idxmax()
         rows.append({"model": model, "bits": bits, "chosen": best,
                      "held-out top-1, chosen": means.loc[best, split],
                      "held-out top-1, default": means[split].get("default"),
+                     # the choice's margin, beside how much one design's score moves between seeds
+                     "held-out margin": means.loc[best, split] - means[split].get("default", float("nan")),
+                     "held-out seed sd": float(spread.mean()),
                      "test top-1, chosen": means.loc[best, report], "test top-1, default": means[report].get("default"),
                      "designs": len(means), "seeds": group["seed"].nunique()})
     return pd.DataFrame(rows)

@@ -91,6 +91,7 @@ def test_held_out_choice_picks_on_held_out_images_never_on_test():
     row = held_out_choice(frame).iloc[0]
     assert row["chosen"] == "apa_weight=10.0"  # best held-out, although its test score is the worst
     assert (row["test top-1, chosen"], row["test top-1, default"], row["seeds"]) == (40.0, 50.0, 3)
+    assert row["held-out margin"] == pytest.approx(2.0) and row["held-out seed sd"] == pytest.approx(1.0)
     with pytest.raises(Exception, match="heldout_limit"):
         held_out_choice(frame.assign(heldout_q_top1=float("nan")))
 

@@ -140,10 +140,11 @@ def _add_zoo(sub) -> None:
 
 
 def _run_zoo(args: argparse.Namespace) -> None:
-    from .zoo import summary_markdown, zoo_gains, zoo_summary
+    from .zoo import headline, summary_markdown, zoo_gains, zoo_summary
 
     gains = zoo_gains(args.results, n_boot=args.boot)
-    _emit(args, {"gains": gains.to_dict("records")}, [summary_markdown(zoo_summary(gains))])
+    psaq = gains[gains["contrast"] == "sardfq - psaq"]
+    _emit(args, {"gains": gains.to_dict("records")}, [summary_markdown(zoo_summary(gains)), "", headline(psaq)])
 
 
 # ----------------------------------------------------------------------------- run, quickstart

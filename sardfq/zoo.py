@@ -193,3 +193,20 @@ def summary_markdown(summary) -> str:
     lines += ["| " + " | ".join(f"`{v}`" if c == "teacher" else str(v) for c, v in row.items()) + " |"
               for row in frame.to_dict("records")]
     return "\n".join(lines)
+
+
+def headline(gains) -> str:
+    """One sentence per contrast of `zoo_gains` rows: in how many (teacher, bits) cells its 95% CI
+    is above zero, below zero, or holds zero, naming the teachers: the README's headline."""
+    parts = []
+    for contrast, rows in gains.groupby("contrast", sort=False):
+        a, b = contrast.split(" - ")
+        groups = {"above": rows[rows["excludes_zero"] & (rows["ci_low"] > 0)],
+                  "below": rows[rows["excludes_zero"] & (rows["ci_high"] < 0)],
+                  "level": rows[~rows["excludes_zero"].astype(bool)]}
+        named = {k: ", ".join(f"`{r.model}` {r.bits}" for r in v.itertuples()) for k, v in groups.items()}
+        words = [f"ahead of {b} in {len(groups['above'])}" + (f" ({named['above']})" if len(groups["above"]) else ""),
+                 f"behind it in {len(groups['below'])}" + (f" ({named['below']})" if len(groups["below"]) else ""),
+                 f"not distinguishable in {len(groups['level'])}" + (f" ({named['level']})" if len(groups["level"]) else "")]
+        parts.append(f"**{a}** is {', '.join(words)} of {len(rows)} teacher × bit-width cells.")
+    return "\n".join(parts)

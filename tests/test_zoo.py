@@ -122,17 +122,21 @@ def test_sardfq_zoo_prints_the_headline_table(tmp_path, capsys):
     t1, t2 = (next(line for line in lines if f"`{m}`" in line).split(" | ") for m in ("t1", "t2"))
     assert t1[2].startswith("+") and not t1[2].startswith("+0.0")  # SARDFQ fixes 15% of PSAQ's misses
     assert t2[2].startswith("+0.0 [+0.0, +0.0]") and t1[4] == "n/a" and t1[5] == "3 × 1,000 |"
+    assert lines[-1] == ("**sardfq** is ahead of psaq in 1 (`t1` w4a4), behind it in 0, not distinguishable in 1 "
+                         "(`t2` w4a4) of 2 teacher × bit-width cells.")
 
 
 def test_the_readme_headline_is_what_sardfq_zoo_prints_from_the_committed_records():
     from pathlib import Path
 
-    from sardfq.zoo import summary_markdown, zoo_gains, zoo_summary
+    from sardfq.zoo import headline, summary_markdown, zoo_gains, zoo_summary
 
     root = Path(__file__).resolve().parents[1]
     readme = (root / "README.md").read_text()
     begin, end = "<!-- sardfq zoo: begin -->\n", "<!-- sardfq zoo: end -->"
     assert begin in readme and end in readme, "the README's zoo table lost its markers"
     block = readme.split(begin)[1].split(end)[0].strip()
-    assert block == summary_markdown(zoo_summary(zoo_gains(root / "results" / "zoo_main"))), (
+    gains = zoo_gains(root / "results" / "zoo_main")
+    expected = summary_markdown(zoo_summary(gains)) + "\n\n" + headline(gains[gains["contrast"] == "sardfq - psaq"])
+    assert block == expected, (
         "README's zoo table is stale: paste `sardfq zoo --results results/zoo_main` between its markers")

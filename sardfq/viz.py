@@ -420,6 +420,20 @@ def plot_correlations(table, *, ax=None, title: str | None = None):
     return fig
 
 
+def _intervals(ax, position, rows, *, color: str, label: str, horizontal: bool) -> None:
+    """`rows`' differences (columns difference, ci_low, ci_high, excludes_zero) at `position` on the
+    other axis, each with its 95% CI: filled markers where the CI excludes zero, hollow where it holds
+    it; `label` goes on the filled ones, or on the hollow ones when none is filled."""
+    value = rows["difference"].to_numpy(float)
+    error = [value - rows["ci_low"].to_numpy(float), rows["ci_high"].to_numpy(float) - value]
+    x, y = (value, position) if horizontal else (position, value)
+    ax.errorbar(x, y, **{"xerr" if horizontal else "yerr": error}, fmt="none", ecolor=color, capsize=3)
+    filled = rows["excludes_zero"].to_numpy(bool)
+    ax.scatter(x[filled], y[filled], color=color, zorder=3, label=label if filled.any() else None)
+    ax.scatter(x[~filled], y[~filled], facecolor="white", edgecolor=color, zorder=3,
+               label=None if filled.any() else label)
+
+
 def plot_zoo_gains(gains, *, ax=None, title: str | None = None):
     """Paired differences with their 95% CIs (`sardfq.zoo.zoo_gains` rows): one row per teacher and
     bit-width, one marker colour per contrast, a line at zero. A bar whose interval crosses zero
@@ -433,13 +447,7 @@ def plot_zoo_gains(gains, *, ax=None, title: str | None = None):
         part = rows[rows["contrast"] == contrast]
         y = np.array([labels.index(v) for v in part["label"]]) + (k - (len(contrasts) - 1) / 2) * step
         color = method_color(contrast.split(" - ")[1] if contrast.startswith("sardfq") else contrast.split(" - ")[0])
-        low, high = part["difference"] - part["ci_low"], part["ci_high"] - part["difference"]
-        ax.errorbar(part["difference"], y, xerr=[low, high], fmt="none", ecolor=color, capsize=3)
-        filled = part["excludes_zero"].to_numpy(bool)
-        ax.scatter(part["difference"][filled], y[filled], color=color, zorder=3,
-                   label=contrast if filled.any() else None)
-        ax.scatter(part["difference"][~filled], y[~filled], facecolor="white", edgecolor=color, zorder=3,
-                   label=None if filled.any() else contrast)
+        _intervals(ax, y, part, color=color, label=contrast, horizontal=True)
     ax.axvline(0, color="black", linewidth=0.8)
     ax.set_yticks(range(len(labels)), labels, fontsize=FONT)
     ax.invert_yaxis()
@@ -464,13 +472,7 @@ def plot_gain_vs_property(table, properties: Sequence[str], *, contrast: str = "
     palette = dict(zip(dict.fromkeys(rows["bits"]), ["#0173b2", "#d55e00", "#029e73", "#cc78bc"]))
     for ax, prop in zip(axes[0], properties):
         for bits, part in rows.groupby("bits", sort=False):
-            x, y = part[prop].to_numpy(float), part["difference"].to_numpy(float)
-            ax.errorbar(x, y, yerr=[y - part["ci_low"], part["ci_high"] - y], fmt="none",
-                        ecolor=palette[bits], capsize=3)
-            filled = part["excludes_zero"].to_numpy(bool)
-            ax.scatter(x[filled], y[filled], color=palette[bits], zorder=3, label=bits)
-            ax.scatter(x[~filled], y[~filled], facecolor="white", edgecolor=palette[bits], zorder=3,
-                       label=None if filled.any() else bits)
+            _intervals(ax, part[prop].to_numpy(float), part, color=palette[bits], label=bits, horizontal=False)
         for model, points in rows.groupby("model", sort=False):  # one name per teacher, by its highest point
             top = points.loc[points["difference"].idxmax()]
             ax.annotate((labels or {}).get(model, model), (float(top[prop]), float(top["difference"])), xytext=(4, 3),

@@ -9,6 +9,7 @@ Two verbs:
   calibration data matters at all on that teacher).
 Together (`zoo_table`) they give one row per teacher and bit-width, which the results chapter
 plots gain against property. Three readings of those rows:
+- `ci_side`: where each interval lies (above zero, below, or holding it), the one reading of a CI;
 - `claim_verdicts`: the paper's orderings (noise < PSAQ-ViT < SARDFQ < real), each as holds /
   reversed / not resolved by its 95% CI;
 - `rank_agreement`: do the teachers' gains follow the order of a property (Spearman's rho, with
@@ -102,17 +103,26 @@ def zoo_table(gains, properties):
     return gains.merge(pd.DataFrame(list(properties)), on="model", how="left")
 
 
+def ci_side(gains):
+    """Per `zoo_gains` row, where its 95% CI lies: 'above' zero, 'below' zero, or 'level' (it holds
+    zero): the one reading of an interval that the verdicts, the headline and the book share."""
+    import numpy as np
+    import pandas as pd
+
+    excludes = gains["excludes_zero"].astype(bool)
+    return pd.Series(np.where(excludes & (gains["ci_low"] > 0), "above",
+                              np.where(excludes, "below", "level")), index=gains.index)
+
+
 def claim_verdicts(gains):
     """`zoo_gains` rows of `PAPER_CLAIMS` contrasts as one row per claim and one column per
     (teacher, bits): 'holds', 'reversed' (the CI excludes zero on the other side) or 'not resolved',
     each with the difference and its CI in points."""
     import pandas as pd
 
-    def cell(row):
-        word = ("holds" if row["ci_low"] > 0 else "reversed") if row["excludes_zero"] else "not resolved"
-        return f"{word}: {row['difference']:+.1f} [{row['ci_low']:+.1f}, {row['ci_high']:+.1f}]"
-
-    rows = gains.assign(claim=gains["contrast"].map(lambda c: " > ".join(c.split(" - "))), cell=gains.apply(cell, axis=1))
+    words = ci_side(gains).map({"above": "holds", "below": "reversed", "level": "not resolved"})
+    cells = [f"{word}: {r.difference:+.1f} [{r.ci_low:+.1f}, {r.ci_high:+.1f}]" for word, r in zip(words, gains.itertuples())]
+    rows = gains.assign(claim=gains["contrast"].map(lambda c: " > ".join(c.split(" - "))), cell=cells)
     table = rows.pivot_table(index="claim", columns=["model", "bits"], values="cell", aggfunc="first", sort=False)
     order = [" > ".join(c) for c in PAPER_CLAIMS if " > ".join(c) in table.index]
     return table.reindex(order + [c for c in table.index if c not in order])
@@ -199,11 +209,9 @@ def headline(gains) -> str:
     """One sentence per contrast of `zoo_gains` rows: in how many (teacher, bits) cells its 95% CI
     is above zero, below zero, or holds zero, naming the teachers: the README's headline."""
     parts = []
-    for contrast, rows in gains.groupby("contrast", sort=False):
+    for contrast, rows in gains.assign(side=ci_side(gains)).groupby("contrast", sort=False):
         a, b = contrast.split(" - ")
-        groups = {"above": rows[rows["excludes_zero"] & (rows["ci_low"] > 0)],
-                  "below": rows[rows["excludes_zero"] & (rows["ci_high"] < 0)],
-                  "level": rows[~rows["excludes_zero"].astype(bool)]}
+        groups = {side: rows[rows["side"] == side] for side in ("above", "below", "level")}
         named = {k: ", ".join(f"`{r.model}` {r.bits}" for r in v.itertuples()) for k, v in groups.items()}
         words = [f"ahead of {b} in {len(groups['above'])}" + (f" ({named['above']})" if len(groups["above"]) else ""),
                  f"behind it in {len(groups['below'])}" + (f" ({named['below']})" if len(groups["below"]) else ""),

@@ -120,6 +120,9 @@ _preset("vit_deep_cifar10", {**_P4, "embed_dim": 128, "depth": 10, "num_heads": 
         varies="deeper and narrower: depth 10, width 128, 4 heads of 32", epochs=14, bf16=True)
 _preset("vit_long_cifar10", {**_P4, "embed_dim": 128, "depth": 4, "num_heads": 2},
         varies="small and trained long: depth 4, width 128, 2 heads, 40 epochs", epochs=40, bf16=True)
+_preset("vit_grid4_cifar10", {"patch_size": 8, "embed_dim": 192, "depth": 6, "num_heads": 3},
+        varies="coarser grid: 4x4 patches of 8 px (17 tokens), depth 6, width 192, 3 heads", epochs=20,
+        bf16=True)
 # GPU presets: what the CPU cannot train. Sized for one H100/H200-class GPU in about 5 minutes.
 _preset("deit_tiny_cifar10_gpu", {**_P4, "embed_dim": 192, "depth": 12, "num_heads": 3},
         device="cuda", varies="DeiT-T's shape: depth 12, width 192, 3 heads; 200 epochs",

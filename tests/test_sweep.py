@@ -256,3 +256,14 @@ def test_cli_sweep_only_lists_one_teachers_runs(tmp_path, capsys):
     runs = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["runs"]
     assert len(runs) == 1 and runs[0].startswith("b-noise") and "-s2-" in runs[0]
     assert main(["sweep", str(grid), "--only", "model", "--dry-run"]) == 2
+
+
+def test_the_book_states_each_shipped_sweeps_run_count():
+    import re
+
+    root = Path(__file__).parent.parent
+    rows = re.findall(r"^\| `(sweeps/[\w.]+\.yaml)` \|.*\| (\d+) \|$", (root / "book/rerun.md").read_text(), re.M)
+    assert len(rows) >= 7
+    for path, runs in rows:
+        assert len(load_sweep(root / path).runs()) == int(runs), path
+    assert f"({len(load_sweep(root / 'sweeps/zoo_main.yaml').runs())} runs)" in (root / "book/rerun.md").read_text()

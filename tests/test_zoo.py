@@ -140,3 +140,18 @@ def test_the_readme_headline_is_what_sardfq_zoo_prints_from_the_committed_record
     expected = summary_markdown(zoo_summary(gains)) + "\n\n" + headline(gains[gains["contrast"] == "sardfq - psaq"])
     assert block == expected, (
         "README's zoo table is stale: paste `sardfq zoo --results results/zoo_main` between its markers")
+
+
+def test_zoo_tuned_reruns_exactly_the_choices_held_out_images_make():
+    from pathlib import Path
+
+    from sardfq import load_results
+    from sardfq.zoo import held_out_choice
+
+    root = Path(__file__).resolve().parents[1]
+    choice = held_out_choice(load_results(root / "results" / "zoo_design"))
+    made = choice[choice["held-out margin"] > choice["held-out seed sd"]]
+    tuned = load_results(root / "results" / "zoo_tuned")
+    tuned = tuned[tuned["variant"] == "sardfq"]
+    assert (tuned.groupby("model")["design"].nunique() == 1).all()
+    assert tuned.groupby("model")["design"].first().to_dict() == dict(zip(made["model"], made["chosen"]))

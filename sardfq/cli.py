@@ -140,11 +140,10 @@ def _add_zoo(sub) -> None:
 
 
 def _run_zoo(args: argparse.Namespace) -> None:
-    from .zoo import headline, summary_markdown, zoo_gains, zoo_summary
+    from .zoo import headline_report, zoo_gains
 
     gains = zoo_gains(args.results, n_boot=args.boot)
-    psaq = gains[gains["contrast"] == "sardfq - psaq"]
-    _emit(args, {"gains": gains.to_dict("records")}, [summary_markdown(zoo_summary(gains)), "", headline(psaq)])
+    _emit(args, {"gains": gains.to_dict("records")}, [headline_report(gains)])
 
 
 # ----------------------------------------------------------------------------- run, quickstart

@@ -15,6 +15,7 @@ plots gain against property. Three readings of those rows:
 - `rank_agreement`: do the teachers' gains follow the order of a property (Spearman's rho, with
   the exact permutation p-value, which cannot go below 2 / n! for n teachers);
 - `held_out_choice`: the design each teacher's held-out images choose, with its test accuracy.
+`headline_report` is the README's headline block (`sardfq zoo`).
 """
 from __future__ import annotations
 
@@ -158,7 +159,8 @@ def held_out_choice(frame, *, design: str = "design", split: str = "heldout_q_to
     its test top-1 beside the default's: records with `heldout_limit` set (`load_results`). The test
     column is reported, never used to choose. `held-out margin` (chosen - default) is to be read
     against `held-out seed sd`, the mean over designs of the held-out score's sd over seeds: a
-    margin inside it is a choice the held-out images cannot make."""
+    margin inside it is a choice the held-out images cannot make (`a choice` is False), and the
+    default stays."""
     import pandas as pd
 
     if split not in frame or frame[split].isna().all():
@@ -168,12 +170,12 @@ def held_out_choice(frame, *, design: str = "design", split: str = "heldout_q_to
         means = group.groupby(design)[[split, report]].mean()
         spread = group.groupby(design)[split].std()
         best = means[split].idxmax()
+        # the choice's margin, beside how much one design's score moves between seeds
+        margin, seed_sd = means.loc[best, split] - means[split].get("default", float("nan")), float(spread.mean())
         rows.append({"model": model, "bits": bits, "chosen": best,
                      "held-out top-1, chosen": means.loc[best, split],
                      "held-out top-1, default": means[split].get("default"),
-                     # the choice's margin, beside how much one design's score moves between seeds
-                     "held-out margin": means.loc[best, split] - means[split].get("default", float("nan")),
-                     "held-out seed sd": float(spread.mean()),
+                     "held-out margin": margin, "held-out seed sd": seed_sd, "a choice": bool(margin > seed_sd),
                      "test top-1, chosen": means.loc[best, report], "test top-1, default": means[report].get("default"),
                      "designs": len(means), "seeds": group["seed"].nunique()})
     return pd.DataFrame(rows)
@@ -211,10 +213,16 @@ def headline(gains) -> str:
     parts = []
     for contrast, rows in gains.assign(side=ci_side(gains)).groupby("contrast", sort=False):
         a, b = contrast.split(" - ")
-        groups = {side: rows[rows["side"] == side] for side in ("above", "below", "level")}
-        named = {k: ", ".join(f"`{r.model}` {r.bits}" for r in v.itertuples()) for k, v in groups.items()}
-        words = [f"ahead of {b} in {len(groups['above'])}" + (f" ({named['above']})" if len(groups["above"]) else ""),
-                 f"behind it in {len(groups['below'])}" + (f" ({named['below']})" if len(groups["below"]) else ""),
-                 f"not distinguishable in {len(groups['level'])}" + (f" ({named['level']})" if len(groups["level"]) else "")]
+        words = []
+        for side, phrase in (("above", f"ahead of {b}"), ("below", "behind it"), ("level", "not distinguishable")):
+            cells = rows[rows["side"] == side]
+            named = ", ".join(f"`{r.model}` {r.bits}" for r in cells.itertuples())
+            words.append(f"{phrase} in {len(cells)}" + (f" ({named})" if len(cells) else ""))
         parts.append(f"**{a}** is {', '.join(words)} of {len(rows)} teacher × bit-width cells.")
     return "\n".join(parts)
+
+
+def headline_report(gains) -> str:
+    """The README's headline block from `zoo_gains` rows: the `zoo_summary` table, then the
+    `headline` sentence on SARDFQ - PSAQ-ViT (what `sardfq zoo` prints)."""
+    return summary_markdown(zoo_summary(gains)) + "\n\n" + headline(gains[gains["contrast"] == "sardfq - psaq"])

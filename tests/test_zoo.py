@@ -92,6 +92,7 @@ def test_held_out_choice_picks_on_held_out_images_never_on_test():
     assert row["chosen"] == "apa_weight=10.0"  # best held-out, although its test score is the worst
     assert (row["test top-1, chosen"], row["test top-1, default"], row["seeds"]) == (40.0, 50.0, 3)
     assert row["held-out margin"] == pytest.approx(2.0) and row["held-out seed sd"] == pytest.approx(1.0)
+    assert row["a choice"]  # a margin of 2 beyond a spread of 1
     with pytest.raises(Exception, match="heldout_limit"):
         held_out_choice(frame.assign(heldout_q_top1=float("nan")))
 
@@ -129,16 +130,14 @@ def test_sardfq_zoo_prints_the_headline_table(tmp_path, capsys):
 def test_the_readme_headline_is_what_sardfq_zoo_prints_from_the_committed_records():
     from pathlib import Path
 
-    from sardfq.zoo import headline, summary_markdown, zoo_gains, zoo_summary
+    from sardfq.zoo import headline_report, zoo_gains
 
     root = Path(__file__).resolve().parents[1]
     readme = (root / "README.md").read_text()
     begin, end = "<!-- sardfq zoo: begin -->\n", "<!-- sardfq zoo: end -->"
     assert begin in readme and end in readme, "the README's zoo table lost its markers"
     block = readme.split(begin)[1].split(end)[0].strip()
-    gains = zoo_gains(root / "results" / "zoo_main")
-    expected = summary_markdown(zoo_summary(gains)) + "\n\n" + headline(gains[gains["contrast"] == "sardfq - psaq"])
-    assert block == expected, (
+    assert block == headline_report(zoo_gains(root / "results" / "zoo_main")), (
         "README's zoo table is stale: paste `sardfq zoo --results results/zoo_main` between its markers")
 
 
@@ -150,7 +149,7 @@ def test_zoo_tuned_reruns_exactly_the_choices_held_out_images_make():
 
     root = Path(__file__).resolve().parents[1]
     choice = held_out_choice(load_results(root / "results" / "zoo_design"))
-    made = choice[choice["held-out margin"] > choice["held-out seed sd"]]
+    made = choice[choice["a choice"]]
     tuned = load_results(root / "results" / "zoo_tuned")
     tuned = tuned[tuned["variant"] == "sardfq"]
     assert (tuned.groupby("model")["design"].nunique() == 1).all()

@@ -126,3 +126,11 @@ def test_the_readme_lists_every_preset_as_it_is_defined():
         row = (f"| `{name}` | {p.arch['depth']} | {p.arch['embed_dim']} | {p.arch['num_heads']} | "
                f"{grid}x{grid} | {p.recipe.epochs} |")
         assert row in readme, row
+        card = Path(__file__).parent.parent / "sardfq" / "weights" / name / "config.json"
+        if card.is_file():  # a shipped teacher: the row's accuracy (and training time) is its card's
+            import json
+
+            d = json.loads(card.read_text())
+            line = next(line for line in readme.splitlines() if row in line)
+            shipped = f"{100 * d['test_top1']:.2f}%" + (f", {d['train_hours']:.2f} h" if "train_hours" in d else "")
+            assert shipped in line, (name, shipped)

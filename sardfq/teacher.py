@@ -53,6 +53,9 @@ class TeacherRecipe:
     grad_clip: float = 1.0
     mix: float = 0.0  # probability of a mixup (alpha 0.8) or cutmix (alpha 1.0) batch; 0: off
     bf16: bool = False  # bf16 autocast of the forward pass (CPUs with AVX-512 BF16, GPUs)
+    # timm's fused attention (scaled_dot_product_attention); off, the plain matmul-softmax path, which
+    # in bf16 on the CPU trains a 257-token model 1.3x faster (the same function, other rounding)
+    fused_attention: bool = True
     eval_every: int = 1  # test top-1 logged every this many epochs (on `eval_images` images)
     eval_images: int = 2000  # an even spread of the test set; the final model gets all 10,000
     seed: int = 0
@@ -123,6 +126,9 @@ _preset("vit_long_cifar10", {**_P4, "embed_dim": 128, "depth": 4, "num_heads": 2
 _preset("vit_grid4_cifar10", {"patch_size": 8, "embed_dim": 192, "depth": 6, "num_heads": 3},
         varies="coarser grid: 4x4 patches of 8 px (17 tokens), depth 6, width 192, 3 heads", epochs=20,
         bf16=True)
+_preset("vit_grid16_cifar10", {"patch_size": 2, "embed_dim": 96, "depth": 6, "num_heads": 3},
+        varies="finer grid: 16x16 patches of 2 px (257 tokens, near DeiT's 14x14), depth 6, width 96, "
+               "3 heads", epochs=16, bf16=True, fused_attention=False)
 # GPU presets: what the CPU cannot train. Sized for one H100/H200-class GPU in about 5 minutes.
 _preset("deit_tiny_cifar10_gpu", {**_P4, "embed_dim": 192, "depth": 12, "num_heads": 3},
         device="cuda", varies="DeiT-T's shape: depth 12, width 192, 3 heads; 200 epochs",
@@ -190,6 +196,8 @@ def train_teacher(preset: str | TeacherPreset = "vit_tiny_cifar10", *, recipe: T
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(recipe.seed)
     model = preset.build().to(device)
+    for block in model.blocks:
+        block.attn.fused_attn = recipe.fused_attention
     info = preset.info()
     mean = torch.tensor(info.mean, device=device).view(1, 3, 1, 1)
     std = torch.tensor(info.std, device=device).view(1, 3, 1, 1)

@@ -6,8 +6,8 @@ from .attention import attention_blocks, record_attention
 from .calibset import CalibrationSet
 from .data import (ArrayDataset, ImageArrays, data_root, denormalize, eval_dataset, heldout_dataset,
                    image_folder, load_cifar10, normalize, pixel_range)
-from .errors import (CheckpointError, ConfigError, DataNotFoundError, SardfqError, UnknownNameError,
-                     UnsupportedModelError, WeightsNotFoundError)
+from .errors import (CheckpointError, ConfigError, DataNotFoundError, ExportError, SardfqError,
+                     UnknownNameError, UnsupportedModelError, WeightsNotFoundError)
 from .compare import Comparison, compare, compare_per_image
 from .evaluate import EvalResult, PerImage, evaluate
 from .models import (DEFAULT_MODEL, ModelInfo, available_models, check_architecture, embedded_models,
@@ -27,6 +27,7 @@ from .sweep import SweepReport, SweepSpec, load_sweep, run_sweep
 from .quant import (QuantConfig, load_quantized, quantize, quantizers, save_quantized,
                     set_quant_state)
 from .reconstruction import ReconConfig, ReconResult, reconstruct
+from .quant.export import OnnxExport, export_onnx, integer_op_counts, load_onnx, onnx_metadata
 from .inspect import InspectReport, inspect_calibration
 
 __version__ = "0.1.0"
@@ -51,6 +52,8 @@ __all__ = [
     # quantization
     "QuantConfig", "ReconConfig", "ReconResult", "load_quantized", "quantize", "quantizers",
     "reconstruct", "save_quantized", "set_quant_state",
+    # deployment: ONNX export, run in onnxruntime
+    "ExportError", "OnnxExport", "export_onnx", "integer_op_counts", "load_onnx", "onnx_metadata",
     # inspecting calibration sets (more in sardfq.inspect: study, correlations, recreate_sets)
     "InspectReport", "inspect_calibration",
 ]

@@ -30,3 +30,7 @@ class ConfigError(SardfqError, ValueError):
 
 class UnsupportedModelError(SardfqError, ValueError):
     """A model whose architecture sardfq cannot quantize or probe; the message names what is missing."""
+
+
+class ExportError(SardfqError, ValueError):
+    """A model, mode or output path that cannot be exported as asked; the message says what can."""

@@ -56,8 +56,8 @@ def write_api_page(out: Path = ROOT / "book" / "api.md") -> Path:
              "The public API is what `import sardfq` exports (`sardfq.__all__`); the notebooks, the "
              "command line and the tests use only these names. This page is generated from the "
              "docstrings by `book/build_chapters.py --api-only`.", "",
-             "Command line: `sardfq --help` lists the subcommands (`eval`, `synthesize`, `quantize`, "
-             "`run`, `quickstart`, `sweep`, `inspect`, `train-teacher`), each with its own `--help`.", ""]
+             "Command line: `sardfq --help` lists the subcommands (`eval`, `export`, `synthesize`, "
+             "`quantize`, `run`, `quickstart`, `sweep`, `inspect`, `train-teacher`), each with its own `--help`.", ""]
     for module in sorted(groups, key=lambda m: (m == "constants", m)):
         lines += [f"## `{module}`", ""]
         for name in sorted(groups[module], key=str.lower):

@@ -29,12 +29,15 @@ _MODEL_HELP = ("model: an embedded name (vit_tiny_cifar10), a timm ViT/DeiT/Swin
 # ---------------------------------------------------------------------------------------- eval
 def _add_eval(sub) -> None:
     p = sub.add_parser("eval", help="top-1/top-5 accuracy of a model on its test set")
-    p.add_argument("model", help=_MODEL_HELP + ", or a folder saved by `sardfq quantize`")
+    p.add_argument("model", help=_MODEL_HELP + ", a folder saved by `sardfq quantize`, or an .onnx file "
+                                            "written by `sardfq export` (run in onnxruntime on the CPU)")
     p.add_argument("--data", help="data folder (default: $SARDFQ_DATA)")
     p.add_argument("--checkpoint", help="local weights file replacing the model's")
     p.add_argument("--limit", type=int, help="evaluate on this many images only (an even spread)")
     p.add_argument("--batch-size", type=int, default=256)
-    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available; an .onnx "
+                                                  "file runs on the CPU)")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's / onnxruntime's)")
     p.add_argument("--json", action="store_true", help="print one JSON object on the last line")
     p.set_defaults(func=_run_eval)
 
@@ -43,8 +46,17 @@ def _run_eval(args: argparse.Namespace) -> None:
     from .data import eval_dataset
     from .evaluate import evaluate
 
-    device = _device(args.device)
-    model, info = _load_for_eval(args.model, args.checkpoint, device)
+    if args.threads is not None:
+        if args.threads < 1:
+            raise ConfigError(f"--threads must be at least 1, got {args.threads}")
+        import torch
+
+        torch.set_num_threads(args.threads)
+    onnx_file = str(args.model).endswith(".onnx")
+    if onnx_file and args.device not in (None, "cpu"):
+        raise ConfigError(f"--device {args.device}: an .onnx file runs in onnxruntime on the CPU; drop --device")
+    device = _device("cpu" if onnx_file else args.device)
+    model, info = _load_for_eval(args.model, args.checkpoint, device, threads=args.threads)
     dataset = eval_dataset(info, model, args.data, limit=args.limit)
     result = evaluate(model, dataset, name=args.model, batch_size=args.batch_size, device=device)
     record = result.to_dict()
@@ -54,16 +66,53 @@ def _run_eval(args: argparse.Namespace) -> None:
     ])
 
 
-def _load_for_eval(model: str, checkpoint: str | None, device):
+def _load_for_eval(model: str, checkpoint: str | None, device, threads: int | None = None):
     from .models import load_model
     from .quant import is_quantized_folder, load_quantized
 
+    if str(model).endswith(".onnx"):  # written by `sardfq export`
+        from .quant.export import load_onnx
+
+        if checkpoint is not None:
+            raise SardfqError("--checkpoint does not apply to an .onnx file")
+        return load_onnx(model, threads=threads)
     if is_quantized_folder(model):  # written by `sardfq quantize` / sardfq.save_quantized
 
         if checkpoint is not None:
             raise SardfqError("--checkpoint does not apply to a saved quantized model folder")
         return load_quantized(model, device=device)
     return load_model(model, checkpoint=checkpoint, device=device)
+
+
+# -------------------------------------------------------------------------------------- export
+def _add_export(sub) -> None:
+    from .quant.export import MODES
+
+    p = sub.add_parser("export", help="write a saved quantized model to ONNX that onnxruntime runs with "
+                                      "integer kernels")
+    p.add_argument("quantized", help="a folder saved by `sardfq quantize --out DIR` (or DIR/quantized of "
+                                     "`sardfq run --out DIR`)")
+    p.add_argument("--format", default="onnx", choices=["onnx"], help="output format (default: onnx)")
+    p.add_argument("--out", default=None, help="the .onnx file to write (default: QUANTIZED/model.onnx)")
+    p.add_argument("--mode", default="integer", choices=MODES,
+                   help="integer: what onnxruntime's CPU provider runs as integers (8-bit activations, or "
+                        "weight-only); emulate: activations below 8 bits too, on 8-bit kernels, for "
+                        "checking accuracy only (default: integer)")
+    p.add_argument("--json", action="store_true", help="print one JSON object on the last line")
+    p.set_defaults(func=_run_export)
+
+
+def _run_export(args: argparse.Namespace) -> None:
+    from .quant.export import export_onnx, integer_op_counts
+
+    result = export_onnx(args.quantized, args.out, mode=args.mode)
+    fused = integer_op_counts(result.path)  # what onnxruntime actually runs, after its fusions
+    record = {**result.to_dict(), "onnxruntime_integer_ops": fused}
+    record.pop("metadata")
+    ops = ", ".join(f"{n} {op}" for op, n in sorted(fused.items())) or "none"
+    _emit(args, record, [f"{result.model} {result.bits} -> {result.path} ({result.file_bytes / 1e6:.2f} MB, "
+                         f"mode {result.mode}): {result.metadata['sardfq.summary']}",
+                         f"  onnxruntime CPU integer kernels after fusion: {ops}"])
 
 
 # ------------------------------------------------------------------------------- train-teacher
@@ -598,7 +647,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"sardfq {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log at debug level")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add in (_add_eval, _add_train_teacher, _add_run, _add_sweep, _add_synthesize, _add_quantize,
+    for add in (_add_eval, _add_export, _add_train_teacher, _add_run, _add_sweep, _add_synthesize, _add_quantize,
                 _add_compare, _add_zoo, _add_inspect):
         add(sub)
     return parser

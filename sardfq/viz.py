@@ -488,3 +488,24 @@ def plot_gain_vs_property(table, properties: Sequence[str], *, contrast: str = "
     if title:
         fig.suptitle(title, fontsize=TITLE_FONT)
     return fig
+
+
+def plot_speedups(rows: Sequence[Mapping], *, key: str = "throughput_speedup", ax=None, title: str | None = None):
+    """Speed-up against the first row (bars from zero, a line at 1), one bar per row of a speed
+    table (`benchmarks/bench_export.py` rows: runtime, bits, threads and the `key` ratio). Rows at
+    several thread counts get one colour per thread count."""
+    fig, ax = _figure(ax, figsize=(6, 0.35 * len(rows) + 1.2))
+    threads = list(dict.fromkeys(r["threads"] for r in rows))
+    colours = dict(zip(threads, [METHOD_COLORS["sardfq"], METHOD_COLORS["psaq"], METHOD_COLORS["real"]]))
+    labels = [f"{r['runtime']}, {r['bits']}" + (f" ({r['threads']} threads)" if len(threads) > 1 else "")
+              for r in rows]
+    y = np.arange(len(rows))[::-1]
+    ax.barh(y, [r[key] for r in rows], color=[colours[r["threads"]] for r in rows])
+    ax.axvline(1.0, color="black", linewidth=0.8)
+    ax.set_yticks(y, labels)
+    ax.set_xlim(left=0)
+    ax.set_xlabel("speed-up against PyTorch eager FP32 (same threads)", fontsize=FONT)
+    ax.tick_params(labelsize=FONT)
+    if title:
+        ax.set_title(title, fontsize=TITLE_FONT)
+    return fig

@@ -140,3 +140,13 @@ def test_gain_vs_property_has_a_panel_per_property_and_a_point_per_teacher_and_b
                     for o in coll.get_offsets() if len(coll.get_offsets()))
     assert (3.0, 1.5) in points and (6.0, -3.0) in points
     plt.close("all")
+
+
+def test_speedup_plot_has_a_bar_per_row_from_zero():
+    rows = [{"runtime": "pytorch eager", "bits": "fp32", "threads": 1, "throughput_speedup": 1.0},
+            {"runtime": "onnxruntime", "bits": "w8a8", "threads": 1, "throughput_speedup": 2.5}]
+    ax = viz.plot_speedups(rows, title="t").axes[0]
+    assert [p.get_width() for p in ax.patches] == pytest.approx([1.0, 2.5]) and ax.get_xlim()[0] == 0
+    ticks = {t.get_text(): t.get_position()[1] for t in ax.get_yticklabels()}
+    assert ticks["pytorch eager, fp32"] > ticks["onnxruntime, w8a8"]  # the first row on top
+    plt.close("all")

@@ -3,15 +3,17 @@ integer kernels, carrying the calibrated (and reconstructed) scales and zero poi
 
 Each quantized layer is written from its own bit-widths:
 
-| layer (our quantizers)                     | ONNX                                               | onnxruntime CPU runs it as       |
-|--------------------------------------------|----------------------------------------------------|----------------------------------|
-| Linear, weight and input quantized (A8)    | uint8 QuantizeLinear/DequantizeLinear on the input, | `MatMulIntegerToFloat` (uint8 x  |
-|                                            | int8 weight codes + per-channel DequantizeLinear,   | int8, int32 accumulation)        |
-|                                            | MatMul, Add (bias)                                  |                                  |
-| Linear, weight only (input full precision) | `com.microsoft.MatMulNBits` (2/4/8-bit blocks)      | `MatMulNBits` (float activations)|
-| q @ k^T, both operands quantized (A8)      | QDQ on both operands, MatMul                        | `MatMulIntegerToFloat`           |
-| post-softmax log2 quantizer                | float ops (Log, Round, Pow, Where)                  | float                            |
-| attn @ v, LayerNorm, GELU, softmax, adds   | float ops (v keeps its QDQ pair)                    | float                            |
+| layer                                   | in the file                                           | onnxruntime (CPU) runs    |
+|-----------------------------------------|-------------------------------------------------------|---------------------------|
+| Linear, weight and input quantized (A8) | uint8 QDQ input, int8 codes + per-channel DQ, MatMul  | `MatMulIntegerToFloat`    |
+| Linear, weight only (A full precision)  | `com.microsoft.MatMulNBits` (2-, 4- or 8-bit blocks)  | `MatMulNBits`             |
+| q @ k^T (attn @ v), operands uniform A8 | uint8 QDQ on both operands, MatMul                    | `MatMulIntegerToFloat`    |
+| post-softmax log2 quantizer             | float ops: Div, Log, Round, Max, Mul, Exp             | float                     |
+| attn @ v beside a log2 map, LayerNorm,  | float ops (v keeps its QDQ pair)                      | float                     |
+| GELU, softmax, residual additions       |                                                       |                           |
+
+(QDQ: a QuantizeLinear/DequantizeLinear pair; DQ: DequantizeLinear. Where a quantized input
+follows, onnxruntime may fuse a matmul with it into `QLinearMatMul` instead.)
 
 The patch embedding (a Conv2d whose kernel equals its stride) is written as patches @ weight, so
 that it is a Linear like the others.
@@ -41,8 +43,10 @@ in an onnxruntime session behind an `nn.Module`, so `sardfq.evaluate` measures i
 The TorchScript exporter (`torch.onnx.export(..., dynamo=False)`, opset 20, the highest it writes)
 is used on purpose: each quantizer is an autograd Function whose `symbolic` writes its own ONNX
 nodes, with initializers named after the module they belong to
-(`blocks.0.attn.qkv.weight_codes`), so no graph surgery maps nodes back to layers afterwards.
-onnx and onnxruntime are imported inside the functions: `import sardfq` does not need them.
+(`blocks.0.attn.qkv.weight_codes`), so no graph surgery maps nodes back to layers afterwards. (It
+is deprecated since torch 2.9 but present in the pinned 2.14; the torch.export-based exporter
+writes each transposed weight as an unnamed constant and would need an onnxscript translation of
+each quantizer.) onnx and onnxruntime are imported inside the functions: `import sardfq` does not need them.
 """
 from __future__ import annotations
 

@@ -262,7 +262,9 @@ def main() -> None:
               "versions": {"sardfq": sardfq.__version__, "torch": torch.__version__,
                            "onnxruntime": __import__("onnxruntime").__version__, "onnx": __import__("onnx").__version__},
               "machine": {"platform": platform.platform(), "processor": platform.processor(), "cpus": os.cpu_count(),
-                          "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS")},
+                          "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS"),
+                          # how busy the (shared) machine was: 1-minute load averages at start and end
+                          "load_average_start": os.getloadavg()[0]},
               "accuracy": [], "speed": {}, "input_px": {}}
     with tempfile.TemporaryDirectory(prefix="sardfq-bench-export-") as tmp:
         work = Path(tmp)
@@ -283,9 +285,11 @@ def main() -> None:
                 record["profile"] = profile(path, info, args.threads[0], args.batch, args.seed)
                 record["deit_w8a8_optimized_ops"] = optimized_op_counts(path)
     record["seconds"] = time.perf_counter() - began
+    record["machine"]["load_average_end"] = os.getloadavg()[0]
     print(f"sardfq {sardfq.__version__} export benchmark, {record['command']}: threads {args.threads}, "
           f"{os.cpu_count()} CPUs ({platform.processor() or platform.machine()}), OMP_NUM_THREADS="
-          f"{os.environ.get('OMP_NUM_THREADS', 'unset')}, seed {args.seed}, {record['seconds']:.0f} s")
+          f"{os.environ.get('OMP_NUM_THREADS', 'unset')}, seed {args.seed}, {record['seconds']:.0f} s, load average "
+          f"{record['machine']['load_average_start']:.1f} at the start and {record['machine']['load_average_end']:.1f} at the end")
     _print_tables(record)
     if args.json:
         print(f"\nwrote {write_json_atomic(args.json, record)}")

@@ -27,7 +27,8 @@ from .sweep import SweepReport, SweepSpec, load_sweep, run_sweep
 from .quant import (QuantConfig, load_quantized, quantize, quantizers, save_quantized,
                     set_quant_state)
 from .reconstruction import ReconConfig, ReconResult, reconstruct
-from .quant.export import OnnxExport, export_onnx, integer_op_counts, load_onnx, onnx_metadata
+from .quant.export import (OnnxExport, export_onnx, integer_op_counts, load_onnx, onnx_metadata,
+                           optimized_op_counts)
 from .inspect import InspectReport, inspect_calibration
 
 __version__ = "0.1.0"
@@ -54,6 +55,7 @@ __all__ = [
     "reconstruct", "save_quantized", "set_quant_state",
     # deployment: ONNX export, run in onnxruntime
     "ExportError", "OnnxExport", "export_onnx", "integer_op_counts", "load_onnx", "onnx_metadata",
+    "optimized_op_counts",
     # inspecting calibration sets (more in sardfq.inspect: study, correlations, recreate_sets)
     "InspectReport", "inspect_calibration",
 ]

@@ -40,10 +40,10 @@ import torch
 
 import sardfq
 from sardfq.io import write_json_atomic
-from sardfq.quant.export import optimized_op_counts, session_options
+from sardfq.quant.export import DEIT_BENCH, bench_report, optimized_op_counts, session_options
 
 TEACHER = "vit_tiny_cifar10"
-DEIT = "deit_tiny_patch16_224"
+DEIT = DEIT_BENCH  # the 224-px model, random weights
 # the bit settings benchmarked when no --quantized folders are given: (label, QuantConfig fields)
 DEFAULT_SETTINGS = (("w8a8", {"w_bits": 8, "a_bits": 8}),
                     ("w8a8, uniform softmax", {"w_bits": 8, "a_bits": 8, "attn_quantizer": "uniform"}),
@@ -204,44 +204,6 @@ def profile(path: str, info, threads: int, batch: int, seed: int, runs: int = 3)
             "ops": [{"op": op, "ms": us / runs / 1e3, "share": us / total} for op, us in per_op.most_common()]}
 
 
-def _print_tables(record: dict) -> None:
-    acc = record["accuracy"]
-    if acc:
-        n = acc[0]["n_images"]
-        print(f"\nAccuracy, {TEACHER}: the exported model in onnxruntime against the fake-quantized PyTorch "
-              f"model it came from, paired on {n:,} CIFAR-10 test images (95% CI: paired bootstrap over images)\n")
-        print("| bits | PyTorch top-1 | ONNX top-1 | ONNX − PyTorch (pp) [95% CI] | agreement | images |")
-        print("|---|---|---|---|---|---|")
-        for r in acc:
-            print(f"| {r['bits']} | {r['pytorch_top1']:.2f} | {r['onnx_top1']:.2f} | {r['difference']:+.2f} "
-                  f"[{r['ci'][0]:+.2f}, {r['ci'][1]:+.2f}] | {r['agreement']:.2f}% | {r['n_images']:,} |")
-        cost = record.get("softmax_quantizer")
-        if cost:
-            print(f"\nPyTorch fake-quant, {cost['a']} − {cost['b']}: {cost['difference']:+.2f} pp "
-                  f"[{cost['ci'][0]:+.2f}, {cost['ci'][1]:+.2f}] on {cost['n_images']:,} images: {cost['verdict']}")
-        print("\nonnxruntime CPU integer kernels after its fusions: " + "; ".join(
-            f"{r['bits']}: " + ", ".join(f"{n} {op}" for op, n in sorted(r["onnx_integer_ops"].items()))
-            for r in acc))
-    for arch, rows in record["speed"].items():
-        px = record["input_px"][arch]
-        print(f"\nSpeed and size, {arch} ({px} px{', random weights' if arch == DEIT else ''}): median of "
-              f"{record['config']['latency_repeats']} batch-1 and {record['config']['repeats']} batch-"
-              f"{record['config']['batch']} runs, round-robin; speed-up against PyTorch eager FP32 at the same threads\n")
-        print("| runtime | bits | threads | batch-1 ms | speed-up | batch-32 images/s | speed-up | file MB |")
-        print("|---|---|---|---|---|---|---|---|")
-        for r in rows:
-            print(f"| {r['runtime']} | {r['bits']} | {r['threads']} | {r['latency_ms']:.1f} | "
-                  f"{r['latency_speedup']:.2f} | {r['images_per_s']:.1f} | {r['throughput_speedup']:.2f} | {r['file_mb']:.2f} |")
-    prof = record.get("profile")
-    if prof:
-        print(f"\nWhere the 224-px W8A8 model's time goes in onnxruntime ({prof['threads']} thread, batch "
-              f"{prof['batch']}, {prof['total_ms']:.0f} ms of kernel time per batch):\n")
-        print("| op | ms per batch | share |")
-        print("|---|---|---|")
-        for op in prof["ops"][:10]:
-            print(f"| {op['op']} | {op['ms']:.1f} | {100 * op['share']:.1f}% |")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quantized", nargs="*", default=[], help="quantized teacher folders (DIR/quantized "
@@ -286,11 +248,7 @@ def main() -> None:
                 record["deit_w8a8_optimized_ops"] = optimized_op_counts(path)
     record["seconds"] = time.perf_counter() - began
     record["machine"]["load_average_end"] = os.getloadavg()[0]
-    print(f"sardfq {sardfq.__version__} export benchmark, {record['command']}: threads {args.threads}, "
-          f"{os.cpu_count()} CPUs ({platform.processor() or platform.machine()}), OMP_NUM_THREADS="
-          f"{os.environ.get('OMP_NUM_THREADS', 'unset')}, seed {args.seed}, {record['seconds']:.0f} s, load average "
-          f"{record['machine']['load_average_start']:.1f} at the start and {record['machine']['load_average_end']:.1f} at the end")
-    _print_tables(record)
+    print(bench_report(record))
     if args.json:
         print(f"\nwrote {write_json_atomic(args.json, record)}")
 

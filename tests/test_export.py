@@ -332,3 +332,38 @@ def test_nbits_block_size_divides_rows_or_holds_them():
     assert ex.nbits_block_size(192) == 64 and ex.nbits_block_size(768) == 256
     assert ex.nbits_block_size(48) == 16 and ex.nbits_block_size(100) == 128
     assert np.all([ex.nbits_block_size(k) in ex.NBITS_BLOCKS for k in (7, 17, 300, 1000)])
+
+
+# ----------------------------------------------------------- the committed benchmark record (README)
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BENCH = os.path.join(ROOT, "results", "export", "bench_export.json")
+
+
+@pytest.fixture(scope="module")
+def bench_record():
+    with open(BENCH) as f:
+        return json.load(f)
+
+
+def test_the_benchmark_record_says_how_it_was_made(bench_record):
+    r = bench_record
+    assert r["command"].startswith("python benchmarks/bench_export.py ")
+    assert "--json results/export/bench_export.json" in r["command"]
+    assert r["config"]["seed"] == 0 and r["config"]["n_eval"] == 10000
+    assert r["machine"]["cpus"] and r["machine"]["platform"] and r["versions"]["onnxruntime"]
+    for row in r["accuracy"]:  # how each quantized teacher was made, and on all test images
+        assert row["n_images"] == 10000 and row["calibration_images"] and row["calibration_seed"] is not None
+        assert row["ci"][0] <= row["difference"] <= row["ci"][1]
+
+
+def test_bench_rows_and_speedups_read_the_record(bench_record):
+    row = ex.bench_row(bench_record, ex.DEIT_BENCH, "onnxruntime", "w8a8")
+    assert row["bits"] == "w8a8" and row["threads"] == min(bench_record["config"]["threads"])
+    teacher = ex.bench_row(bench_record, "vit_tiny_cifar10", "onnxruntime", "w8a8")  # ", reconstructed" ignored
+    assert teacher["bits"].startswith("w8a8") and "uniform" not in teacher["bits"]
+    for key, field in (("throughput", "throughput_speedup"), ("latency", "latency_speedup")):
+        s = ex.bench_speedup(bench_record, ex.DEIT_BENCH, row, key)
+        assert s["ratio"] == row[field] and s["low"] <= s["high"] and s["repeats"] >= 1
+    with pytest.raises(KeyError, match="no row"):
+        ex.bench_row(bench_record, ex.DEIT_BENCH, "onnxruntime", "w3a3")
+

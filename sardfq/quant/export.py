@@ -56,6 +56,7 @@ import json
 import logging
 import math
 import os
+import statistics
 import tempfile
 import time
 import warnings
@@ -656,6 +657,102 @@ def integer_op_counts(path: str | os.PathLike) -> dict[str, int]:
     return {op: n for op, n in optimized_op_counts(path).items() if op in INTEGER_OPS}
 
 
-__all__ = ["FORMAT", "INTEGER_OPS", "MODES", "OPSET", "OnnxClassifier", "OnnxExport", "Site", "export_module",
-           "export_onnx", "integer_op_counts", "load_onnx", "onnx_metadata", "optimized_op_counts",
-           "pack_codes", "unpack_codes", "weight_codes"]
+# ------------------------------------------------------------- the deployment benchmark's record
+# `benchmarks/bench_export.py --json FILE` writes one JSON record (results/export/bench_export.json):
+# its command and machine, the paired accuracy rows, and speed rows per architecture. Chapter 09 and
+# the README read it through these functions, so that every number they show is the record's.
+DEIT_BENCH = "deit_tiny_patch16_224"
+
+
+def _setting(label: str) -> str:
+    return label.removesuffix(", reconstructed")
+
+
+def bench_row(record: dict, arch: str, runtime: str, bits: str, threads: int | None = None) -> dict:
+    """The speed row of `record` for `arch` (e.g. "vit_tiny_cifar10"), `runtime` ("pytorch eager",
+    "pytorch fake-quant", "onnxruntime") and setting `bits` ("fp32", "w8a8", "w8a8, uniform softmax",
+    "w4afp"; a ", reconstructed" suffix of the label is ignored), at `threads` (default: the fewest
+    measured)."""
+    threads = min(record["config"]["threads"]) if threads is None else threads
+    for row in record["speed"][arch]:
+        if row["runtime"] == runtime and _setting(row["bits"]) == bits and row["threads"] == threads:
+            return row
+    have = sorted({(r["runtime"], _setting(r["bits"]), r["threads"]) for r in record["speed"][arch]})
+    raise KeyError(f"{arch}: no row {runtime!r}, {bits!r} at {threads} threads; the record has {have}")
+
+
+def bench_speedup(record: dict, arch: str, row: dict, key: str = "throughput") -> dict:
+    """The speed-up of `row` against PyTorch eager FP32 at its thread count, `key` "throughput"
+    (batch 32) or "latency" (batch 1): `ratio`, the ratio of the medians (the table's), and the
+    spread of the per-repeat ratios (every model is timed once per round-robin repeat, so each repeat
+    pairs them): `low` and `high`, the middle half (quartiles), and `repeats`."""
+    base = bench_row(record, arch, "pytorch eager", "fp32", row["threads"])
+    if key == "throughput":
+        ratios = [a / b for a, b in zip(row["images_per_s_all"], base["images_per_s_all"])]
+        ratio = row["throughput_speedup"]
+    elif key == "latency":
+        ratios = [b / a for a, b in zip(row["latency_all_ms"], base["latency_all_ms"])]
+        ratio = row["latency_speedup"]
+    else:
+        raise ValueError(f"key must be 'throughput' or 'latency', got {key!r}")
+    low, high = (ratios[0], ratios[0]) if len(ratios) < 2 else \
+        statistics.quantiles(ratios, n=4, method="inclusive")[::2]
+    return {"ratio": ratio, "low": low, "high": high, "repeats": len(ratios)}
+
+
+def bench_header(record: dict) -> str:
+    """One line: the command that wrote `record`, its seed, machine, threads, versions and length."""
+    m, v, c = record["machine"], record["versions"], record["config"]
+    load = (f"; load average {m['load_average_start']:.1f} at the start and {m['load_average_end']:.1f} at the end"
+            if "load_average_start" in m and "load_average_end" in m else "")
+    seconds = record["seconds"]
+    length = f"{seconds:.0f} s" if seconds < 600 else f"{seconds / 60:.0f} minutes"
+    return (f"`{record['command']}`: seed {c['seed']}, threads {', '.join(map(str, c['threads']))}, "
+            f"{m['cpus']} CPUs ({m['platform']}), OMP_NUM_THREADS={m.get('OMP_NUM_THREADS') or 'unset'}; "
+            f"sardfq {v['sardfq']}, torch {v['torch']}, onnxruntime {v['onnxruntime']}, onnx {v['onnx']}; "
+            f"{length}{load}")
+
+
+def bench_report(record: dict, *, profile: bool = True) -> str:
+    """`record` as Markdown: its header line, the paired accuracy table, the speed and size table of
+    each architecture and (`profile`) where the 224-px W8A8 model's time goes. What the benchmark
+    prints, and the README's deployment block (without the profile)."""
+    lines = [bench_header(record)]
+    acc = record["accuracy"]
+    if acc:
+        lines += ["", f"Accuracy, {acc[0]['model']}: the exported model in onnxruntime against the fake-quantized "
+                  f"PyTorch model it came from, paired on {acc[0]['n_images']:,} CIFAR-10 test images "
+                  "(95% CI: paired bootstrap over images)", "",
+                  "| bits | PyTorch top-1 | ONNX top-1 | ONNX − PyTorch (pp) [95% CI] | agreement | images |",
+                  "|---|---|---|---|---|---|"]
+        lines += [f"| {r['bits']} | {r['pytorch_top1']:.2f} | {r['onnx_top1']:.2f} | {r['difference']:+.2f} "
+                  f"[{r['ci'][0]:+.2f}, {r['ci'][1]:+.2f}] | {r['agreement']:.2f}% | {r['n_images']:,} |" for r in acc]
+        cost = record.get("softmax_quantizer")
+        if cost:
+            lines += ["", f"PyTorch fake-quant, {cost['a']} − {cost['b']}: {cost['difference']:+.2f} pp "
+                      f"[{cost['ci'][0]:+.2f}, {cost['ci'][1]:+.2f}] on {cost['n_images']:,} images: {cost['verdict']}"]
+        lines += ["", "onnxruntime CPU integer kernels after its fusions: " + "; ".join(
+            f"{r['bits']}: " + ", ".join(f"{n} {op}" for op, n in sorted(r["onnx_integer_ops"].items()))
+            for r in acc)]
+    c = record["config"]
+    for arch, rows in record["speed"].items():
+        lines += ["", f"Speed and size, {arch} ({record['input_px'][arch]} px"
+                  f"{', random weights' if arch == DEIT_BENCH else ''}): median of {c['latency_repeats']} batch-1 "
+                  f"and {c['repeats']} batch-{c['batch']} runs, round-robin; speed-up against PyTorch eager FP32 "
+                  "at the same threads", "",
+                  f"| runtime | bits | threads | batch-1 ms | speed-up | batch-{c['batch']} images/s | speed-up | file MB |",
+                  "|---|---|---|---|---|---|---|---|"]
+        lines += [f"| {r['runtime']} | {r['bits']} | {r['threads']} | {r['latency_ms']:.1f} | {r['latency_speedup']:.2f} "
+                  f"| {r['images_per_s']:.1f} | {r['throughput_speedup']:.2f} | {r['file_mb']:.2f} |" for r in rows]
+    prof = record.get("profile")
+    if profile and prof:
+        lines += ["", f"Where the 224-px W8A8 model's time goes in onnxruntime ({prof['threads']} "
+                  f"thread{'s' if prof['threads'] != 1 else ''}, batch {prof['batch']}, {prof['total_ms']:.0f} ms "
+                  "of kernel time per batch):", "", "| op | ms per batch | share |", "|---|---|---|"]
+        lines += [f"| {op['op']} | {op['ms']:.1f} | {100 * op['share']:.1f}% |" for op in prof["ops"][:10]]
+    return "\n".join(lines)
+
+
+__all__ = ["FORMAT", "INTEGER_OPS", "MODES", "OPSET", "OnnxClassifier", "OnnxExport", "Site", "bench_header",
+           "bench_report", "bench_row", "bench_speedup", "export_module", "export_onnx", "integer_op_counts",
+           "load_onnx", "onnx_metadata", "optimized_op_counts", "pack_codes", "unpack_codes", "weight_codes"]

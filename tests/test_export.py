@@ -367,3 +367,13 @@ def test_bench_rows_and_speedups_read_the_record(bench_record):
     with pytest.raises(KeyError, match="no row"):
         ex.bench_row(bench_record, ex.DEIT_BENCH, "onnxruntime", "w3a3")
 
+
+def test_the_readme_deploy_block_is_what_the_benchmark_prints_from_its_record(bench_record):
+    with open(os.path.join(ROOT, "README.md")) as f:
+        readme = f.read()
+    begin, end = "<!-- bench_export: begin -->\n", "<!-- bench_export: end -->"
+    assert begin in readme and end in readme, "the README's deployment block lost its markers"
+    block = readme.split(begin)[1].split(end)[0].strip()
+    assert block == ex.bench_report(bench_record, profile=False), (
+        "README's deployment block is stale: paste sardfq.quant.export.bench_report(record, profile=False) "
+        "of results/export/bench_export.json between its markers")

@@ -13,11 +13,11 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import torch
 from torch import Tensor
 
 from .errors import CheckpointError
 from .io import atomic_path
+from .models import ModelInfo
 
 FORMAT_VERSION = 1
 
@@ -72,3 +72,20 @@ class CalibrationSet:
         if not {"images", "labels"} <= keys:
             raise CheckpointError(f"{path} is not a sardfq calibration set (needs images and labels)")
         return cls(tensors["images"], tensors["labels"], tensors.get("soft_targets"), meta)
+
+
+def calibration_images(calib: Tensor | CalibrationSet | str | os.PathLike,
+                       info: ModelInfo | None = None) -> Tensor:
+    """The images (N, C, H, W, normalized) of a tensor, a `CalibrationSet` or a calibration file."""
+    if isinstance(calib, (str, os.PathLike)):
+        calib = CalibrationSet.load(Path(calib))
+    images = calib.images if isinstance(calib, CalibrationSet) else calib
+    if not isinstance(images, Tensor) or images.ndim != 4:
+        raise ValueError(f"calibration images must be a tensor N, C, H, W; got {type(images).__name__} "
+                         f"{tuple(getattr(images, 'shape', ()))}")
+    if info is not None and tuple(images.shape[1:]) != tuple(info.input_size):
+        raise ValueError(f"calibration images are {tuple(images.shape[1:])} but {info.name} takes "
+                         f"{tuple(info.input_size)}")
+    if len(images) == 0:
+        raise ValueError("no calibration images")
+    return images.float()

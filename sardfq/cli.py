@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 from .errors import ConfigError, SardfqError
+from .models import resolve_device
 
 
 def _emit(args: argparse.Namespace, record: dict, lines: list[str]) -> None:
@@ -43,7 +44,7 @@ def _run_eval(args: argparse.Namespace) -> None:
     from .data import eval_dataset
     from .evaluate import evaluate
 
-    device = _device(args.device)
+    device = resolve_device(args.device, what="--device")
     model, info = _load_for_eval(args.model, args.checkpoint, device)
     dataset = eval_dataset(info, model, args.data, limit=args.limit)
     result = evaluate(model, dataset, name=args.model, batch_size=args.batch_size, device=device)
@@ -56,7 +57,7 @@ def _run_eval(args: argparse.Namespace) -> None:
 
 def _load_for_eval(model: str, checkpoint: str | None, device):
     from .models import load_model
-    from .quant import is_quantized_folder, load_quantized
+    from .quant.api import is_quantized_folder, load_quantized
 
     if is_quantized_folder(model):  # written by `sardfq quantize` / sardfq.save_quantized
 
@@ -94,7 +95,7 @@ def _run_train_teacher(args: argparse.Namespace) -> None:
     overrides = {k: v for k, v in (("epochs", args.epochs), ("batch_size", args.batch_size), ("lr", args.lr),
                                    ("seed", args.seed), ("bf16", args.bf16)) if v is not None}
     result = train_teacher(preset, recipe=preset.recipe.replace(**overrides), root=args.data, out=args.out,
-                           device=_device(args.device), limit=args.limit)
+                           device=resolve_device(args.device, what="--device"), limit=args.limit)
     _emit(args, result, [f"{args.preset} saved to {args.out}: CIFAR-10 test top-1 "
                          f"{100 * result['test_top1']:.2f}% on {result['test_images']} images after "
                          f"{result['epochs_done']} epochs"])
@@ -102,7 +103,7 @@ def _run_train_teacher(args: argparse.Namespace) -> None:
 
 # ------------------------------------------------------------------------------------ compare
 def _add_compare(sub) -> None:
-    from .compare import METRICS
+    from .analysis.compare import METRICS
 
     p = sub.add_parser("compare", help="difference between two calibration sources with a 95%% CI, "
                        "paired by seed and test image")
@@ -118,7 +119,7 @@ def _add_compare(sub) -> None:
 
 
 def _run_compare(args: argparse.Namespace) -> None:
-    from .compare import METRICS, compare
+    from .analysis.compare import METRICS, compare
 
     metrics = list(METRICS) if args.metric == "all" else [args.metric]
     found = compare(args.results, args.a, args.b, model=args.model, bits=args.bits, metrics=metrics,
@@ -140,7 +141,7 @@ def _add_zoo(sub) -> None:
 
 
 def _run_zoo(args: argparse.Namespace) -> None:
-    from .zoo import headline_report, zoo_gains
+    from .analysis.zoo import headline_report, zoo_gains
 
     gains = zoo_gains(args.results, n_boot=args.boot)
     _emit(args, {"gains": gains.to_dict("records")}, [headline_report(gains)])
@@ -148,7 +149,7 @@ def _run_zoo(args: argparse.Namespace) -> None:
 
 # ----------------------------------------------------------------------------- run, quickstart
 def _add_run(sub) -> None:
-    from .config import ExperimentConfig
+    from .experiments.config import ExperimentConfig
 
     d = ExperimentConfig()
     S = argparse.SUPPRESS  # options not typed stay out of args: --config or the defaults fill them
@@ -200,22 +201,23 @@ def _read_config_file(path: str) -> dict:
 
 
 def _run_run(args: argparse.Namespace) -> None:
-    from .config import ExperimentConfig, merge, nest
-    from .experiment import run_experiment
+    from .experiments.config import ExperimentConfig
+    from .experiments.run import run_experiment
 
     if args.quickstart:
         args.model = getattr(args, "model", None) or ExperimentConfig().model
         args.data_root = getattr(args, "data_root", None)
         return _run_quickstart(args)
-    values = nest(_read_config_file(args.config)) if getattr(args, "config", None) else {}
-    values = merge(values, nest(config_values(args)))
+    file_values = _read_config_file(args.config) if getattr(args, "config", None) else {}
+    typed = config_values(args)  # dotted field names, only the options typed
     if getattr(args, "model", None) is not None:
-        values["model"] = args.model
+        typed["model"] = args.model
     if getattr(args, "bits", None) is not None:
-        values["bits"] = args.bits
-    if args.device is not None or "device" not in values:
-        values["device"] = str(_device(args.device))
-    config = ExperimentConfig.from_dict(values)  # every option checked before any slow work
+        typed["bits"] = args.bits
+    if args.device is not None or "device" not in file_values:
+        typed["device"] = str(resolve_device(args.device, what="--device"))
+    # one road: the file, then the options typed, nested, merged and checked once
+    config = ExperimentConfig.from_dict(file_values, typed)  # every option checked before any slow work
     keep = {"keep_models": True} if args.out else {}  # to save the quantized model below
     result = run_experiment(config, out_dir=args.out, progress=args.progress, **keep)
     r = result.to_dict()
@@ -241,12 +243,12 @@ def _run_run(args: argparse.Namespace) -> None:
 def _run_quickstart(args: argparse.Namespace) -> None:
     import time
 
-    from .experiment import quickstart_configs, run_experiment
-    from .records import quickstart_table
+    from .experiments.records import quickstart_table
+    from .experiments.run import quickstart_configs, run_experiment
 
     start = time.perf_counter()
     results = []
-    for config in quickstart_configs(args.model, device=str(_device(args.device)),
+    for config in quickstart_configs(args.model, device=str(resolve_device(args.device, what="--device")),
                                       data_root=args.data_root):
         out = Path(args.out) / config.run_id() if args.out else None  # the layout of a sweep
         result = run_experiment(config, out_dir=out, progress=args.progress)
@@ -279,7 +281,7 @@ def _run_sweep(args: argparse.Namespace) -> None:
 
     import yaml
 
-    from .sweep import is_complete, load_sweep, record_path, run_sweep
+    from .experiments.sweep import is_complete, load_sweep, record_path, run_sweep
 
     spec = load_sweep(args.grid)
     for condition in args.only:
@@ -309,7 +311,7 @@ def _run_sweep(args: argparse.Namespace) -> None:
 
 # ----------------------------------------------------------------------------------- synthesize
 def _add_synthesize(sub) -> None:
-    from .synthesis_config import SynthesisConfig
+    from .synthesis.config import SynthesisConfig
 
     p = sub.add_parser("synthesize", help="synthesize a calibration set (safetensors + PNG grid)",
                        argument_default=argparse.SUPPRESS)
@@ -324,7 +326,7 @@ def _add_synthesize(sub) -> None:
 
 
 def _run_synthesize(args: argparse.Namespace) -> None:
-    from .config import nest
+    from .experiments.config import nest
     from .models import load_model, model_slug
     from .synthesis import SynthesisConfig, save_image_grid, synthesize
 
@@ -332,7 +334,7 @@ def _run_synthesize(args: argparse.Namespace) -> None:
     if args.bf16:
         values["autocast"] = "bf16"
     config = SynthesisConfig.from_dict(values)
-    device = _device(args.device)
+    device = resolve_device(args.device, what="--device")
     model, info = load_model(args.model, checkpoint=args.checkpoint, device=device)
     calib = synthesize(model, info, config, device=device, data_root=args.data, progress=args.progress)
     out = Path(args.out or f"calib/{model_slug(args.model)}-{config.label}-seed{config.seed}.safetensors")
@@ -349,14 +351,14 @@ def _run_synthesize(args: argparse.Namespace) -> None:
 
 # ------------------------------------------------------------------------------------- quantize
 def _add_quantize(sub) -> None:
-    from .quant import QuantConfig
-    from .reconstruction import ReconConfig
+    from .quant.config import QuantConfig, ReconConfig
 
     p = sub.add_parser("quantize", help="quantize a model on a calibration set, optionally reconstruct "
                                         "and evaluate; saves a folder that `sardfq eval DIR` reads",
                        argument_default=argparse.SUPPRESS)
     p.add_argument("model", help=_MODEL_HELP)
     p.add_argument("--calib", required=True, help="calibration set file (from `sardfq synthesize`)")
+    p.add_argument("--bits", help="weight/activation bits as wXaY, sets --w-bits and --a-bits (default: w4a4)")
     p.add_argument("--seed", type=int, default=0, help="seeds calibration and reconstruction (default: 0)")
     p.add_argument("--out", default=None, help="output folder (default: quantized/MODEL-BITS)")
     p.add_argument("--data", default=None, help="evaluate on this data folder's test set after quantizing")
@@ -373,36 +375,33 @@ def _run_quantize(args: argparse.Namespace) -> None:
     import time
 
     from .calibset import CalibrationSet
-    from .config import nest
+    from .experiments.config import ExperimentConfig
+    from .experiments.run import quantize_model
     from .models import load_model, model_slug
-    from .quant import QuantConfig, quantize, save_quantized
-    from .reconstruction import ReconConfig, reconstruct
+    from .quant.api import save_quantized
 
-    timings = {}
     began = time.perf_counter()
-    values = nest(config_values(args))
-    config = QuantConfig.from_dict(values.get("quant", {}))
-    recon_config = ReconConfig.from_dict({**values.get("recon", {}), "seed": args.seed,
-                                          **({"autocast": "bf16"} if args.bf16 else {})})
-    device = _device(args.device)
+    typed = {**config_values(args), "model": args.model, "seed": args.seed}
+    if getattr(args, "bits", None) is not None:
+        typed["bits"] = args.bits
+    if args.bf16:
+        typed["recon.autocast"] = "bf16"
+    # the quantization and reconstruction settings through the same road as `sardfq run`'s
+    config = ExperimentConfig.from_dict(typed)
+    device = resolve_device(args.device, what="--device")
     calib = CalibrationSet.load(args.calib)
     fp_model, info = load_model(args.model, checkpoint=args.checkpoint, device=device)
-    timings["load_s"] = time.perf_counter() - began
+    timings = {"load": time.perf_counter() - began}
+    q_model, reconstruction = quantize_model(fp_model, info, calib, config.quant, config.recon, seed=config.seed,
+                                             progress=args.progress, timings=timings)
+    blocks = reconstruction.get("blocks", [])
     step = time.perf_counter()
-    q_model = quantize(fp_model, info, config, calib, seed=args.seed, progress=args.progress)
-    timings["quantize_s"] = time.perf_counter() - step
-    blocks = []
-    if recon_config.iters > 0:
-        step = time.perf_counter()
-        blocks = reconstruct(q_model, fp_model, calib, recon_config, progress=args.progress).to_dict()["blocks"]
-        timings["reconstruct_s"] = time.perf_counter() - step
-    step = time.perf_counter()
-    out = save_quantized(q_model, args.out or f"quantized/{model_slug(args.model)}-{config.name}")
-    timings["save_s"] = time.perf_counter() - step
-    record = {"model": args.model, "out": str(out), "bits": config.name, "quant_config": config.to_dict(),
-              "calib": args.calib, "n_calib": len(calib), "seed": args.seed,
-              "recon_iters": recon_config.iters, "reconstruction": blocks, "accuracy": None}
-    lines = [f"{args.model} at {config.name} calibrated on {len(calib)} images from {args.calib} -> {out}"]
+    out = save_quantized(q_model, args.out or f"quantized/{model_slug(args.model)}-{config.bits}")
+    timings["save"] = time.perf_counter() - step
+    record = {"model": args.model, "out": str(out), "bits": config.bits, "quant_config": config.quant.to_dict(),
+              "calib": args.calib, "n_calib": len(calib), "seed": config.seed,
+              "recon_iters": config.recon.iters, "reconstruction": blocks, "accuracy": None}
+    lines = [f"{args.model} at {config.bits} calibrated on {len(calib)} images from {args.calib} -> {out}"]
     lines += [f"  {b['block']}: output MSE {b['mse_before']:.4g} -> {b['mse_after']:.4g}" for b in blocks]
     if args.data is not None or args.limit is not None:
         from .data import eval_dataset
@@ -410,21 +409,21 @@ def _run_quantize(args: argparse.Namespace) -> None:
 
         step = time.perf_counter()
         dataset = eval_dataset(info, fp_model, args.data, limit=args.limit)
-        result = evaluate(q_model, dataset, name=f"{args.model} {config.name}", batch_size=args.batch_size,
-                          device=device, progress=args.progress)
-        timings["eval_s"] = time.perf_counter() - step
-        record["accuracy"] = result.to_dict()
-        lines.append(f"  top-1 {100 * result.top1:.2f}%  top-5 {100 * result.top5:.2f}% "
-                     f"on {result.n_images} test images")
-    timings["total_s"] = time.perf_counter() - began
-    record["timings"] = timings
-    lines.append("  " + ", ".join(f"{k[:-2]} {v:.1f} s" for k, v in timings.items()))
+        result = evaluate(q_model, dataset, name=f"{args.model} {config.bits}", batch_size=args.batch_size,
+                          device=device, progress=args.progress).to_dict()
+        timings["eval"] = time.perf_counter() - step
+        record["accuracy"] = result
+        lines.append(f"  top-1 {100 * result['top1']:.2f}%  top-5 {100 * result['top5']:.2f}% "
+                     f"on {result['n_images']} test images")
+    timings["total"] = time.perf_counter() - began
+    record["timings"] = {f"{k}_s": v for k, v in timings.items()}
+    lines.append("  " + ", ".join(f"{k} {v:.1f} s" for k, v in timings.items()))
     _emit(args, record, lines)
 
 
 # -------------------------------------------------------------------------------------- inspect
 def _add_inspect(sub) -> None:
-    from .inspect import N_REFERENCE
+    from .analysis.diagnostics import N_REFERENCE
 
     p = sub.add_parser("inspect", help="measure a calibration set against real images: attention, "
                                        "features, content, and the ranges calibration picks")
@@ -442,14 +441,14 @@ def _add_inspect(sub) -> None:
 
 
 def _run_inspect(args: argparse.Namespace) -> None:
+    from .analysis.diagnostics import inspect_calibration
     from .calibset import CalibrationSet
-    from .inspect import inspect_calibration
     from .models import load_model
 
     if args.n_ref < 2:
         raise SardfqError(f"--n-ref must be at least 2, got {args.n_ref}")
     calib = CalibrationSet.load(args.calib)  # a missing or damaged file fails before the model loads
-    model, info = load_model(args.model, checkpoint=args.checkpoint, device=_device(args.device))
+    model, info = load_model(args.model, checkpoint=args.checkpoint, device=resolve_device(args.device, what="--device"))
     report = inspect_calibration(model, info, calib, args.reference, n_ref=args.n_ref, bits=args.bits,
                                  data_root=args.data, progress=args.progress)
     report.set["path"] = args.calib
@@ -465,10 +464,19 @@ _OPTION_NAMES = {
     "data_root": ("--data",), "eval_limit": ("--limit",), "heldout_limit": ("--heldout",),
     "model": (), "quant.overrides": (),
     "synthesis.iterations": ("--iterations", "--synth-iters", "--iters"),
-    "synthesis.apa_weight": ("--apa-weight", "--a1"),
     "synthesis.batch_size": ("--synth-batch-size",), "synthesis.lr": ("--synth-lr",),
 }
 _OPTION_PREFIX = {"synthesis.": "", "quant.": "", "recon.": "recon-"}  # recon fields: --recon-lr, ...
+
+
+def _option_names(key: str, prefix: str, name: str) -> tuple[str, ...]:
+    """The option(s) of config field `key`: `_OPTION_NAMES`, else `--field-name`, plus the
+    paper's symbol for it (`--a1`, from the one alias table `PAPER_NAMES`)."""
+    from .synthesis.config import PAPER_NAMES
+
+    names = _OPTION_NAMES.get(key, (f"--{_OPTION_PREFIX.get(prefix, '')}{name.replace('_', '-')}",))
+    symbols = [f"--{symbol}" for symbol, field in PAPER_NAMES.items() if prefix == "synthesis." and field == name]
+    return (*names, *symbols) if names else ()
 _NONE_WORDS = ("none", "null", "fp")
 
 
@@ -480,7 +488,7 @@ def add_config_options(parser, cls, *, prefix: str = "", hide: tuple[str, ...] =
     import dataclasses
     import typing
 
-    from .config import NESTED
+    from .experiments.config import NESTED
 
     hints = typing.get_type_hints(cls)
     docs = _field_docs(cls)
@@ -492,7 +500,7 @@ def add_config_options(parser, cls, *, prefix: str = "", hide: tuple[str, ...] =
         if not prefix and f.name in NESTED:  # the experiment's seed sets the nested seeds
             add_config_options(parser, NESTED[f.name], prefix=f"{f.name}.", hide=("seed",))
             continue
-        names = _OPTION_NAMES.get(key, (f"--{_OPTION_PREFIX.get(prefix, '')}{f.name.replace('_', '-')}",))
+        names = _option_names(key, prefix, f.name)
         kind = _option_kind(hints[f.name])
         if not names or kind is None:
             continue
@@ -584,14 +592,8 @@ def _add_model_run_options(p) -> None:
     p.add_argument("--json", action="store_true", default=False, help="print one JSON object on the last line")
 
 
-def _device(name: str | None):
-    from .models import resolve_device
-
-    return resolve_device(name, what="--device")
-
-
 def build_parser() -> argparse.ArgumentParser:
-    from . import __version__
+    from .version import __version__
 
     parser = argparse.ArgumentParser(
         prog="sardfq", description="Data-free quantization of Vision Transformers (SARDFQ).")

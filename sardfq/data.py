@@ -14,6 +14,7 @@ import pickle
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -22,10 +23,8 @@ from torch.utils.data import Dataset
 
 from .errors import ConfigError, DataNotFoundError
 from .io import atomic_path
-from .models import ModelInfo
+from .models import CIFAR10_CLASSES, ModelInfo
 
-CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship",
-                   "truck")
 SPLITS = ("train", "test")
 _HOW_TO_PROVIDE = (
     "Pass the folder with --data DIR (Python: root=DIR) or set SARDFQ_DATA=DIR. CIFAR-10 may be "
@@ -316,3 +315,56 @@ def _even_spread(dataset: Dataset, limit: int | None) -> Dataset:
         # images are stored class by class: take an even spread, not the first class only
         dataset = torch.utils.data.Subset(dataset, even_spread(len(dataset), limit))
     return dataset
+
+
+# ------------------------------------------------------------------ real calibration images
+def real_images(info: ModelInfo, n: int, *, generator: torch.Generator,
+                root: str | os.PathLike | None = None) -> tuple[Tensor, Tensor]:
+    """n distinct training images drawn with `generator`, normalized for the model: (images, labels)."""
+    allowed, load = real_image_source(info, root)
+    return load(allowed[torch.randperm(len(allowed), generator=generator)[:n]])
+
+
+def real_image_source(info: ModelInfo, root: str | os.PathLike | None = None
+                      ) -> tuple[Tensor, Callable[[Tensor], tuple[Tensor, Tensor]]]:
+    """The training images the model may calibrate on: (indices allowed, load(indices) -> normalized
+    images and labels). CIFAR-10 never gives its held-out selection images; ImageNet models and models
+    with their own classes read a `train/` folder of class folders."""
+    if info.dataset == "cifar10":
+        train = load_cifar10("train", root)
+        allowed = (~heldout_mask(len(train))).nonzero()[:, 0]  # never the selection images
+        return allowed, lambda index: (normalize(train.images[index], info), train.labels[index])
+    dataset = _imagenet_train(info, root) if info.dataset == "imagenet" else _own_train(info, root)
+
+    def load(index: Tensor) -> tuple[Tensor, Tensor]:
+        pairs = [dataset[i] for i in index.tolist()]
+        return torch.stack([p[0] for p in pairs]), torch.tensor([p[1] for p in pairs])
+
+    return torch.arange(len(dataset)), load
+
+
+def _own_train(info: ModelInfo, root: str | os.PathLike | None):
+    try:
+        return image_folder(info, "train", root)
+    except DataNotFoundError as exc:
+        raise DataNotFoundError(f"the 'real' calibration method (and the 'real' attention prior) "
+                                f"need training images: {exc}") from None
+
+
+def _imagenet_train(info: ModelInfo, root: str | os.PathLike | None):
+    from timm.data import create_transform
+    from torchvision.datasets import ImageFolder
+
+    base = data_root(root)
+    candidates = [base / "imagenet" / "train", base / "train"]
+    for folder in candidates:
+        if folder.is_dir() and sum(1 for p in folder.iterdir() if p.is_dir()) >= 2:
+            transform = create_transform(input_size=info.input_size, mean=info.mean, std=info.std,
+                                         is_training=False)
+            return ImageFolder(str(folder), transform=transform)
+    raise DataNotFoundError(
+        f"the 'real' calibration method (and the 'real' attention prior) for the ImageNet model "
+        f"{info.name!r} needs ImageNet training images: an ImageFolder-style train/ directory (one "
+        f"folder per class) in one of: {', '.join(str(c) for c in candidates)}. Pass --data DIR "
+        "(Python: data_root=DIR) or set SARDFQ_DATA."
+    )

@@ -53,22 +53,30 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
 
 
 def write_json_atomic(path: str | os.PathLike, record: Mapping) -> Path:
-    """Write `record` as indented JSON to `path`, atomically. Serializes objects with `to_dict()`,
-    paths, numpy/torch scalars, sets and tuples; anything else is a TypeError (and `path` keeps its
-    old content)."""
-    return atomic_write_text(path, json.dumps(record, indent=1, default=_json_default) + "\n")
+    """Write `record` as indented JSON to `path`, atomically, through `to_plain`; a value it cannot
+    convert is a TypeError (and `path` keeps its old content)."""
+    return atomic_write_text(path, json.dumps(to_plain(record), indent=1) + "\n")
 
 
-def _json_default(obj: Any):
-    if hasattr(obj, "to_dict"):
-        return obj.to_dict()
-    if isinstance(obj, Path):
-        return str(obj)
-    if hasattr(obj, "item"):  # numpy / torch scalars
-        return obj.item()
-    if isinstance(obj, (set, tuple)):
-        return list(obj)
-    raise TypeError(f"{type(obj).__name__} is not JSON serializable")
+def to_plain(value: Any) -> Any:
+    """`value` as the plain values JSON holds: mappings (keys as strings), lists (from tuples,
+    sets, tensors and arrays), numbers (numpy / torch scalars), strings, booleans and None; objects
+    with `to_dict()` and paths are converted too. Anything else is a TypeError. NaN stays a float."""
+    if value is None or isinstance(value, (str, bool, int, float)):
+        return value
+    if isinstance(value, Mapping):
+        return {str(k): to_plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return [to_plain(v) for v in value]
+    if hasattr(value, "to_dict"):
+        return to_plain(value.to_dict())
+    if isinstance(value, Path):
+        return str(value)
+    if hasattr(value, "tolist") and getattr(value, "ndim", 0) > 0:  # tensors, arrays
+        return to_plain(value.tolist())
+    if hasattr(value, "item"):  # numpy / torch scalars
+        return value.item()
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
 
 
 def read_record(path: str | os.PathLike) -> dict | None:

@@ -44,9 +44,10 @@ import timm
 import torch
 from torch import nn
 
+from .attention import attention_blocks
 from .errors import (CheckpointError, ConfigError, UnknownNameError, UnsupportedModelError,
-                     WeightsNotFoundError)
-from .registry import close_matches_hint
+                     WeightsNotFoundError, close_matches_hint)
+from .io import atomic_write_bytes, atomic_write_text, to_plain
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +56,8 @@ CONFIG_FILE = "config.json"  # a model folder: this file and WEIGHTS_FILE
 WEIGHTS_FILE = "model.safetensors"
 HF_HUB_PREFIX = "hf-hub:"
 DATASETS = ("cifar10", "imagenet", "imagefolder")
+CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship",
+                   "truck")
 
 # timm architectures the test suite runs through sardfq; any other with the same structure works too.
 TIMM_EXAMPLES = (
@@ -159,14 +162,30 @@ def model_fingerprint(name: str) -> dict:
     return {"folder": str(folder), "weights": [stat.st_size, stat.st_mtime_ns] if stat else None}
 
 
-def resolve_device(name: str | None = None, *, what: str = "device") -> torch.device:
-    """torch.device for `name` (None: CUDA when available, else the CPU). Asking for CUDA on a
-    machine without it is a ConfigError that names `what` (a field or a command-line option)."""
+def resolve_device(name: str | torch.device | None = None, *, what: str = "device") -> torch.device:
+    """torch.device for `name` (None: CUDA when available, else the CPU): the one place a device
+    name is read. Asking for CUDA on a machine without it is a ConfigError that names `what` (a
+    field or a command-line option)."""
     if name is None:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if str(name).startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError(f"{what}: {name!r} asked for, but this machine has no CUDA GPU; use cpu")
     return torch.device(name)
+
+
+def model_device(model: nn.Module) -> torch.device:
+    """Where a model's parameters are."""
+    return next(model.parameters()).device
+
+
+def device_description(device) -> str:
+    """The device as a record states it: the GPU's name, or the CPU and its torch threads."""
+    import platform
+
+    device = torch.device(device)
+    if device.type == "cuda":
+        return f"{device} ({torch.cuda.get_device_name(device)})"
+    return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
 
 
 def load_model(
@@ -232,7 +251,7 @@ def load_checkpoint(model: nn.Module, path: str | os.PathLike) -> None:
 def build_architecture(arch: str, config: dict | None = None) -> nn.Module:
     """A randomly initialised model: `arch` a timm model name, `hf-hub:` id or timm class path
     (`timm.models.vision_transformer.VisionTransformer`), `config` its keyword arguments."""
-    kwargs = {k: _from_json(k, v) for k, v in (config or {}).items()}
+    kwargs = {k: arch_kwargs_from_json(k, v) for k, v in (config or {}).items()}
     if arch.startswith("timm."):  # a class path
         module_name, _, class_name = arch.rpartition(".")
         try:
@@ -251,8 +270,9 @@ def build_architecture(arch: str, config: dict | None = None) -> nn.Module:
 _SIZES = ("img_size", "patch_size", "window_size")
 
 
-def _from_json(key: str, value):
-    """JSON lists back to what timm takes: an int for a square size, else a tuple."""
+def arch_kwargs_from_json(key: str, value):
+    """An architecture argument read from JSON as timm takes it: a list becomes an int for a
+    square size, else a tuple."""
     if isinstance(value, list):
         square = key in _SIZES and len(value) == 2 and value[0] == value[1]
         return value[0] if square else tuple(value)
@@ -315,15 +335,13 @@ def _load_folder(folder: Path, name: str | None, *, pretrained: bool,
     if dataset not in DATASETS:
         raise CheckpointError(f"{folder / CONFIG_FILE}: dataset must be one of {', '.join(DATASETS)}, "
                               f"got {dataset!r}")
-    info = _describe(model, name or folder.resolve().name, dataset=dataset, input_size=input_size,
+    info = describe_model(model, name or folder.resolve().name, dataset=dataset, input_size=input_size,
                      mean=mean, std=std, class_names=classes, arch=arch,
                      arch_config=_jsonable(config))
     return model, info
 
 
 def _default_dataset(classes) -> str:
-    from .data import CIFAR10_CLASSES
-
     return "cifar10" if tuple(classes) == CIFAR10_CLASSES else "imagefolder"
 
 
@@ -333,13 +351,11 @@ def _built_input_size(model: nn.Module) -> tuple[int, int, int]:
 
 
 def _jsonable(value):
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, (str, int, float, bool)) or value is None:
-        return value
-    raise ConfigError(f"architecture argument {value!r} ({type(value).__name__}) cannot be saved as JSON")
+    try:
+        return to_plain(value)
+    except TypeError:
+        raise ConfigError(f"architecture argument {value!r} ({type(value).__name__}) cannot be saved as "
+                          "JSON") from None
 
 
 def save_model_folder(model: nn.Module, info: ModelInfo, out: str | os.PathLike, *,
@@ -351,8 +367,6 @@ def save_model_folder(model: nn.Module, info: ModelInfo, out: str | os.PathLike,
     `info` comes from `load_model` (it knows the architecture); change the classes or normalization
     with `info.replace(class_names=..., mean=..., std=...)` first. Returns the folder."""
     from safetensors.torch import save
-
-    from .io import atomic_write_bytes, atomic_write_text
 
     if not info.arch:
         raise ConfigError("ModelInfo.arch is empty: load the model with sardfq.load_model (which "
@@ -484,15 +498,15 @@ def _load_timm(name: str, *, pretrained: bool, **timm_kwargs) -> tuple[nn.Module
             str(i) for i in range(model.num_classes))
         dataset = "imagefolder"
     input_size = _built_input_size(model) if "img_size" in timm_kwargs else tuple(cfg["input_size"])
-    info = _describe(model, name, dataset=dataset, input_size=input_size, mean=cfg["mean"],
+    info = describe_model(model, name, dataset=dataset, input_size=input_size, mean=cfg["mean"],
                      std=cfg["std"], class_names=classes, arch=name, arch_config=_jsonable(timm_kwargs))
     return model, info
 
 
-def _describe(model: nn.Module, name: str, *, dataset: str, input_size, mean, std,
-              class_names, arch: str = "", arch_config: dict | None = None) -> ModelInfo:
-    from .attention import attention_blocks
-
+def describe_model(model: nn.Module, name: str, *, dataset: str, input_size, mean, std,
+                   class_names, arch: str = "", arch_config: dict | None = None) -> ModelInfo:
+    """The `ModelInfo` of a built model: blocks, heads, class token and patch grid read off the
+    modules, the rest as given."""
     blocks = attention_blocks(model)
     family = "swin" if isinstance(model, timm.models.swin_transformer.SwinTransformer) else "vit"
     grid = tuple(model.patch_embed.grid_size)

@@ -29,7 +29,7 @@ from .data import CIFAR10_CLASSES, ArrayDataset, ImageArrays, even_spread, load_
 from .errors import ConfigError
 from .evaluate import evaluate
 from .io import atomic_path, atomic_write_text
-from .models import ModelInfo
+from .models import ModelInfo, describe_model, save_model_folder
 from .registry import Registry
 
 log = logging.getLogger(__name__)
@@ -99,12 +99,10 @@ class TeacherPreset:
                                                                  drop_path_rate=self.recipe.drop_path)
 
     def info(self) -> ModelInfo:
-        from .models import _describe
-
         cfg = self.config()
-        return _describe(self.build(), self.name, dataset="cifar10",
-                         input_size=(3, cfg["img_size"], cfg["img_size"]), mean=CIFAR10_MEAN,
-                         std=CIFAR10_STD, class_names=CIFAR10_CLASSES, arch=ARCH, arch_config=cfg)
+        return describe_model(self.build(), self.name, dataset="cifar10",
+                              input_size=(3, cfg["img_size"], cfg["img_size"]), mean=CIFAR10_MEAN,
+                              std=CIFAR10_STD, class_names=CIFAR10_CLASSES, arch=ARCH, arch_config=cfg)
 
 
 PRESETS: Registry[TeacherPreset] = Registry("teacher preset")
@@ -273,8 +271,6 @@ def _write_model_folder(model, preset: TeacherPreset, recipe: TeacherRecipe, his
                         test: ImageArrays, out: Path, device) -> dict:
     """Save the weights as fp16 and measure test top-1 *after* that conversion (on a float32 model
     holding the fp16 values): the number the folder promises is the one `sardfq eval` reproduces."""
-    from .models import save_model_folder
-
     info = preset.info()
     fresh = preset.build().to(device)
     fresh.load_state_dict({k: v.half().float() if v.is_floating_point() else v

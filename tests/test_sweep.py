@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 import sardfq
-from sardfq.sweep import SweepSpec, execute_run, expand_grid, load_sweep, run_sweep
+from sardfq.experiments.sweep import SweepSpec, execute_run, expand_grid, load_sweep, run_sweep
 
 TESTS = Path(__file__).resolve().parent
 
@@ -67,7 +67,7 @@ def test_spec_runs_are_validated_and_deduplicated():
     bad = SweepSpec.from_dict({"name": "x", "grid": {"methd": ["noise"]}})
     with pytest.raises(sardfq.ConfigError, match="sweep 'x'.*'methd' \\(did you mean 'synthesis.method'"):
         bad.runs()
-    with pytest.raises(sardfq.ConfigError, match="unknown key"):
+    with pytest.raises(sardfq.ConfigError, match="no key 'grids' \\(did you mean 'grid'"):
         SweepSpec.from_dict({"name": "x", "grids": {}})
     with pytest.raises(sardfq.UnknownNameError, match="sweep 'x'.*SynthesisConfig.method"):
         SweepSpec.from_dict({"name": "x", "grid": {"synthesis.method": ["magic"]}}).runs()
@@ -228,7 +228,7 @@ def test_notebook_runs_get_the_chapters_parameter_names():
         "synthesis": {"n": 4, "iterations": 4}, "recon.iters": 2, "bits": "w6a6"},
         "grid": {"synthesis.method": ["noise", "sardfq"], "seed": [0]}})
     runs = spec.runs()
-    assert runs[0].params == {"n": 4, "synth_iters": 4, "recon_iters": 2, "w_bits": 6, "a_bits": 6,
+    assert runs[0].params == {"n": 4, "synth_iters": 4, "recon_iters": 2, "bits": "w6a6",
                               "method": "noise", "seed": 0}
     assert set(runs[1].params) <= set(papermill.inspect_notebook(str(notebook)))
 

@@ -22,11 +22,11 @@ import torch
 from timm.models.swin_transformer import SwinTransformer
 from torch import Tensor, nn
 
-from ..calibset import CalibrationSet
+from ..calibset import CalibrationSet, calibration_images
 from ..errors import CheckpointError, ConfigError, SardfqError
 from ..io import atomic_path, atomic_write_text
-from ..models import ModelInfo, _from_json, build_architecture, check_architecture, load_model
-from .calibration import calibrate, calibration_images
+from ..models import ModelInfo, arch_kwargs_from_json, build_architecture, check_architecture, load_model
+from .calibration import calibrate
 from .config import QuantConfig
 from .placement import build_quant_model
 
@@ -152,7 +152,7 @@ def load_quantized(folder: str | os.PathLike, *, device: str | torch.device = "c
         except (SardfqError, TypeError) as exc:
             raise CheckpointError(f"{config_path}: cannot rebuild the model: {exc}") from None
     else:  # folders written before ModelInfo.arch
-        fp_model, info = load_model(name, pretrained=False, **{k: _from_json(k, v) for k, v in kwargs.items()})
+        fp_model, info = load_model(name, pretrained=False, **{k: arch_kwargs_from_json(k, v) for k, v in kwargs.items()})
     q_model = quantize(fp_model, info, config)
     try:
         q_model.load_state_dict(state, strict=True)

@@ -13,18 +13,22 @@ import math
 import os
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from .calibset import CalibrationSet
-from .data import denormalize, pixel_range
-from .io import atomic_path
-from .methods import METHODS, Method
-from .models import ModelInfo
-from .precision import autocast
-from .synthesis_config import SynthesisConfig
+from ..calibset import CalibrationSet
+from ..data import denormalize, pixel_range
+from ..io import atomic_path
+from ..models import ModelInfo
+from ..precision import autocast
+from ..version import library_versions
+from .config import METHODS, SynthesisConfig
+
+if TYPE_CHECKING:  # the methods register themselves into METHODS when the wing is imported
+    from .methods import Method
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +76,7 @@ def synthesize(model: nn.Module, info: ModelInfo, config: SynthesisConfig = Synt
                 start = method.start(size)
                 if method.optimizes:
                     t0 = time.perf_counter()
-                    start, final, chunk_history = _optimize(method, model, info, config, start,
+                    start, final, chunk_history = _optimize(method, model, info, start,
                                                             generator, bar, chunk, step_seconds)
                     loop_seconds += time.perf_counter() - t0
                     finals.append(final)
@@ -101,12 +105,12 @@ def synthesize(model: nn.Module, info: ModelInfo, config: SynthesisConfig = Synt
         "loop_seconds": loop_seconds,
         "ms_per_iteration": 1000 * loop_seconds / max(1, iterations * len(sizes)),
         "median_ms_per_iteration": 1000 * _median(step_seconds) if step_seconds else 0.0,
-        "apa_weight": config.resolved_apa_weight(info),
-        "lr": config.resolved_lr(info),
+        "apa_weight": method.config.apa_weight,
+        "lr": method.config.lr,
         "device": str(device),
         "history": history,
         "config": config.to_dict(),
-        "versions": _versions(),
+        "versions": library_versions(),
         **method.extra_metadata(),
     }
     soft_targets = None if any(t is None for t in targets) else torch.cat(targets)
@@ -114,14 +118,15 @@ def synthesize(model: nn.Module, info: ModelInfo, config: SynthesisConfig = Synt
     return CalibrationSet(torch.cat(images), torch.cat(labels), soft_targets, metadata)
 
 
-def _optimize(method: Method, model: nn.Module, info: ModelInfo, config: SynthesisConfig,
+def _optimize(method: Method, model: nn.Module, info: ModelInfo,
               images: Tensor, generator: torch.Generator, bar, chunk: int,
               step_seconds: list[float]) -> tuple[Tensor, dict[str, float], list[dict]]:
     """Adam on the pixels of one chunk; returns (images, final loss terms, history).
 
     Appends the wall time of each step to `step_seconds`."""
     images = images.detach().clone().requires_grad_(True)
-    lr = config.resolved_lr(info)
+    config = method.config  # with its model-dependent defaults resolved
+    lr = config.lr
     optimizer = torch.optim.Adam([images], lr=lr, betas=config.betas, eps=1e-8)
     lo, hi = (t.to(images.device) for t in pixel_range(info))
     size = info.image_size
@@ -177,14 +182,6 @@ def _median(values: list[float]) -> float:
     ordered = sorted(values)
     mid = len(ordered) // 2
     return ordered[mid] if len(ordered) % 2 else 0.5 * (ordered[mid - 1] + ordered[mid])
-
-
-def _versions() -> dict[str, str]:
-    import timm
-
-    from . import __version__
-
-    return {"sardfq": __version__, "torch": torch.__version__, "timm": timm.__version__}
 
 
 def save_image_grid(calib_set: CalibrationSet, info: ModelInfo, path: str | os.PathLike, *,

@@ -20,19 +20,16 @@ Every metric is a dict with `needs_real_data` (False: a truly data-free user can
 teacher's confidence, class histogram, diversity, flat share and the set's own attention statistics),
 `value` (one number, what `study` correlates with accuracy) and, where it has one, `per_block`.
 
-`study(results_dir)` runs the inspector over the calibration sets behind the experiment records
-and relates each metric to the quantized accuracy of the same set (`correlations`).
+`sardfq.analysis.study` runs the inspector over the calibration sets behind the experiment records
+and relates each metric to the quantized accuracy of the same set.
 """
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import math
 import os
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Mapping
 
 import numpy as np
@@ -41,17 +38,18 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from .attention import attention_blocks, record_attention
-from .calibset import CalibrationSet
-from .data import denormalize
-from .errors import CheckpointError, ConfigError
-from .analysis import attention_statistics
-from .io import read_record, write_json_atomic
-from .losses import apa_blocks
-from .methods import real_images
-from .models import ModelInfo
-from .quant import QuantConfig, Log2Quantizer, UniformQuantizer, quantize, quantizers
-from .reconstruction import _unit_outputs, reconstruction_units
+from ..attention import attention_blocks, record_attention
+from ..calibset import CalibrationSet
+from ..data import denormalize, real_images
+from ..errors import CheckpointError, ConfigError
+from ..io import to_plain
+from ..models import ModelInfo
+from ..quant.api import quantize
+from ..quant.config import QuantConfig
+from ..quant.quantizers import Log2Quantizer, UniformQuantizer, quantizers
+from ..quant.reconstruction import reconstruction_units, unit_outputs
+from ..synthesis.losses import apa_blocks
+from .attention_stats import attention_statistics
 
 log = logging.getLogger(__name__)
 
@@ -114,24 +112,11 @@ class InspectReport:
 
 
 def _metric(value, needs_real_data: bool, per_block: Mapping | None = None, **extra) -> dict:
-    out = {"needs_real_data": bool(needs_real_data), "value": _plain(value)}
+    out = {"needs_real_data": bool(needs_real_data), "value": to_plain(value)}
     if per_block is not None:
-        out["per_block"] = {str(k): _plain(v) for k, v in per_block.items()}
-    out.update({k: _plain(v) for k, v in extra.items()})
+        out["per_block"] = {str(k): to_plain(v) for k, v in per_block.items()}
+    out.update({k: to_plain(v) for k, v in extra.items()})
     return out
-
-
-def _plain(value):
-    """Floats, ints, lists and dicts JSON can hold (NaN stays a float)."""
-    if isinstance(value, Mapping):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if isinstance(value, Tensor):
-        return _plain(value.tolist())
-    if isinstance(value, (np.floating, np.integer)):
-        return value.item()
-    return value
 
 
 # --------------------------------------------------------------------------- statistics
@@ -198,39 +183,6 @@ def flat_patch_share(images: Tensor, info: ModelInfo, *, threshold: float = FLAT
     return (patches.std(dim=2, unbiased=False).amax(dim=1) < threshold).float().mean(dim=1)
 
 
-def _ranks(x: np.ndarray) -> np.ndarray:
-    """Ranks along the last axis, ties sharing their mean rank (1-based)."""
-    below = (x[..., :, None] > x[..., None, :]).sum(-1)
-    ties = (x[..., :, None] == x[..., None, :]).sum(-1)
-    return below + (ties + 1) / 2
-
-
-def _spearman_rows(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    rx, ry = _ranks(x), _ranks(y)
-    rx, ry = rx - rx.mean(-1, keepdims=True), ry - ry.mean(-1, keepdims=True)
-    denom = np.sqrt((rx * rx).sum(-1) * (ry * ry).sum(-1))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(denom > 0, (rx * ry).sum(-1) / denom, np.nan)
-
-
-def spearman(x, y) -> float:
-    """Spearman rank correlation (ties get their mean rank); NaN when either side is constant."""
-    return float(_spearman_rows(np.asarray(x, float), np.asarray(y, float)))
-
-
-def bootstrap_ci(x, y, *, n_boot: int = 2000, seed: int = 0, level: float = 0.95) -> tuple[float, float]:
-    """Percentile bootstrap CI of the Spearman correlation, resampling (x, y) pairs (resamples in
-    which either side is constant have no correlation and are left out)."""
-    x, y = np.asarray(x, float), np.asarray(y, float)
-    index = np.random.default_rng(seed).integers(0, len(x), (n_boot, len(x)))
-    draws = _spearman_rows(x[index], y[index])
-    draws = draws[~np.isnan(draws)]
-    if len(draws) == 0:
-        return float("nan"), float("nan")
-    tail = 100 * (1 - level) / 2
-    return float(np.percentile(draws, tail)), float(np.percentile(draws, 100 - tail))
-
-
 # ------------------------------------------------------------------------------ the model
 @torch.no_grad()
 def _observe(model: nn.Module, info: ModelInfo, images: Tensor, blocks: list[int], *,
@@ -289,7 +241,7 @@ def _ranges(q_model: nn.Module) -> dict[str, tuple[float, float]]:
     """The clipping range [lo, hi] of every calibrated activation quantizer."""
     out = {}
     for name, qz in quantizers(q_model).items():
-        if name.endswith("w_quant") or not qz.active:
+        if qz.role == "weight" or not qz.active:
             continue
         if isinstance(qz, UniformQuantizer):
             scale, zero = float(qz.scale), float(qz.zero_point)
@@ -435,9 +387,9 @@ def _calibration_group(fp_model: nn.Module, q_set: nn.Module, q_ref: nn.Module, 
     ranges = {name: {"set": ours[name], "reference": theirs[name], "log2_width_ratio": ratios[name]}
               for name in ours}
     names = reconstruction_units(fp_model)
-    fp_out = _unit_outputs(fp_model, names + [""], ref, batch_size)  # "" is the model: the logits
-    set_out = _unit_outputs(q_set, names + [""], ref, batch_size)
-    ref_out = _unit_outputs(q_ref, names + [""], ref, batch_size)
+    fp_out = unit_outputs(fp_model, names + [""], ref, batch_size)  # "" is the model: the logits
+    set_out = unit_outputs(q_set, names + [""], ref, batch_size)
+    ref_out = unit_outputs(q_ref, names + [""], ref, batch_size)
     mse = {n: F.mse_loss(set_out[n], fp_out[n]).item() for n in names}
     floor = {n: F.mse_loss(ref_out[n], fp_out[n]).item() for n in names}
     fp_logp, q_logp = fp_out[""].log_softmax(1), set_out[""].log_softmax(1)
@@ -453,101 +405,6 @@ def _calibration_group(fp_model: nn.Module, q_set: nn.Module, q_ref: nn.Module, 
     }
 
 
-# ------------------------------------------------------------------------------- the study
-def locate(path: str, results_dir: str | os.PathLike) -> Path:
-    """A record's calibration path: as written when it exists from the working directory, else
-    relative to `results_dir` or a folder above it (records say `results/calibration/...`)."""
-    results_dir = Path(results_dir)
-    if Path(path).is_absolute() or Path(path).exists():
-        return Path(path)
-    for base in (results_dir, *results_dir.parents):
-        if (base / path).exists():
-            return base / path
-    return Path(path)
-
-
-def _records(results_dir: Path, bits: str, sweeps, kinds=("experiment",)):
-    """(file, record) of the records at `bits` in `results_dir`, or only in its `sweeps` folders."""
-    folders = [results_dir] if sweeps is None else [results_dir / name for name in sweeps]
-    for folder in folders:
-        for f in sorted(folder.rglob("*.json")):
-            record = read_record(f)
-            if record and record.get("kind") in kinds and record.get("bits") == bits:
-                yield f, record
-
-
-def _report_path(cache_dir: Path, calib_path: str, options: Mapping) -> Path:
-    digest = hashlib.sha1(json.dumps(dict(options), sort_keys=True).encode()).hexdigest()[:8]
-    return cache_dir / f"{Path(calib_path).stem}-{digest}.json"
-
-
-def study(results_dir: str | os.PathLike = "results", *, bits: str = "w4a4", sweeps=None, model=None,
-          info=None, n_ref: int = N_REFERENCE, reference_seed: int = REFERENCE_SEED, data_root=None,
-          cache_dir: str | os.PathLike | None = None, limit: int | None = None, progress: bool = True):
-    """Inspect every calibration set behind the experiment records in `results_dir` (or in its
-    `sweeps` folders only; the sets that exist on disk, see `recreate_sets` for the others) and
-    join each set's metrics with the quantized accuracy of its records at `bits`.
-
-    Returns a pandas DataFrame, one row per set: model, variant, seed, path, q_top1 / agreement
-    (mean over the set's records at `bits`, in %), runs, recreated (whether the accuracy is a rerun's,
-    see `recreate_sets`), then every metric as `group.metric`.
-    Reports are cached as JSON in `cache_dir` (default `<results_dir>/inspect/`) and read back when
-    present (even when the set itself is gone), so a rerun only inspects new sets; delete them to
-    measure again after changing the metrics. `limit`: at most this many sets (for quick runs).
-    """
-    import pandas as pd
-
-    from .models import load_model
-
-    results_dir = Path(results_dir)
-    cache = Path(cache_dir) if cache_dir is not None else results_dir / "inspect"
-    records: dict[str, list[dict]] = {}
-    reruns: dict[str, list[dict]] = {}
-    for _, record in _records(results_dir, bits, sweeps):
-        records.setdefault(record["calibration_path"], []).append(record)
-    for _, record in _records(results_dir / RERUN_FOLDER, bits, None, kinds=("rerun",)):
-        if record["calibration_path"] in records:
-            reruns.setdefault(record["calibration_path"], []).append(record)
-    if not records:
-        raise CheckpointError(f"no experiment records at {bits} under {results_dir}"
-                              + (f" in {', '.join(sweeps)}" if sweeps else ""))
-    records.update(reruns)  # a re-created set is judged by its own rerun, not the lost set's record
-    options = {"bits": bits, "n_ref": n_ref, "reference_seed": reference_seed, "flat": FLAT_STD}
-    # a set counts when it is on disk or was inspected before (its report keeps every metric)
-    paths = [p for p in sorted(records)
-             if locate(p, results_dir).is_file() or _report_path(cache, p, options).is_file()]
-    missing = len(records) - len(paths)
-    if missing:
-        log.warning("%d of %d calibration sets at %s are not on disk (recreate_sets makes them)",
-                    missing, len(records), bits)
-    if limit is not None:
-        paths = paths[:limit]
-    loaded: dict[str, tuple] = {}
-    rows = []
-    for path in tqdm(paths, desc="study", disable=not progress):
-        first = records[path][0]
-        name = first["config"]["model"]
-        out = _report_path(cache, path, options)
-        cached = read_record(out)
-        if cached is not None and cached.get("kind") == "inspect":
-            report = InspectReport.from_dict(cached)
-        else:
-            if model is not None and info is not None and info.name == name:
-                loaded[name] = (model, info)
-            if name not in loaded:
-                loaded[name] = load_model(name, checkpoint=first["config"].get("checkpoint"))
-            report = inspect_calibration(*loaded[name], locate(path, results_dir), n_ref=n_ref,
-                                         reference_seed=reference_seed, bits=bits, data_root=data_root,
-                                         seed=first["config"]["seed"])
-            write_json_atomic(out, report.to_dict())
-        runs = records[path]
-        rows.append({"model": name, "variant": first["variant"], "seed": first["config"]["seed"],
-                     "path": path, "q_top1": 100 * float(np.mean([r["quantized"]["top1"] for r in runs])),
-                     "agreement": 100 * float(np.mean([r["quantized"]["agreement"] for r in runs])),
-                     "runs": len(runs), "recreated": runs[0]["kind"] == "rerun", **report.values()})
-    return pd.DataFrame(rows)
-
-
 def needs_real_data(metric: str) -> bool:
     """Whether a `group.metric` column of `study` needs real images (False: data-free)."""
     group, name = metric.split(".", 1)
@@ -561,133 +418,3 @@ _NEEDS_REAL = {
     "content": {"patch_diversity": False, "flat_share": False, "set_diversity": False},
     "calibration": {"range_log2_ratio": True, "block_mse": True, "output_kl": True, "agreement": True},
 }
-
-
-def correlations(frame, target: str = "q_top1", *, n_boot: int = 2000, seed: int = 0):
-    """Spearman correlation of every metric column of a `study` frame with `target`, with a
-    percentile-bootstrap 95% CI: one row per metric (metric, needs_real_data, spearman, ci_low,
-    ci_high, n), strongest first. With a handful of sets the intervals are wide."""
-    import pandas as pd
-
-    rows = []
-    for column in [c for c in frame.columns if "." in c]:
-        data = frame[[column, target]].dropna()
-        low, high = bootstrap_ci(data[column], data[target], n_boot=n_boot, seed=seed)
-        rows.append({"metric": column, "needs_real_data": needs_real_data(column),
-                     "spearman": spearman(data[column], data[target]), "ci_low": low, "ci_high": high,
-                     "n": len(data)})
-    out = pd.DataFrame(rows)
-    return out.reindex(out["spearman"].abs().sort_values(ascending=False).index).reset_index(drop=True)
-
-
-SWITCHES = ("apa", "msr", "sl")
-
-
-def switches(variant: str) -> frozenset | None:
-    """The SARDFQ components a variant name turns on (`sardfq` all three, `sardfq[none]` none,
-    `sardfq[apa+sl]` those two); None for other methods."""
-    if variant == "sardfq":
-        return frozenset(SWITCHES)
-    if not (variant.startswith("sardfq[") and variant.endswith("]")):
-        return None
-    on = frozenset() if variant == "sardfq[none]" else frozenset(variant[7:-1].split("+"))
-    if not on <= set(SWITCHES):
-        raise ConfigError(f"unknown SARDFQ components in variant {variant!r}: "
-                          f"{', '.join(sorted(on - set(SWITCHES)))}")
-    return on
-
-
-def switch_effects(frame, components, metrics):
-    """Paired effect of turning `components` (e.g. ["apa"] or ["msr", "sl"]) on together, from a
-    `study` frame of SARDFQ ablation sets. A pair is two sets of the same seed whose variants differ
-    only in `components` (all of them on against all off), the other switches equal; sets without a
-    partner are left out (no pair at all: ConfigError). One row per metric: off / on (mean over the
-    pairs), diff (mean of the paired on - off differences), sd (their standard deviation, NaN for
-    one pair), low / high (the smallest and largest difference), up / down (how many pairs have
-    on > off / on < off), pairs, seeds. No interval or test: the ablation has a handful of sets
-    per seed."""
-    import pandas as pd
-
-    components = frozenset(components)
-    if not components or not components <= set(SWITCHES):
-        raise ConfigError(f"components must be among {', '.join(SWITCHES)}, got {sorted(components)}")
-    by_key = {}
-    for row in frame.to_dict("records"):
-        on = switches(row["variant"])
-        if on is not None:
-            by_key[(int(row["seed"]), on)] = row
-    pairs = [(by_key[(seed, on - components)], row) for (seed, on), row in sorted(
-        by_key.items(), key=lambda kv: (kv[0][0], sorted(kv[0][1]))) if components <= on
-        and (seed, on - components) in by_key]
-    if not pairs:
-        raise ConfigError(f"no two sets of one seed differ only in {'+'.join(sorted(components))}")
-    out = []
-    for metric in metrics:
-        diff = np.array([b[metric] - a[metric] for a, b in pairs], dtype=float)
-        out.append({"metric": metric, "off": float(np.mean([a[metric] for a, _ in pairs])),
-                    "on": float(np.mean([b[metric] for _, b in pairs])), "diff": diff.mean(),
-                    "sd": diff.std(ddof=1) if len(diff) > 1 else np.nan, "low": diff.min(),
-                    "high": diff.max(), "up": int((diff > 0).sum()), "down": int((diff < 0).sum()),
-                    "pairs": len(diff), "seeds": sorted({int(b["seed"]) for _, b in pairs})})
-    return pd.DataFrame(out)
-
-
-def describe_effects(effects, label: str, signs: Mapping[str, int], claim: str) -> list[str]:
-    """One markdown line per metric in `signs` of a `switch_effects` table: the means without and
-    with `label`, the paired difference with its spread, and in how many pairs it points the way
-    the sign calls `claim` (`signs[metric]`: +1 when a higher value means `claim`, -1 when lower;
-    tied pairs are counted apart). States the numbers only, no test."""
-    rows = effects.set_index("metric")
-    lines = []
-    for metric, sign in signs.items():
-        r = rows.loc[metric]
-        agree, tied = (r["down"] if sign < 0 else r["up"]), r["pairs"] - r["up"] - r["down"]
-        spread = f"sd {r['sd']:.3g}, " if r["pairs"] > 1 else ""
-        lines.append(f"- `{metric}`: {r['off']:.3g} without {label}, {r['on']:.3g} with it; paired difference "
-                     f"{r['diff']:+.3g} ({spread}from {r['low']:+.3g} to {r['high']:+.3g}); {claim} in {agree} "
-                     f"of {r['pairs']} pairs" + (f" ({tied} tied)." if tied else "."))
-    return lines
-
-
-RERUN_FOLDER = "inspect/reruns"  # <results>/inspect/reruns/<run-id>.json: records of re-created sets
-
-
-def recreate_sets(results_dir: str | os.PathLike = "results", *, bits: str = "w4a4", sweeps=None,
-                  seeds=None, variants=None, only_missing: bool = True, progress: bool = True) -> list[dict]:
-    """Re-create the calibration sets of the records in `results_dir` (at `bits`, optionally only
-    those of the `sweeps` folders, `seeds` and `variants`) that are not on disk, by re-running their
-    experiment with the sweep's shared calibration folder (`run_experiment(..., calibration_dir=...)`):
-    it synthesizes the set again where the record says, then quantizes and evaluates as the record did.
-
-    A re-synthesized set is not bit-identical to the lost one (float results differ between CPUs and
-    thread counts), so the rerun's own record is saved under `<results_dir>/inspect/reruns/` with
-    kind "rerun" (which `load_results` ignores) and `study` pairs the set with it, not with the
-    original record. `only_missing=False` also reruns sets that exist (loading them), for sets
-    re-created before their rerun records were kept. Returns one summary per rerun."""
-    import tempfile
-
-    from .config import ExperimentConfig
-    from .experiment import run_experiment
-
-    results_dir = Path(results_dir)
-    done, out = set(), []
-    for f, record in _records(results_dir, bits, sweeps):
-        path = locate(record["calibration_path"], results_dir)
-        rerun_path = results_dir / RERUN_FOLDER / f"{record['run_id']}.json"
-        if str(path) in done or rerun_path.is_file() or (only_missing and path.is_file()):
-            continue
-        if (seeds is not None and record["config"]["seed"] not in seeds) or \
-                (variants is not None and record["variant"] not in variants):
-            continue
-        config = ExperimentConfig.from_dict(record["config"])
-        with tempfile.TemporaryDirectory() as tmp:
-            result = run_experiment(config, out_dir=tmp, calibration_dir=path.parent, progress=progress)
-        rerun = {**result.to_dict(), "kind": "rerun", "calibration_path": record["calibration_path"],
-                 "recreated_from": str(f)}
-        write_json_atomic(rerun_path, rerun)
-        done.add(str(path))
-        out.append({"path": str(path), "record_top1": record["quantized"]["top1"],
-                    "rerun_top1": result.quantized["top1"], "rerun": str(rerun_path)})
-        log.info("re-created %s (top-1 %.3f, record %.3f)", path, out[-1]["rerun_top1"],
-                 out[-1]["record_top1"])
-    return out

@@ -56,14 +56,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
+from ..errors import ConfigError, SardfqError
+from ..io import atomic_write_text, read_record, write_json_atomic
+from ..registry import reject_unknown
 from .config import NESTED, ExperimentConfig, merge, nest
-from .errors import ConfigError, SardfqError
-from .io import atomic_write_text, read_record, write_json_atomic
-from .quant.config import parse_bits
 
 log = logging.getLogger(__name__)
 
-DEFAULT_EXPERIMENT = "sardfq.experiment:run_experiment"
+DEFAULT_EXPERIMENT = "sardfq.experiments.run:run_experiment"
 CALIBRATION_FOLDER = "calibration"  # <results>/calibration/<synthesis-id>.safetensors
 _SPEC_KEYS = {"name", "fixed", "grid", "notebook", "experiment", "description"}
 
@@ -103,10 +103,7 @@ class SweepSpec:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any], *, default_name: str = "sweep") -> "SweepSpec":
-        unknown = sorted(set(d) - _SPEC_KEYS)
-        if unknown:
-            raise ConfigError(f"sweep file: unknown key(s) {', '.join(unknown)}; "
-                              f"known: {', '.join(sorted(_SPEC_KEYS))}")
+        reject_unknown("a sweep file", d, _SPEC_KEYS, noun="key")
         grid = d.get("grid") or {}
         blocks = tuple(grid) if isinstance(grid, list) else (grid,)
         return cls(name=d.get("name", default_name), fixed=dict(d.get("fixed") or {}), grid=blocks,
@@ -186,20 +183,18 @@ def expand_grid(grid: Iterable[Mapping] | Mapping, fixed: Mapping | None = None)
 # instead, which reach the notebook under these names (any other nested field keeps its dotted name,
 # which the notebook then rejects as undeclared).
 NOTEBOOK_NAMES = {"synthesis.method": "method", "synthesis.n": "n", "synthesis.iterations": "synth_iters",
-                  "recon.iters": "recon_iters", "quant.w_bits": "w_bits", "quant.a_bits": "a_bits"}
+                  "recon.iters": "recon_iters"}
 
 
 def notebook_parameters(params: Mapping) -> dict:
-    """A run's parameters as a notebook's: nested fields flattened to the chapters' names,
-    `bits: w4a4` as `w_bits` and `a_bits`."""
+    """A run's parameters as a notebook's: nested fields flattened to the chapters' names; the bit
+    setting stays `bits: w4a4`, as the chapters spell it."""
     flat = {}
     for key, value in params.items():
         if key in NESTED and isinstance(value, Mapping):
             flat.update({NOTEBOOK_NAMES.get(f"{key}.{k}", f"{key}.{k}"): v for k, v in value.items()})
         else:
             flat[key] = value
-    if "bits" in flat:
-        flat["w_bits"], flat["a_bits"] = parse_bits(flat.pop("bits"))
     return flat
 
 
@@ -207,8 +202,8 @@ def notebook_run_id(params: Mapping) -> str:
     """Identifier of a notebook run: a few telling parameters plus a hash of all of them."""
     digest = hashlib.sha1(json.dumps(params, sort_keys=True, default=str).encode()).hexdigest()[:8]
     parts = [str(params[k]) for k in ("model", "method") if k in params]
-    if "w_bits" in params and "a_bits" in params:
-        parts.append(f"w{params['w_bits']}a{params['a_bits']}")
+    if "bits" in params:
+        parts.append(str(params["bits"]))
     if "seed" in params:
         parts.append(f"s{params['seed']}")
     return "-".join(parts + [digest]).replace("/", "_")
@@ -287,11 +282,8 @@ def execute_notebook(notebook: str | os.PathLike, output: str | os.PathLike, par
     declared in the notebook's `parameters` cell (a typo would otherwise be silently ignored)."""
     import papermill
 
-    declared = set(papermill.inspect_notebook(str(notebook)))
-    unknown = sorted(set(parameters) - declared)
-    if unknown:
-        raise ConfigError(f"{notebook}: parameter(s) {', '.join(unknown)} not in its parameters cell "
-                          f"(declared: {', '.join(sorted(declared))})")
+    reject_unknown(f"{notebook}'s parameters cell", parameters, papermill.inspect_notebook(str(notebook)),
+                   noun="parameter")
     papermill.execute_notebook(str(notebook), str(output), parameters=dict(parameters),
                                kernel_name=kernel, progress_bar=progress, cwd=cwd)
     return Path(output)

@@ -1,28 +1,32 @@
-"""`SynthesisConfig`: how a calibration set is synthesized, and `METHODS`, the methods it names.
+"""`SynthesisConfig`: how a calibration set is synthesized, and the registries of what it names:
+`METHODS` (calibration-image sources) and `PRIORS` (attention priors).
 
-The registry of methods lives here rather than in `sardfq.methods` so that the dependency runs one
-way: the methods (`sardfq.methods`, which register themselves into `METHODS` when the package is
-imported) take a `SynthesisConfig`; the config only checks that its `method` is a registered name.
+The registries live here rather than beside what they hold so that the dependency runs one way:
+the methods (`sardfq.synthesis.methods`) and priors (`sardfq.synthesis.priors`) register themselves
+when the `sardfq.synthesis` wing is imported and take a `SynthesisConfig`; the config only checks
+that the names it holds are registered.
 """
 from __future__ import annotations
 
 import dataclasses
 import math
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import Any, Callable, Mapping
 
-from .errors import ConfigError, UnknownNameError
+from ..errors import ConfigError, UnknownNameError
+from ..models import ModelInfo
+from ..precision import check_autocast
+from ..registry import Registry, reject_unknown
 from .msr import K_MSR, QUADRANTS
-from .precision import check_autocast
-from .priors import K_APA, PRIORS, SCALE_MAX
-from .registry import Registry, reject_unknown
 
-if TYPE_CHECKING:
-    from .models import ModelInfo
+METHODS: Registry[type] = Registry("synthesis method")  # name -> a `sardfq.synthesis.methods.Method` subclass
+PRIORS: Registry[Callable] = Registry("attention prior")  # name -> a draw function (sardfq.synthesis.priors)
 
-METHODS: Registry[type] = Registry("synthesis method")  # name -> a `sardfq.methods.Method` subclass
+K_APA = 5  # [paper] best number of mixture components in the paper's sweep
+SCALE_MAX = 1 / 3  # [choice] widest GMM / Laplace component: a fraction of the grid side
 
-# the paper's symbols for SynthesisConfig fields (accepted as hints in error messages and on the CLI)
+# The paper's symbols for SynthesisConfig fields: the one alias table. Accepted wherever a field is
+# named (ExperimentConfig mappings, sweep rows, `sardfq run --a1`) and offered in error messages.
 PAPER_NAMES = {"a1": "apa_weight"}
 
 # [choice] APA weight a1 (the paper tunes it per model in [1, 1e5]). Chosen on the embedded teacher
@@ -130,16 +134,14 @@ class SynthesisConfig:
         off = [k for k, v in self.switches.items() if not v]
         return "sardfq" + "".join(f"-no-{k}" for k in off)
 
-    def resolved_apa_weight(self, info: ModelInfo) -> float:
-        if self.apa_weight is not None:
-            return float(self.apa_weight)
+    def resolved(self, info: ModelInfo) -> "SynthesisConfig":
+        """A copy with the defaults that depend on the model filled in (the one place they are
+        resolved): `apa_weight` (None: `TEACHER_APA_WEIGHT` scaled to the patch grid) and `lr`
+        (None: 0.2, or 0.25 for Swin)."""
         patches = info.patch_grid[0] * info.patch_grid[1]
-        return TEACHER_APA_WEIGHT * (patches / TEACHER_PATCHES) ** 2
-
-    def resolved_lr(self, info: ModelInfo) -> float:
-        if self.lr is not None:
-            return float(self.lr)
-        return 0.25 if info.family == "swin" else 0.2
+        apa_weight = TEACHER_APA_WEIGHT * (patches / TEACHER_PATCHES) ** 2 if self.apa_weight is None else self.apa_weight
+        lr = (0.25 if info.family == "swin" else 0.2) if self.lr is None else self.lr
+        return dataclasses.replace(self, apa_weight=float(apa_weight), lr=float(lr))
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -18,8 +18,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .data import denormalize
-from .models import ModelInfo
+from ..data import denormalize
+from ..models import ModelInfo
+from ..stats import spearman
 
 # One colour per calibration source, everywhere (colour-blind-safe "colorblind" palette order).
 METHOD_COLORS = {
@@ -379,7 +380,6 @@ def plot_metric_scatter(frame, metrics: Sequence[str], *, target: str = "q_top1"
                         ncols: int = 4, ylabel: str = "W4A4 top-1 (%)"):
     """One scatter per metric column of a `sardfq.inspect.study` frame against `target`, one colour
     per calibration source, the Spearman correlation in each title."""
-    from .inspect import spearman
 
     fig, axes = _grid(len(metrics), ncols, size=2.6)
     axes = list(axes)

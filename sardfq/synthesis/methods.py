@@ -1,6 +1,6 @@
 """Calibration-image sources as small strategy objects, registered by name in `METHODS`.
 
-The optimization loop lives in `sardfq.synthesis`; a method only says how its images start, what
+The optimization loop lives in `sardfq.synthesis.loop`; a method only says how its images start, what
 extra rows (MSR crops) join each forward pass, what it records during that pass, and which loss
 terms it minimizes with which weights. A new method is a new class and a decorator.
 
@@ -16,21 +16,21 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-from typing import Any, Callable, ContextManager
+from typing import Any, ContextManager
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .attention import record_attention
-from .data import heldout_mask, image_folder, load_cifar10, normalize
-from .errors import ConfigError, DataNotFoundError
+from ..attention import record_attention
+from ..data import real_image_source, real_images
+from ..errors import ConfigError
+from ..models import ModelInfo
+from .config import METHODS, SynthesisConfig
 from .losses import (apa_blocks, apa_loss, patch_similarity_entropy, record_head_outputs,
                      soft_cross_entropy, soft_targets, tv_loss, tv_target)
-from .models import ModelInfo
 from .msr import QUADRANTS, crop_regions, draw_regions
 from .priors import draw_priors, real_attention_bank, transform_priors
-from .synthesis_config import METHODS, SynthesisConfig
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +44,8 @@ class Method:
     def __init__(self, model: nn.Module, info: ModelInfo, config: SynthesisConfig, *,
                  generator: torch.Generator, device: torch.device,
                  data_root: str | os.PathLike | None = None):
-        self.model, self.info, self.config = model, info, config
+        self.model, self.info = model, info
+        self.config = config.resolved(info)  # the model-dependent defaults (a1, lr) filled in
         self.generator, self.device, self.data_root = generator, device, data_root
 
     # --- per chunk of images
@@ -134,7 +135,7 @@ class SardfqMethod(Method):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         cfg = self.config
-        self.weights = {"apa": cfg.resolved_apa_weight(self.info), "sl" if cfg.sl else "ce": 1.0,
+        self.weights = {"apa": cfg.apa_weight, "sl" if cfg.sl else "ce": 1.0,
                         "tv": cfg.tv_weight}
         if not cfg.apa:
             del self.weights["apa"]
@@ -221,57 +222,3 @@ class SardfqMethod(Method):
         crop_labels = torch.cat(self.all_crop_labels).tolist() if self.config.msr else None
         return {"mean_crops_per_image": crops, "apa_blocks": self.blocks if self.config.apa else [],
                 "crop_labels": crop_labels}  # N x 4, quadrant q = row q // 2, column q % 2
-
-
-def real_images(info: ModelInfo, n: int, *, generator: torch.Generator,
-                root: str | os.PathLike | None = None) -> tuple[Tensor, Tensor]:
-    """n distinct training images drawn with `generator`, normalized for the model: (images, labels)."""
-    allowed, load = real_image_source(info, root)
-    return load(allowed[torch.randperm(len(allowed), generator=generator)[:n]])
-
-
-def real_image_source(info: ModelInfo, root: str | os.PathLike | None = None
-                      ) -> tuple[Tensor, Callable[[Tensor], tuple[Tensor, Tensor]]]:
-    """The training images the model may calibrate on: (indices allowed, load(indices) -> normalized
-    images and labels). CIFAR-10 never gives its held-out selection images; ImageNet models and models
-    with their own classes read a `train/` folder of class folders."""
-    if info.dataset == "cifar10":
-        train = load_cifar10("train", root)
-        allowed = (~heldout_mask(len(train))).nonzero()[:, 0]  # never the selection images
-        return allowed, lambda index: (normalize(train.images[index], info), train.labels[index])
-    dataset = _imagenet_train(info, root) if info.dataset == "imagenet" else _own_train(info, root)
-
-    def load(index: Tensor) -> tuple[Tensor, Tensor]:
-        pairs = [dataset[i] for i in index.tolist()]
-        return torch.stack([p[0] for p in pairs]), torch.tensor([p[1] for p in pairs])
-
-    return torch.arange(len(dataset)), load
-
-
-def _own_train(info: ModelInfo, root: str | os.PathLike | None):
-    try:
-        return image_folder(info, "train", root)
-    except DataNotFoundError as exc:
-        raise DataNotFoundError(f"the 'real' calibration method (and the 'real' attention prior) "
-                                f"need training images: {exc}") from None
-
-
-def _imagenet_train(info: ModelInfo, root: str | os.PathLike | None):
-    from timm.data import create_transform
-    from torchvision.datasets import ImageFolder
-
-    from .data import data_root
-
-    base = data_root(root)
-    candidates = [base / "imagenet" / "train", base / "train"]
-    for folder in candidates:
-        if folder.is_dir() and sum(1 for p in folder.iterdir() if p.is_dir()) >= 2:
-            transform = create_transform(input_size=info.input_size, mean=info.mean, std=info.std,
-                                         is_training=False)
-            return ImageFolder(str(folder), transform=transform)
-    raise DataNotFoundError(
-        f"the 'real' calibration method (and the 'real' attention prior) for the ImageNet model "
-        f"{info.name!r} needs ImageNet training images: an ImageFolder-style train/ directory (one "
-        f"folder per class) in one of: {', '.join(str(c) for c in candidates)}. Pass --data DIR "
-        "(Python: data_root=DIR) or set SARDFQ_DATA."
-    )

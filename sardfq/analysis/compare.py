@@ -21,8 +21,9 @@ from typing import Iterable, Mapping
 
 import numpy as np
 
-from .errors import ConfigError
-from .evaluate import PerImage
+from ..errors import ConfigError
+from ..evaluate import PerImage
+from ..experiments.records import read_records
 
 METRICS = {  # name: (per-image values of a record's quantized model, unit, scale, higher is better)
     "top1": ("correct", "pp", 100.0, True),
@@ -141,8 +142,6 @@ def select_records(results: str | os.PathLike | Iterable, variant: str, *, model
                    bits: str | None = None, where=None) -> list[dict]:
     """Experiment records under `results` (folders searched recursively, or record dicts) of one
     calibration source (`variant`, e.g. "sardfq", "psaq", "sardfq[apa+sl]"), model and bit-width."""
-    from .records import read_records
-
     paths = [results] if isinstance(results, (str, os.PathLike, Mapping)) else list(results)
     for item in paths:
         if not isinstance(item, Mapping) and not Path(item).exists():
@@ -160,8 +159,6 @@ def compare(results, a: str, b: str, *, model: str | None = None, bits: str | No
             seed: int = 0) -> list[Comparison]:
     """Compare calibration sources `a` and `b` (variants) on the records under `results`:
     `a - b` per metric with 95% CIs, paired by seed and image."""
-    from .records import read_records
-
     if isinstance(results, (str, os.PathLike)) and not Path(results).exists():
         raise ConfigError(f"results path {results} does not exist")
     records = [r for r, _ in read_records(results)]  # read once, for both sources

@@ -23,7 +23,16 @@ import math
 
 import torch
 
-from .errors import ConfigError
+from ..data import heldout_dataset
+from ..errors import ConfigError
+from ..experiments.records import load_results
+from ..models import load_model
+from ..stats import permutation_p_value, smallest_p_value, spearman
+from ..synthesis.config import K_APA
+from ..synthesis.losses import apa_blocks
+from ..synthesis.priors import draw_priors
+from .attention_stats import attention_statistics, patch_attention
+from .compare import compare
 
 CONTRASTS = (("sardfq", "psaq"), ("sardfq", "noise"), ("real", "noise"))
 # The paper's claims as (a, b): "a scores above b" (its Table 1 order; real images are the ceiling).
@@ -41,10 +50,6 @@ def teacher_properties(name: str, *, root=None, n_images: int = 256, seed: int =
 
     The attention statistics are measured on `n_images` held-out CIFAR-10 training images (never
     calibration images) in the blocks APA aligns, and on GMM priors drawn for the same blocks."""
-    from . import attention_statistics, heldout_dataset, load_model, patch_attention
-    from .losses import apa_blocks
-    from .priors import K_APA, draw_priors
-
     model, info = load_model(name, device=device)
     blocks = apa_blocks(info.num_blocks)
     data = heldout_dataset(info, root, limit=n_images)
@@ -74,9 +79,6 @@ def zoo_gains(results, *, contrasts=CONTRASTS, models=None, bits=None, n_boot: i
     """One row per (model, bits, contrast a - b) with the top-1 difference in points, its 95% CI,
     the seeds and images behind it: a pandas DataFrame. Pairs that lack records are left out."""
     import pandas as pd
-
-    from .compare import compare
-    from .records import load_results
 
     frame = load_results(results)
     if frame.empty:
@@ -119,8 +121,6 @@ def claim_verdicts(gains):
     """`zoo_gains` rows of `PAPER_CLAIMS` contrasts as one row per claim and one column per
     (teacher, bits): 'holds', 'reversed' (the CI excludes zero on the other side) or 'not resolved',
     each with the difference and its CI in points."""
-    import pandas as pd
-
     words = ci_side(gains).map({"above": "holds", "below": "reversed", "level": "not resolved"})
     cells = [f"{word}: {r.difference:+.1f} [{r.ci_low:+.1f}, {r.ci_high:+.1f}]" for word, r in zip(words, gains.itertuples())]
     rows = gains.assign(claim=gains["contrast"].map(lambda c: " > ".join(c.split(" - "))), cell=cells)
@@ -131,27 +131,15 @@ def claim_verdicts(gains):
 
 def rank_agreement(values, gains) -> dict:
     """Spearman's rho between a teacher property and a gain (two sequences, one entry per teacher)
-    with its exact two-sided permutation p-value: how surprising the rank agreement would be if the
-    property had nothing to do with the gain. Ties are ranked by their mean rank."""
-    import itertools
-
-    import numpy as np
-    import pandas as pd
-
-    x, y = (pd.Series(list(v), dtype=float).rank().to_numpy() for v in (values, gains))
+    with its two-sided permutation p-value (`sardfq.stats.permutation_p_value`: exact for up to 8
+    teachers): how surprising the rank agreement would be if the property had nothing to do with
+    the gain. Ties are ranked by their mean rank."""
+    x, y = list(values), list(gains)
     if len(x) != len(y) or len(x) < 2:
         raise ConfigError(f"rank_agreement needs two equal-length sequences of 2+ teachers, got {len(x)} and {len(y)}")
-
-    def rho(a, b):
-        a, b = a - a.mean(), b - b.mean()
-        denominator = np.sqrt((a ** 2).sum() * (b ** 2).sum())
-        return float((a * b).sum() / denominator) if denominator else 0.0
-
-    observed = rho(x, y)
-    null = [rho(x, y[list(p)]) for p in itertools.permutations(range(len(y)))]
-    p_value = float(np.mean([abs(r) >= abs(observed) - 1e-12 for r in null]))
-    return {"rho": observed, "p_value": p_value, "teachers": len(x), "smallest_p": 2 / math.factorial(len(x))
-            if len(x) > 1 else 1.0}
+    rho = spearman(x, y)
+    return {"rho": 0.0 if math.isnan(rho) else rho, "p_value": permutation_p_value(x, y), "teachers": len(x),
+            "smallest_p": smallest_p_value(len(x))}
 
 
 def held_out_choice(frame, *, design: str = "design", split: str = "heldout_q_top1", report: str = "q_top1"):

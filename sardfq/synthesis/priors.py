@@ -25,14 +25,8 @@ from typing import Callable, Sequence
 import torch
 from torch import Tensor, nn
 
-from .attention import record_attention
-from .registry import Registry
-
-PriorFn = Callable[..., Tensor]
-PRIORS: Registry[PriorFn] = Registry("attention prior")
-
-K_APA = 5  # [paper] best number of mixture components in the paper's sweep
-SCALE_MAX = 1 / 3  # [choice] widest component: sigma (or b) up to this fraction of the grid side
+from ..attention import record_attention
+from .config import K_APA, PRIORS, SCALE_MAX
 
 
 def _mixture(batch: int, heads: int, grid: tuple[int, int], generator: torch.Generator,

@@ -16,9 +16,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
-from .config import ExperimentConfig
-from .io import read_record, write_json_atomic
-from .models import DEFAULT_MODEL
+from ..io import read_record, write_json_atomic
+from ..models import DEFAULT_MODEL
+from .config import ExperimentConfig, non_default
 
 RECORD_VERSION = 2
 
@@ -203,7 +203,5 @@ def quickstart_table(results: list[ExperimentResult]) -> list[str]:
 
 def _design(cfg) -> str:
     """The settings that set a run apart from the defaults of its method and sizes, as text."""
-    from .config import non_default
-
     recon = {f"recon_{k}": v for k, v in non_default(cfg.recon, skip=("iters", "seed")).items()}
     return ", ".join(f"{k}={v}" for k, v in [*sorted(cfg.design.items()), *sorted(recon.items())]) or "default"

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from timm.models.swin_transformer import SwinTransformer
 from torch import Tensor, nn
 
-from .attention import attention_blocks
+from ..attention import attention_blocks
 
 SOFT_LABEL_RANGE = (5.0, 10.0)  # [paper] logits of the relevant classes ~ U(5, 10)
 TV_TARGET_RANGE = (2500.0, 3000.0)  # [PSAQ-ViT code] v ~ U(2500, 3000) at 224 px, batch 32

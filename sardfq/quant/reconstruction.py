@@ -19,10 +19,9 @@ Linear) and `layers.i.blocks.j`. The patch embedding and the head (8 bits) are n
 from __future__ import annotations
 
 import logging
-import math
 import time
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from typing import Iterator
 
 import torch
@@ -31,69 +30,15 @@ from timm.models.swin_transformer import SwinTransformer
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from .calibset import CalibrationSet
-from .errors import ConfigError
-from .precision import autocast, check_autocast
-from .quant.calibration import calibration_images, model_device
-from .quant.modules import QuantConv2d, QuantLinear
-from .quant.quantizers import UniformQuantizer
-from .registry import reject_unknown
+from ..calibset import CalibrationSet, calibration_images
+from ..errors import ConfigError
+from ..models import model_device
+from ..precision import autocast
+from .config import ReconConfig
+from .modules import QuantConv2d, QuantLinear
+from .quantizers import UniformQuantizer
 
 log = logging.getLogger(__name__)
-
-TRAINABLE = ("weights", "biases", "act_scales")
-
-# [choice] block-reconstruction steps per block, the one default everywhere (ReconConfig, the
-# experiment, `sardfq run` and `sardfq quantize`): the first author's related I&S-ViT code uses 1000
-# at W3/W4 (200 at W6), and W4A4 is the paper's main setting; the paper's notes say 100. 0 means
-# calibration only.
-RECON_ITERS = 1000
-
-
-@dataclass(frozen=True)
-class ReconConfig:
-    """Settings of `reconstruct`.
-
-    - `iters`: optimization steps per block, 0: calibration only [choice: `RECON_ITERS`].
-    - `lr`: Adam learning rate, cosine-decayed to 0 over `iters` [paper: 4e-5].
-    - `batch_size`: calibration images per step [paper: 32].
-    - `train`: which tensors move, any of "weights", "biases", "act_scales" [choice: all three].
-    - `seed`: the order of the batches.
-    - `autocast`: None (float32) or "bf16", autocast of the training steps' forward passes [choice:
-      None, as bf16 cost W4A4 accuracy, see results/bf16_check]; the before/after MSEs and the
-      outputs fed to the next block stay float32.
-    """
-
-    iters: int = RECON_ITERS
-    lr: float = 4e-5
-    batch_size: int = 32
-    train: tuple[str, ...] = TRAINABLE
-    seed: int = 0
-    autocast: str | None = None
-
-    def __post_init__(self):
-        if isinstance(self.iters, bool) or not isinstance(self.iters, int) or self.iters < 0:
-            raise ConfigError(f"ReconConfig.iters must be an integer >= 0, got {self.iters!r}")
-        if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int) or self.batch_size < 1:
-            raise ConfigError(f"ReconConfig.batch_size must be an integer >= 1, got {self.batch_size!r}")
-        if not isinstance(self.lr, (int, float)) or not math.isfinite(self.lr) or self.lr <= 0:
-            raise ConfigError(f"ReconConfig.lr must be a positive number, got {self.lr!r}")
-        train = (self.train,) if isinstance(self.train, str) else tuple(self.train)
-        unknown = [t for t in train if t not in TRAINABLE]
-        if unknown:
-            raise ConfigError(f"ReconConfig.train: unknown {unknown}; choose among {TRAINABLE}")
-        object.__setattr__(self, "train", train)
-        check_autocast(self.autocast, "ReconConfig.autocast")
-
-    def to_dict(self) -> dict:
-        return {**asdict(self), "train": list(self.train)}
-
-    @classmethod
-    def from_dict(cls, data: dict) -> "ReconConfig":
-        """From a plain mapping (JSON); an unknown key is a ConfigError naming it."""
-        reject_unknown("ReconConfig", data, (f.name for f in fields(cls)))
-        return cls(**data)
-
 
 @dataclass
 class BlockRecon:
@@ -155,7 +100,7 @@ def _unit_inputs(model: nn.Module, name: str, images: Tensor, batch_size: int) -
 
 
 @torch.no_grad()
-def _unit_outputs(model: nn.Module, names: list[str], images: Tensor, batch_size: int) -> dict[str, Tensor]:
+def unit_outputs(model: nn.Module, names: list[str], images: Tensor, batch_size: int) -> dict[str, Tensor]:
     """The output of each module in `names` for every image (one full forward pass per batch)."""
     device, outputs = model_device(model), {n: [] for n in names}
     handles = [model.get_submodule(n).register_forward_hook(
@@ -193,20 +138,17 @@ def _trainable(model: nn.Module, unit: nn.Module, train: tuple[str, ...]) -> Ite
             if "biases" in train and module.bias is not None:
                 params.append(module.bias)
     if "act_scales" in train:
-        for name, qz in unit.named_modules():
-            if isinstance(qz, UniformQuantizer) and qz.channels is None and qz.active \
-                    and not name.endswith("w_quant"):
-                qz._scale_param = nn.Parameter(qz.scale.detach().clone())
+        for qz in unit.modules():
+            if isinstance(qz, UniformQuantizer) and qz.channels is None and qz.active and qz.role != "weight":
+                params.append(qz.train_scale())
                 scaled.append(qz)
-                params.append(qz._scale_param)
     for p in params:
         p.requires_grad_(True)
     try:
         yield params
     finally:
         for qz in scaled:
-            qz.scale.copy_(qz._scale_param.detach().abs().clamp(min=1e-8))
-            qz._scale_param = None
+            qz.commit_scale()
         for p, flag in flags.items():
             p.requires_grad_(flag)
 
@@ -225,7 +167,7 @@ def reconstruct(q_model: nn.Module, fp_model: nn.Module,
     q_model.eval()  # dropout / drop-path off: the block is fitted as it runs at inference
     names = reconstruction_units(q_model)
     chunk = max(config.batch_size, 32)
-    targets = {n: t.to(device) for n, t in _unit_outputs(fp_model, names, images, chunk).items()}
+    targets = {n: t.to(device) for n, t in unit_outputs(fp_model, names, images, chunk).items()}
     inputs = _unit_inputs(q_model, names[0], images, chunk)
     result = ReconResult(config=config, n_images=len(images))
     for index, name in enumerate(names):

@@ -1,8 +1,10 @@
 """One experiment, end to end: synthesize a calibration set, quantize, reconstruct, evaluate.
 
 `run_experiment(ExperimentConfig(...))` is the single verb behind `sardfq run`, the quickstart, the
-sweep runner and the results notebooks. It returns an `ExperimentResult` (`sardfq.records`) whose
-`to_dict()` holds every number the project reports; `save()` writes it as JSON atomically.
+sweep runner and the results notebooks. It returns an `ExperimentResult` (`records`) whose
+`to_dict()` holds every number the project reports; `save()` writes it as JSON atomically. Its
+stages are functions of their own (`calibration_set`, `quantize_model`, `evaluate_model`), which
+`sardfq quantize` calls too.
 
 The full-precision accuracy depends only on the model, its weights and the evaluation subset, so it
 is computed once and cached on disk (under `SARDFQ_CACHE`); a sweep over methods and bit-widths
@@ -14,15 +16,26 @@ import hashlib
 import json
 import logging
 import os
-import platform
 import time
 from pathlib import Path
 from typing import Mapping
 
+import torch
+from torch import nn
+
+from ..calibset import CalibrationSet
+from ..data import cache_dir, eval_dataset, heldout_dataset
+from ..errors import CheckpointError
+from ..evaluate import evaluate
+from ..io import read_record, write_json_atomic
+from ..models import (DEFAULT_MODEL, ModelInfo, device_description, load_model, model_fingerprint,
+                      model_slug, resolve_device)
+from ..quant.api import quantize
+from ..quant.config import QuantConfig, ReconConfig
+from ..quant.reconstruction import reconstruct
+from ..synthesis.loop import synthesize
+from ..version import library_versions
 from .config import ExperimentConfig
-from .errors import CheckpointError
-from .io import read_record, write_json_atomic
-from .models import DEFAULT_MODEL, model_fingerprint, model_slug
 from .records import ExperimentResult
 
 log = logging.getLogger(__name__)
@@ -37,23 +50,11 @@ def run_experiment(config: ExperimentConfig, *, out_dir: str | os.PathLike | Non
     settings (another bit-width, say) loads it instead of synthesizing again. Save the record itself
     with `result.save(path)`. `keep_models=True` keeps the FP and quantized models on the result
     (for inspection in a notebook); they never enter the record."""
-    import torch
-
-    from .calibset import CalibrationSet
-    from .data import eval_dataset, heldout_dataset
-    from .evaluate import evaluate
-    from .models import load_model
-    from .quant import quantize
-    from .reconstruction import reconstruct
-    from .synthesis import synthesize
-
-    device = resolve_device(config.device)
+    device = resolve_device(config.device, what="ExperimentConfig.device")
     run_id = config.run_id()
     out = Path(out_dir) if out_dir is not None else Path("runs") / run_id
     started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     timings: dict[str, float] = {}
-
-    reconstruction: dict = {}
 
     def stage(name):
         return _Stage(name, timings)
@@ -64,31 +65,13 @@ def run_experiment(config: ExperimentConfig, *, out_dir: str | os.PathLike | Non
     with stage("fp_eval"):
         fp = fp_accuracy(fp_model, info, dataset, config, device=device, progress=progress)
     log.info("%s FP top-1 %.2f%% on %d images", config.model, 100 * fp["top1"], fp["n_images"])
-
-    calib, calib_path = None, out / "calibration.safetensors"
-    if calibration_dir is not None:
-        calib_path = Path(calibration_dir) / f"{config.synthesis_id()}.safetensors"
-        if calib_path.is_file():
-            try:
-                calib = CalibrationSet.load(calib_path)
-                log.info("calibration set from %s", calib_path)
-            except CheckpointError as exc:  # a damaged file is synthesized again, not trusted
-                log.warning("%s; synthesizing it again", exc)
-    if calib is None:
-        with stage("synthesis"):
-            calib = synthesize(fp_model, info, config.synthesis, device=device, data_root=config.data_root,
-                               progress=progress)
-        calib.save(calib_path)
-
-    with stage("quantize"):
-        q_model = quantize(fp_model, info, config.quant, calib, seed=config.seed, progress=progress)
-    if config.recon.iters > 0:
-        with stage("reconstruct"):
-            reconstruction = reconstruct(q_model, fp_model, calib, config.recon, progress=progress).to_dict()
+    calib, calib_path = calibration_set(config, fp_model, info, out=out, calibration_dir=calibration_dir,
+                                        device=device, progress=progress, timings=timings)
+    q_model, reconstruction = quantize_model(fp_model, info, calib, config.quant, config.recon,
+                                             seed=config.seed, progress=progress, timings=timings)
     with stage("q_eval"):
-        quantized = evaluate(q_model, dataset, name=f"{config.model} {config.bits}",
-                             batch_size=config.eval_batch_size, reference=fp_model, device=device,
-                             progress=progress).to_dict()
+        quantized = evaluate_model(q_model, fp_model, dataset, name=f"{config.model} {config.bits}",
+                                   batch_size=config.eval_batch_size, device=device, progress=progress)
     log.info("%s %s %s top-1 %.2f%%", config.model, config.variant, config.bits, 100 * quantized["top1"])
     heldout = {}
     if config.heldout_limit:
@@ -96,9 +79,10 @@ def run_experiment(config: ExperimentConfig, *, out_dir: str | os.PathLike | Non
             selection = heldout_dataset(info, config.data_root, limit=config.heldout_limit)
             heldout = {"fp": fp_accuracy(fp_model, info, selection, config, device=device,
                                          progress=progress, split="heldout"),
-                       "quantized": evaluate(q_model, selection, name=f"{config.model} {config.bits} heldout",
-                                             batch_size=config.eval_batch_size, reference=fp_model,
-                                             device=device, progress=progress).to_dict()}
+                       "quantized": evaluate_model(q_model, fp_model, selection,
+                                                   name=f"{config.model} {config.bits} heldout",
+                                                   batch_size=config.eval_batch_size, device=device,
+                                                   progress=progress)}
     result = ExperimentResult(
         config=config, fp=fp, quantized=quantized, calibration_path=str(calib_path),
         calibration=_summarize_metadata(calib.metadata), timings=timings, versions=library_versions(),
@@ -111,6 +95,54 @@ def run_experiment(config: ExperimentConfig, *, out_dir: str | os.PathLike | Non
         if device.type == "cuda":
             torch.cuda.empty_cache()
     return result
+
+
+# ------------------------------------------------------------------------------------ stages
+def calibration_set(config: ExperimentConfig, fp_model: nn.Module, info: ModelInfo, *, out: Path,
+                    calibration_dir: str | os.PathLike | None, device, progress: bool = True,
+                    timings: dict | None = None) -> tuple[CalibrationSet, Path]:
+    """The experiment's calibration set and its file: loaded from `calibration_dir` when a set with
+    its synthesis id is there (a damaged file is synthesized again, not trusted), else synthesized
+    (timed as "synthesis") and saved there, or as `out/calibration.safetensors`."""
+    path = out / "calibration.safetensors"
+    if calibration_dir is not None:
+        path = Path(calibration_dir) / f"{config.synthesis_id()}.safetensors"
+        if path.is_file():
+            try:
+                calib = CalibrationSet.load(path)
+                log.info("calibration set from %s", path)
+                return calib, path
+            except CheckpointError as exc:
+                log.warning("%s; synthesizing it again", exc)
+    with _Stage("synthesis", timings if timings is not None else {}):
+        calib = synthesize(fp_model, info, config.synthesis, device=device, data_root=config.data_root,
+                           progress=progress)
+    calib.save(path)
+    return calib, path
+
+
+def quantize_model(fp_model: nn.Module, info: ModelInfo, calib: CalibrationSet, quant: QuantConfig,
+                   recon: ReconConfig, *, seed: int, progress: bool = True,
+                   timings: dict | None = None) -> tuple[nn.Module, dict]:
+    """Calibrate a quantized copy of `fp_model` on `calib` (timed as "quantize") and, when
+    `recon.iters` > 0, reconstruct it block by block ("reconstruct"); returns the quantized model
+    and the reconstruction record (empty without reconstruction)."""
+    timings = timings if timings is not None else {}
+    with _Stage("quantize", timings):
+        q_model = quantize(fp_model, info, quant, calib, seed=seed, progress=progress)
+    reconstruction: dict = {}
+    if recon.iters > 0:
+        with _Stage("reconstruct", timings):
+            reconstruction = reconstruct(q_model, fp_model, calib, recon, progress=progress).to_dict()
+    return q_model, reconstruction
+
+
+def evaluate_model(q_model: nn.Module, fp_model: nn.Module, dataset, *, name: str, batch_size: int,
+                   device, progress: bool = True) -> dict:
+    """The quantized model's accuracy on `dataset`, with its agreement with the FP model and each
+    image's outcome (what `sardfq compare` pairs)."""
+    return evaluate(q_model, dataset, name=name, batch_size=batch_size, reference=fp_model, device=device,
+                    progress=progress).to_dict()
 
 
 def run_or_load(config: ExperimentConfig, results_dir: str | os.PathLike | None = None, *,
@@ -157,8 +189,6 @@ class _Stage:
 
 
 def _fp_cache_path(config: ExperimentConfig, split: str = "test") -> Path:
-    from .data import cache_dir
-
     key = ({"model": config.model, "eval_limit": config.eval_limit} if split == "test"
            else {"model": config.model, "split": split, "limit": config.heldout_limit})
     if config.checkpoint:
@@ -176,8 +206,6 @@ def fp_accuracy(model, info, dataset, config: ExperimentConfig, *, device, progr
     """The FP model's accuracy on `dataset`, read from the cache when this model, weights and
     evaluation subset were evaluated before (the embedded teacher's weights ship with the package,
     so its key is the model name)."""
-    from .evaluate import evaluate
-
     path = _fp_cache_path(config, split)
     if use_cache:
         cached = read_record(path)
@@ -191,33 +219,6 @@ def fp_accuracy(model, info, dataset, config: ExperimentConfig, *, device, progr
     except OSError as exc:  # an unwritable cache only costs time
         log.warning("could not cache the FP accuracy at %s: %s", path, exc)
     return {**result, "cached": False}
-
-
-# ------------------------------------------------------------------------------ environment
-def library_versions() -> dict:
-    import timm
-    import torch
-
-    from . import __version__
-
-    return {"sardfq": __version__, "torch": torch.__version__, "timm": timm.__version__,
-            "python": platform.python_version()}
-
-
-def device_description(device) -> str:
-    import torch
-
-    device = torch.device(device)
-    if device.type == "cuda":
-        return f"{device} ({torch.cuda.get_device_name(device)})"
-    return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
-
-
-def resolve_device(name: str):
-    """torch.device for an ExperimentConfig's `device` (CUDA without a GPU is a ConfigError)."""
-    from .models import resolve_device as _resolve
-
-    return _resolve(name, what="ExperimentConfig.device")
 
 
 # ------------------------------------------------------------------------------ quickstart

@@ -26,12 +26,12 @@ import json
 from dataclasses import dataclass, field, fields
 from typing import Any, Mapping
 
-from .errors import ConfigError
-from .models import DEFAULT_MODEL, model_slug
-from .quant.config import QuantConfig, parse_bits
-from .reconstruction import ReconConfig
-from .registry import reject_unknown
-from .synthesis_config import METHODS, PAPER_NAMES, SynthesisConfig
+from ..errors import ConfigError
+from ..io import to_plain
+from ..models import DEFAULT_MODEL, model_slug
+from ..quant.config import QuantConfig, ReconConfig, parse_bits
+from ..registry import reject_unknown
+from ..synthesis.config import METHODS, PAPER_NAMES, SynthesisConfig
 
 NESTED: dict[str, type] = {"synthesis": SynthesisConfig, "quant": QuantConfig, "recon": ReconConfig}
 # the synthesis fields an experiment's name and table columns show; the others are its "design"
@@ -84,7 +84,8 @@ class ExperimentConfig:
                  "must be a path or null")
         for name, kind in NESTED.items():
             value = getattr(self, name)
-            if isinstance(value, Mapping):
+            if isinstance(value, Mapping):  # built directly, not through from_dict
+                _check_keys({name: value})
                 value = _nested(name, kind, value, self.seed)
             need(isinstance(value, kind), name, f"must be a {kind.__name__} or a mapping of its fields")
             if getattr(value, "seed", self.seed) != self.seed:
@@ -125,22 +126,28 @@ class ExperimentConfig:
         return json.dumps(self.to_dict(), sort_keys=True)
 
     @classmethod
-    def from_dict(cls, values: Mapping[str, Any]) -> "ExperimentConfig":
-        """Build from a mapping (a record's "config", a `--config` file, a sweep row): nested
-        mappings or dotted keys, `bits` as a shorthand; every unknown key is a ConfigError."""
-        if not isinstance(values, Mapping):
-            raise ConfigError(f"an experiment configuration must be a mapping of field names to values, "
-                              f"got {type(values).__name__}")
-        values = nest(values)
-        if {"synthesis_options", "quant_options"} <= set(values):  # a version-1 record's config
-            values = _from_v1(values)
+    def from_dict(cls, *layers: Mapping[str, Any]) -> "ExperimentConfig":
+        """Build from one or more mappings (a record's "config", a `--config` file, a sweep row,
+        command-line options), each of nested mappings and/or dotted keys with `bits` as a
+        shorthand, later layers winning key by key. Every key of every level is checked once,
+        before anything is built: an unknown one is a ConfigError naming the closest field."""
+        values: dict = {}
+        for layer in layers:
+            if not isinstance(layer, Mapping):
+                raise ConfigError(f"an experiment configuration must be a mapping of field names to values, "
+                                  f"got {type(layer).__name__}")
+            layer = nest(layer)
+            if {"synthesis_options", "quant_options"} <= set(layer):  # a version-1 record's config
+                layer = _from_v1(layer)
+            values = merge(values, layer)
         bits = values.pop("bits", None)
-        reject_unknown("ExperimentConfig", values, (f.name for f in fields(cls)), _MOVED,
-                       suggest=_dotted_names())
+        _check_keys(values)
         if bits is not None:  # wins over quant.w_bits / quant.a_bits given beside it
-            quant = values.get("quant", {})
-            values["quant"] = merge(quant.to_dict() if isinstance(quant, QuantConfig) else quant,
-                                    dict(zip(("w_bits", "a_bits"), parse_bits(bits))))
+            values = merge(values, {"quant": dict(zip(("w_bits", "a_bits"), parse_bits(bits)))})
+        seed = values.get("seed", 0)
+        for name, kind in NESTED.items():
+            if isinstance(values.get(name), Mapping):
+                values[name] = _nested(name, kind, values[name], seed)
         return cls(**values)
 
     @classmethod
@@ -204,30 +211,35 @@ def _digest(d: Mapping) -> str:
     return hashlib.sha1(json.dumps(d, sort_keys=True).encode()).hexdigest()[:8]
 
 
-def _plain(value: Any) -> Any:
-    """JSON's view of a value (tuples become lists), so that equal settings compare equal."""
-    return json.loads(json.dumps(value))
-
-
 def non_default(config, *, skip: tuple[str, ...] = ()) -> dict:
     """The fields of a nested config whose values differ from the class defaults, as plain values."""
     defaults = {f.name: f.default if f.default is not dataclasses.MISSING else f.default_factory()
                 for f in fields(config)}
-    return {k: v for k, v in _plain(config.to_dict()).items()
-            if k not in skip and v != _plain(defaults[k])}
+    return {k: v for k, v in to_plain(config.to_dict()).items()
+            if k not in skip and v != to_plain(defaults[k])}
+
+
+def _check_keys(values: Mapping) -> None:
+    """The one check of an experiment mapping's keys, top level and nested (a nested config given
+    as an object is already checked)."""
+    reject_unknown("ExperimentConfig", values, (f.name for f in fields(ExperimentConfig)), _MOVED,
+                   suggest=_dotted_names())
+    for name, kind in NESTED.items():
+        if isinstance(values.get(name), Mapping):
+            reject_unknown(f"ExperimentConfig.{name} ({kind.__name__})", values[name],
+                           (f.name for f in fields(kind)), PAPER_NAMES if kind is SynthesisConfig else None)
 
 
 def _nested(name: str, kind: type, given: Mapping, seed: int):
-    """A nested config from a mapping of its fields, its `seed` (if given) agreeing with `seed`."""
+    """A nested config from a mapping of its (checked) fields, its `seed` (if given) agreeing with
+    `seed`."""
     given = dict(given)
     if "seed" in given and given["seed"] != seed:
         raise ConfigError(f"ExperimentConfig.{name}.seed is {given['seed']!r} but the experiment's seed is "
                           f"{seed!r}: the experiment's `seed` seeds every stage; set it alone")
-    reject_unknown(f"ExperimentConfig.{name} ({kind.__name__})", given, (f.name for f in fields(kind)),
-                   PAPER_NAMES if kind is SynthesisConfig else None)
     if "seed" in {f.name for f in fields(kind)}:
         given["seed"] = seed
-    return kind.from_dict(given)
+    return kind(**given)
 
 
 def _dotted_names() -> list[str]:
@@ -240,22 +252,18 @@ def nest(values: Mapping[str, Any]) -> dict:
     out: dict = {}
     for key, value in values.items():
         prefix, dot, rest = str(key).partition(".")
-        if dot and prefix in NESTED:
-            inner = out.get(prefix, {})
-            out[prefix] = merge(inner.to_dict() if hasattr(inner, "to_dict") else inner, {rest: value})
-        elif key in NESTED and isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
-            out[key] = merge(out[key], value)
-        else:
-            out[key] = value
+        out = merge(out, {prefix: {rest: value}} if dot and prefix in NESTED else {key: value})
     return out
 
 
 def merge(base: Mapping, changes: Mapping) -> dict:
-    """`base` updated with `changes`, nested mappings merged key by key rather than replaced."""
+    """`base` updated with `changes`, the nested configs' mappings (or config objects) merged key by
+    key rather than replaced."""
     out = dict(base)
     for key, value in changes.items():
-        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping) and key in NESTED:
-            out[key] = merge(out[key], value)
+        inner = out.get(key)
+        if key in NESTED and isinstance(value, Mapping) and (isinstance(inner, Mapping) or hasattr(inner, "to_dict")):
+            out[key] = merge(inner.to_dict() if hasattr(inner, "to_dict") else inner, value)
         else:
             out[key] = value
     return out

@@ -23,7 +23,7 @@ import numpy as np
 
 from ..errors import ConfigError
 from ..evaluate import PerImage
-from ..experiments.records import read_records
+from ..experiments.records import read_records, record_setting
 
 METRICS = {  # name: (per-image values of a record's quantized model, unit, scale, higher is better)
     "top1": ("correct", "pp", 100.0, True),
@@ -141,13 +141,16 @@ def per_image_by_seed(records: Iterable[Mapping], *, name: str = "") -> dict[int
 def select_records(results: str | os.PathLike | Iterable, variant: str, *, model: str | None = None,
                    bits: str | None = None, where=None) -> list[dict]:
     """Experiment records under `results` (folders searched recursively, or record dicts) of one
-    calibration source (`variant`, e.g. "sardfq", "psaq", "sardfq[apa+sl]"), model and bit-width."""
+    calibration source (`variant`, e.g. "sardfq", "psaq", "sardfq[apa+sl]"), model and quantization
+    setting (`bits`: `w4a4`, or `w4a4-attn2` for the attention map at other bits; see
+    `QuantConfig.label`)."""
     paths = [results] if isinstance(results, (str, os.PathLike, Mapping)) else list(results)
     for item in paths:
         if not isinstance(item, Mapping) and not Path(item).exists():
             raise ConfigError(f"results path {item} does not exist")
     chosen = [r for r, _ in read_records(paths) if r.get("kind") == "experiment" and r.get("variant") == variant
-              and (model is None or r["config"]["model"] == model) and (bits is None or r.get("bits") == bits)]
+              and (model is None or r["config"]["model"] == model)
+              and (bits is None or (r.get("bits") == bits.split("-")[0] and record_setting(r) == bits))]
     if not chosen:
         raise ConfigError(f"no experiment record of {variant!r}"
                           f"{f' for {model}' if model else ''}{f' at {bits}' if bits else ''} in {where or results}")

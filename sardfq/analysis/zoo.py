@@ -77,14 +77,16 @@ def teacher_properties(name: str, *, root=None, n_images: int = 256, seed: int =
 
 def zoo_gains(results, *, contrasts=CONTRASTS, models=None, bits=None, n_boot: int = 2000):
     """One row per (model, bits, contrast a - b) with the top-1 difference in points, its 95% CI,
-    the seeds and images behind it: a pandas DataFrame. Pairs that lack records are left out."""
+    the seeds and images behind it: a pandas DataFrame. `bits` is the quantization setting
+    (`QuantConfig.label`: `w4a4`, or `w4a4-attn2` with the attention map at other bits). Pairs that
+    lack records are left out."""
     import pandas as pd
 
     frame = load_results(results)
     if frame.empty:
         raise ConfigError(f"no experiment records in {results}")
     rows = []
-    for (model, bit), group in frame.groupby(["model", "bits"], sort=False):
+    for (model, bit), group in frame.groupby(["model", "setting"], sort=False):  # bits, or e.g. w4a4-attn2
         if (models is not None and model not in models) or (bits is not None and bit not in bits):
             continue
         have = set(group["variant"])

@@ -127,7 +127,7 @@ def load_results(paths: str | os.PathLike | Iterable = "results"):
             "model": cfg.model, "variant": cfg.variant, "method": s.method,
             "apa": s.apa, "msr": s.msr, "sl": s.sl,
             "design": _design(cfg),
-            "bits": cfg.bits, "seed": cfg.seed, "n": s.n, "synth_iters": s.iterations,
+            "bits": cfg.bits, "setting": cfg.quant.label, "seed": cfg.seed, "n": s.n, "synth_iters": s.iterations,
             "recon_iters": cfg.recon.iters, "eval_images": q["n_images"],
             "fp_top1": 100 * record["fp"]["top1"], "fp_top5": 100 * record["fp"]["top5"],
             "q_top1": 100 * q["top1"], "q_top5": 100 * q["top5"],
@@ -139,11 +139,16 @@ def load_results(paths: str | os.PathLike | Iterable = "results"):
             "seconds": sum(record.get("timings", {}).values()), "device": record.get("device"),
             "run_id": record.get("run_id"), "file": f,
         }
-    columns = ["model", "variant", "method", "apa", "msr", "sl", "design", "bits", "seed", "n",
+    columns = ["model", "variant", "method", "apa", "msr", "sl", "design", "bits", "setting", "seed", "n",
                "synth_iters", "recon_iters", "eval_images", "fp_top1", "fp_top5", "q_top1", "q_top5",
                "agreement", "heldout_fp_top1", "heldout_q_top1", "synth_ms_per_iter", "calibration_path",
                "seconds", "device", "run_id", "file"]
     return pd.DataFrame(list(rows.values()), columns=columns)
+
+
+def record_setting(record: Mapping) -> str:
+    """A record's quantization setting as `QuantConfig.label` names it (`w4a4`, `w4a4-attn2`)."""
+    return ExperimentConfig.from_dict(record["config"]).quant.label
 
 
 def _locate(path: str | None, record_file: str) -> str | None:

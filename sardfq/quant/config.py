@@ -104,6 +104,12 @@ class QuantConfig:
         """The bit setting as a short name, e.g. `w4a4` (`wfp` / `afp` for full precision)."""
         return f"w{self.w_bits or 'fp'}a{self.a_bits or 'fp'}"
 
+    @property
+    def label(self) -> str:
+        """`name`, plus the post-softmax map's bits where they differ from the activations'
+        (`w4a4-attn2`): the quantization setting as tables and comparisons name it."""
+        return self.name + ("" if self.attn_bits == self.a_bits else f"-attn{self.attn_bits or 'fp'}")
+
     @classmethod
     def from_name(cls, name: str, **kwargs) -> "QuantConfig":
         """`QuantConfig.from_name("w4a4")`: a bit setting by name, other fields from `kwargs`."""

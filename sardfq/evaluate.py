@@ -73,19 +73,26 @@ def evaluate(
     name: str = "",
     batch_size: int = 256,
     reference: nn.Module | None = None,
+    reference_logits: torch.Tensor | None = None,
     device: str | torch.device = "cpu",
     progress: bool = True,
     num_workers: int = 0,
 ) -> EvalResult:
     """Accuracy of `model` over `data` (a Dataset of (image, label) or a DataLoader); with a
-    `reference`, also its top-1 agreement with it and the KL divergence from it."""
+    `reference`, also its top-1 agreement with it and the KL divergence from it. The reference's
+    outputs may be given instead as `reference_logits` (N, classes) in the data's order, as
+    `reference_outputs` computes them: a sweep then runs the full-precision model once, not once
+    per run (the numbers are the same)."""
     loader = data if isinstance(data, DataLoader) else DataLoader(
         data, batch_size=batch_size, shuffle=False, num_workers=num_workers)
     was_training = model.training
     model.eval()
     if reference is not None:
         reference.eval()
+    if reference_logits is not None and len(reference_logits) != len(loader.dataset):
+        raise ConfigError(f"reference_logits has {len(reference_logits)} rows for {len(loader.dataset)} images")
     correct, top5, agree, kl, labels_seen = [], [], [], [], []
+    seen = 0
     start = time.perf_counter()
     bar = tqdm(loader, desc=f"eval {name}".strip(), unit="batch", disable=not progress, leave=False)
     for images, labels in bar:
@@ -97,8 +104,10 @@ def evaluate(
         correct.append(hit[:, 0].cpu())
         top5.append(hit.any(dim=1).cpu())
         labels_seen.append(labels.cpu())
-        if reference is not None:
-            ref = reference(images).float()
+        if reference is not None or reference_logits is not None:
+            ref = (reference(images).float() if reference_logits is None
+                   else reference_logits[seen:seen + len(images)].to(logits.device))
+            seen += len(images)
             agree.append((ref.argmax(1) == topk[:, 0]).cpu())
             ref_logp = ref.log_softmax(1)
             kl.append((ref_logp.exp() * (ref_logp - logits.log_softmax(1))).sum(1).clamp_min(0).cpu())
@@ -121,3 +130,18 @@ def evaluate(
         kl=float(per_image.kl.mean()) if kl else None,
         per_image=per_image,
     )
+
+
+@torch.no_grad()
+def reference_outputs(model: nn.Module, data: Dataset, *, batch_size: int = 256,
+                      device: str | torch.device = "cpu") -> torch.Tensor:
+    """`model`'s float32 logits (N, classes) on `data`, batched as `evaluate` batches it, for its
+    `reference_logits`."""
+    loader = DataLoader(data, batch_size=batch_size, shuffle=False)
+    was_training = model.training
+    model.eval()
+    try:
+        return torch.cat([model(images.to(device)).float().cpu() for images, _ in loader])
+    finally:
+        model.train(was_training)
+

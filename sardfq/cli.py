@@ -147,6 +147,27 @@ def _run_zoo(args: argparse.Namespace) -> None:
     _emit(args, {"gains": gains.to_dict("records")}, [headline_report(gains)])
 
 
+def _add_headroom(sub) -> None:
+    p = sub.add_parser("headroom", help="the paper's regime: per headroom cell, real - PSAQ-ViT, SARDFQ - PSAQ-ViT "
+                       "and the share of the headroom SARDFQ closes, with 95%% CIs; the predictions scored")
+    p.add_argument("--results", default="results/headroom_cells", help="folder of the cells' experiment records")
+    p.add_argument("--predictions", default=None,
+                   help="predictions written before the runs (default: RESULTS/predictions.json when present)")
+    p.add_argument("--boot", type=int, default=2000, help="bootstrap resamples")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_run_headroom)
+
+
+def _run_headroom(args: argparse.Namespace) -> None:
+    from .analysis.headroom import report
+
+    predictions = args.predictions or Path(args.results) / "predictions.json"
+    found = report(args.results, predictions if Path(predictions).is_file() else None, n_boot=args.boot)
+    record = {"gains": found["gains"].to_dict("records"), "shares": found["shares"].to_dict("records"),
+              "scores": None if found["scores"] is None else found["scores"].to_dict("records")}
+    _emit(args, record, [found["markdown"]])
+
+
 # ----------------------------------------------------------------------------- run, quickstart
 def _add_run(sub) -> None:
     from .experiments.config import ExperimentConfig
@@ -601,7 +622,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log at debug level")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for add in (_add_eval, _add_train_teacher, _add_run, _add_sweep, _add_synthesize, _add_quantize,
-                _add_compare, _add_zoo, _add_inspect):
+                _add_compare, _add_zoo, _add_headroom, _add_inspect):
         add(sub)
     return parser
 

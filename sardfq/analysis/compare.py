@@ -168,3 +168,47 @@ def compare(results, a: str, b: str, *, model: str | None = None, bits: str | No
     by_seed = {v: per_image_by_seed(select_records(records, v, model=model, bits=bits, where=results), name=v) for v in (a, b)}
     return [compare_per_image(by_seed[a], by_seed[b], metric=m, names=(a, b), n_boot=n_boot, seed=seed)
             for m in metrics]
+
+
+def cell_differences(results, *, contrasts, models=None, bits=None, n_boot: int = 2000):
+    """One row per (model, bits, contrast a - b) with the top-1 difference in points, its 95% CI,
+    the seeds and images behind it: a pandas DataFrame. `bits` is the quantization setting
+    (`QuantConfig.label`: `w4a4`, or `w4a4-attn2` with the attention map at other bits). Pairs that
+    lack records are left out."""
+    import pandas as pd
+
+    from ..experiments.records import load_results
+
+    frame = load_results(results)
+    if frame.empty:
+        raise ConfigError(f"no experiment records in {results}")
+    rows = []
+    for (model, bit), group in frame.groupby(["model", "setting"], sort=False):  # bits, or e.g. w4a4-attn2
+        if (models is not None and model not in models) or (bits is not None and bit not in bits):
+            continue
+        have = set(group["variant"])
+        for a, b in contrasts:
+            if a not in have or b not in have:
+                continue
+            c = compare(list(group["file"]), a, b, model=model, bits=bit, metrics=("top1",), n_boot=n_boot)[0]
+            rows.append({"model": model, "bits": bit, "contrast": f"{a} - {b}", "difference": c.difference,
+                         "ci_low": c.ci[0], "ci_high": c.ci[1], "excludes_zero": c.excludes_zero,
+                         "seeds": len(c.seeds), "images": c.n_images, "verdict": c.verdict})
+    return pd.DataFrame(rows, columns=["model", "bits", "contrast", "difference", "ci_low", "ci_high",
+                                       "excludes_zero", "seeds", "images", "verdict"])
+
+
+def ci_side(gains):
+    """Per `zoo_gains` row, where its 95% CI lies: 'above' zero, 'below' zero, or 'level' (it holds
+    zero): the one reading of an interval that the verdicts, the headline and the book share."""
+    import numpy as np
+    import pandas as pd
+
+    excludes = gains["excludes_zero"].astype(bool)
+    return pd.Series(np.where(excludes & (gains["ci_low"] > 0), "above",
+                              np.where(excludes, "below", "level")), index=gains.index)
+
+
+def interval(row) -> str:
+    """'+1.2 [+0.3, +2.1]' for a row with difference, ci_low and ci_high (points)."""
+    return f"{row['difference']:+.1f} [{row['ci_low']:+.1f}, {row['ci_high']:+.1f}]"

@@ -128,13 +128,17 @@ def score(predictions, measured):
     return pd.DataFrame(rows)
 
 
-def share_closed(results, *, model: str, bits: str, sardfq: str = "sardfq", n_boot: int = 2000,
-                 seed: int = 0) -> dict:
-    """The share of the headroom SARDFQ closes, (SARDFQ - PSAQ-ViT) / (real - PSAQ-ViT) in top-1,
-    on the seeds all three sources have, with a percentile interval from a two-stage bootstrap
-    (seeds resampled, and test images, shared by every seed, resampled): the ratio of the two mean
-    differences in each resample. The paper's own share on ViT-B is `PAPER_SHARE`."""
-    records = [r for v in (sardfq, "psaq", "real") for r in select_records(results, v, model=model, bits=bits)]
+def share_closed(results, *, model: str, bits: str, sardfq: str = "sardfq", design: str = "default",
+                 n_boot: int = 2000, seed: int = 0) -> dict:
+    """The share of the headroom SARDFQ (with `design`) closes, (SARDFQ - PSAQ-ViT) / (real -
+    PSAQ-ViT) in top-1, on the seeds all three sources have, with a percentile interval from a
+    two-stage bootstrap (seeds resampled, and test images, shared by every seed, resampled): the
+    ratio of the two mean differences in each resample. The paper's share on ViT-B is `PAPER_SHARE`."""
+    from ..experiments.config import ExperimentConfig
+    from ..experiments.records import design_label
+
+    records = [r for v in (sardfq, "psaq", "real") for r in select_records(results, v, model=model, bits=bits)
+               if v != sardfq or design_label(ExperimentConfig.from_dict(r["config"])) == design]
     by = {v: per_image_by_seed([r for r in records if r["variant"] == v], name=v) for v in (sardfq, "psaq", "real")}
     seeds = sorted(set(by[sardfq]) & set(by["psaq"]) & set(by["real"]))
     if not seeds:

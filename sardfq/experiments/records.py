@@ -126,7 +126,7 @@ def load_results(paths: str | os.PathLike | Iterable = "results"):
         rows[record.get("run_id") or id(record)] = {
             "model": cfg.model, "variant": cfg.variant, "method": s.method,
             "apa": s.apa, "msr": s.msr, "sl": s.sl,
-            "design": _design(cfg),
+            "design": design_label(cfg),
             "bits": cfg.bits, "setting": cfg.quant.label, "seed": cfg.seed, "n": s.n, "synth_iters": s.iterations,
             "recon_iters": cfg.recon.iters, "eval_images": q["n_images"],
             "fp_top1": 100 * record["fp"]["top1"], "fp_top5": 100 * record["fp"]["top5"],
@@ -206,7 +206,8 @@ def quickstart_table(results: list[ExperimentResult]) -> list[str]:
     return lines
 
 
-def _design(cfg) -> str:
-    """The settings that set a run apart from the defaults of its method and sizes, as text."""
+def design_label(cfg) -> str:
+    """The settings that set a run apart from the defaults of its method and sizes, as text
+    (`default`, `apa_weight=10.0`, ...): the `design` column of `load_results`."""
     recon = {f"recon_{k}": v for k, v in non_default(cfg.recon, skip=("iters", "seed")).items()}
     return ", ".join(f"{k}={v}" for k, v in [*sorted(cfg.design.items()), *sorted(recon.items())]) or "default"

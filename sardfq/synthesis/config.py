@@ -11,13 +11,15 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import asdict, dataclass
-from typing import Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from ..errors import ConfigError, UnknownNameError
-from ..models import ModelInfo
 from ..precision import check_autocast
 from ..registry import Registry, reject_unknown
 from .msr import K_MSR, QUADRANTS
+
+if TYPE_CHECKING:  # a type only: the config reads info's fields, so it needs no model code
+    from ..models import ModelInfo
 
 METHODS: Registry[type] = Registry("synthesis method")  # name -> a `sardfq.synthesis.methods.Method` subclass
 PRIORS: Registry[Callable] = Registry("attention prior")  # name -> a draw function (sardfq.synthesis.priors)

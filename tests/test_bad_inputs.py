@@ -1,0 +1,195 @@
+"""Inputs a user may download or be handed, tried as an attacker or a careless user would: no file
+runs code, and every bad input stops the command with one line naming the cause (exit 2, no
+traceback, in seconds), leaving nothing behind.
+
+The code-execution payloads are pickles whose unpickling calls `open(MARKER, "w")`: a test passes
+only if the marker never appears."""
+import json
+import os
+import pickle
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+import sardfq
+from sardfq.cli import main
+
+SECONDS = 20  # what a bad input may cost before its error
+
+
+class Payload:
+    """Unpickling this calls open(marker, "w"): the marker file proves the pickle ran code."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def _listing(root: Path) -> set[str]:
+    return {str(p.relative_to(root)) for p in root.rglob("*")}
+
+
+def fails(args, message, capsys, *, root: Path | None = None, code: int = 2) -> str:
+    """`sardfq ARGS` exits `code` with one line holding `message`, no traceback, in under SECONDS,
+    and (given `root`) creates nothing under it."""
+    before = _listing(root) if root is not None else None
+    began = time.perf_counter()
+    assert main([str(a) for a in args]) == code
+    seconds = time.perf_counter() - began
+    err = capsys.readouterr().err.strip().splitlines()
+    lines = [line for line in err if not line.startswith(("INFO", "DEBUG", "WARNING"))]
+    assert len(lines) == 1 and message in lines[0] and "Traceback" not in "\n".join(err), err
+    assert seconds < SECONDS
+    if root is not None:
+        assert _listing(root) == before, sorted(_listing(root) - before)
+    return lines[0]
+
+
+# ----------------------------------------------------------------------------- model folders
+TINY = dict(img_size=32, patch_size=8, embed_dim=32, depth=1, num_heads=2, num_classes=3)
+CLASS = "timm.models.vision_transformer.VisionTransformer"
+
+
+def tiny_folder(path: Path, **changes) -> Path:
+    """A valid model folder of a one-block ViT, its config.json then changed by `changes` (a value
+    of None removes the key)."""
+    torch.manual_seed(0)
+    model, info = sardfq.load_model("vit_tiny_patch16_224", pretrained=False, **TINY)
+    info = info.replace(class_names=("a", "b", "c"), mean=(0.5,) * 3, std=(0.25,) * 3)
+    sardfq.save_model_folder(model, info, path)
+    meta = json.loads((path / "config.json").read_text())
+    meta.update(changes)
+    (path / "config.json").write_text(json.dumps({k: v for k, v in meta.items() if v is not None}))
+    return path
+
+
+def payload_folder(path: Path, marker: Path, **config) -> Path:
+    """A model folder whose config asks timm's checkpoint loader to unpickle its weights.pth."""
+    path.mkdir(parents=True)
+    torch.save(Payload(marker), path / "weights.pth")
+    (path / "config.json").write_text(json.dumps({
+        "arch": config.pop("arch", "timm.models._helpers.load_state_dict"),
+        "config": {"checkpoint_path": str(path / "weights.pth"), "weights_only": False, **config},
+        "mean": [0.5] * 3, "std": [0.5] * 3}))
+    return path
+
+
+@pytest.mark.parametrize("command", ["eval", "run", "synthesize", "quantize"])
+def test_a_model_folder_naming_a_loader_runs_no_code(command, tmp_path, capsys):
+    marker = tmp_path / "MARKER"
+    folder = payload_folder(tmp_path / "evil", marker)
+    calib = sardfq.CalibrationSet(torch.randn(2, 3, 32, 32), torch.zeros(2, dtype=torch.long)).save(
+        tmp_path / "calib.safetensors")
+    extra = {"quantize": ["--calib", calib]}.get(command, [])
+    fails([command, folder, *extra], "is not a model class sardfq builds", capsys)
+    assert not marker.exists()
+
+
+def test_a_model_folder_named_from_its_parent_runs_no_code(tmp_path, capsys, monkeypatch):
+    marker = tmp_path / "MARKER"
+    payload_folder(tmp_path / "evil", marker)
+    monkeypatch.chdir(tmp_path)
+    fails(["eval", "evil"], "is not a model class sardfq builds", capsys)
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("arch, extra, message", [
+    ("vit_tiny_patch16_224", {}, "'checkpoint_path' is a loading option"),
+    (CLASS, {}, "'checkpoint_path' is a loading option"),
+])
+def test_loader_options_in_a_model_folder_are_refused(arch, extra, message, tmp_path, capsys):
+    marker = tmp_path / "MARKER"
+    folder = payload_folder(tmp_path / "evil", marker, arch=arch, **extra)
+    fails(["eval", folder], message, capsys)
+    meta = json.loads((folder / "config.json").read_text())
+    for option in ({"pretrained": True}, {"pretrained_cfg_overlay": {"file": str(folder / "weights.pth")}},
+                   {"weights_only": False}):
+        meta["config"] = {**TINY, **option}
+        (folder / "config.json").write_text(json.dumps(meta))
+        fails(["eval", folder], f"{next(iter(option))!r} is a loading option", capsys)
+    assert not marker.exists()
+
+
+def test_a_quantized_folder_naming_a_loader_runs_no_code(tmp_path, capsys):
+    marker = tmp_path / "MARKER"
+    model, info = sardfq.load_model("vit_tiny_patch16_224", pretrained=False, **TINY)
+    q_model = sardfq.quantize(model, info, sardfq.QuantConfig(), torch.randn(2, 3, 32, 32))
+    folder = sardfq.save_quantized(q_model, tmp_path / "q")
+    torch.save(Payload(marker), tmp_path / "weights.pth")
+    record = json.loads((folder / "quant_config.json").read_text())
+    record["info"]["arch"] = "timm.models._helpers.load_state_dict"
+    record["info"]["arch_config"] = {"checkpoint_path": str(tmp_path / "weights.pth"), "weights_only": False}
+    (folder / "quant_config.json").write_text(json.dumps(record))
+    fails(["eval", folder], "is not a model class sardfq builds", capsys)
+    del record["info"]["arch"]  # the older layout: the model's name and its arguments
+    record["model_kwargs"] = {"checkpoint_path": str(tmp_path / "weights.pth")}
+    (folder / "quant_config.json").write_text(json.dumps(record))
+    fails(["eval", folder], "'checkpoint_path' is a loading option", capsys)
+    assert not marker.exists()
+
+
+def test_the_shipped_teachers_and_timm_layouts_still_load():
+    for name in sardfq.embedded_models():
+        meta = json.loads((sardfq.models.weights_dir(name) / "config.json").read_text())
+        assert meta["arch"] in sardfq.models.MODEL_CLASSES
+        _, info = sardfq.load_model(name, pretrained=False)
+        assert info.arch == meta["arch"]
+    for arch in ("deit_tiny_patch16_224", "vit_tiny_patch16_224", "swin_tiny_patch4_window7_224",
+                 "timm.models.deit.VisionTransformerDistilled"):
+        assert sardfq.models.build_architecture(arch, {"img_size": 32, "depth": 1} if "swin" not in arch else
+                                                {"img_size": 32, "window_size": 4, "depths": [1, 1],
+                                                 "num_heads": [1, 2], "embed_dim": 16, "patch_size": 4})
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"arch": ["vit_tiny_patch16_224"]}, "arch must be a timm model name or a model class path, got list"),
+    ({"arch": "os.system"}, "unknown model 'os.system'"),
+    ({"arch": "timm.layers.create_act_layer"}, "is not a model class sardfq builds"),
+    ({"config": [1, 2]}, "\"config\" must be a mapping"),
+    ({"config": {**TINY, "num_heads": 3}}, "dim should be divisible by num_heads"),
+    ({"config": {**TINY, "depht": 2}}, "'depht' (did you mean 'depth'?)"),
+    ({"config": {**TINY, "depth": 100000}}, "asks for 100,000 blocks"),
+    ({"config": {**TINY, "embed_dim": 60000, "depth": 500, "num_heads": 1}}, "parameters, more than"),
+    ({"config": {**TINY, "norm_layer": "../evil.py"}}, "looks like a file path"),
+    ({"config": {**TINY, "act_layer": {"name": "gelu"}}}, "must be a number, string, boolean"),
+    ({"classes": 3}, "\"classes\" must be a list of class names"),
+    ({"classes": "abc"}, "\"classes\" must be a list of class names"),
+    ({"classes": ["a", "b"]}, "lists 2 classes but the model has 3 outputs"),
+    ({"mean": [0.5, 0.5]}, "ModelInfo.mean must be 3 finite numbers"),
+    ({"mean": ["a", "b", "c"]}, "ModelInfo.mean must be 3 finite numbers"),
+    ({"std": [0.5, 0.0, 0.5]}, "ModelInfo.std must be positive"),
+    ({"std": [0.5, -1, 0.5]}, "ModelInfo.std must be positive"),
+    ({"input_size": [3, 64, 64]}, "input_size [3, 64, 64] does not match the architecture"),
+    ({"dataset": "mnist"}, "dataset must be one of"),
+])
+def test_a_bad_model_folder_is_one_line(changes, message, tmp_path, capsys):
+    folder = tiny_folder(tmp_path / "m", **changes)
+    fails(["eval", folder], message, capsys, root=tmp_path)
+
+
+@pytest.mark.parametrize("weights, message", [
+    (lambda state: {k: v.fill_(float("nan")) if k == "head.weight" else v for k, v in state.items()},
+     "'head.weight' holds NaN or infinite values"),
+    (lambda state: {k: v.to(torch.int64) for k, v in state.items()}, "holds torch.int64 values"),
+])
+def test_nan_or_integer_weights_are_refused(weights, message, tmp_path, capsys):
+    from safetensors.torch import load_file, save_file
+
+    folder = tiny_folder(tmp_path / "m")
+    state = weights(load_file(str(folder / "model.safetensors")))
+    save_file({k: v.contiguous() for k, v in state.items()}, str(folder / "model.safetensors"))
+    fails(["eval", folder], message, capsys)
+    with pytest.raises(sardfq.CheckpointError, match="NaN|int64"):
+        sardfq.load_model(folder)
+
+
+def test_model_info_refuses_what_would_be_silently_wrong():
+    _, info = sardfq.load_model("vit_tiny_patch16_224", pretrained=False, **TINY)
+    for change, message in (({"std": (1.0, 0.0, 1.0)}, "positive"), ({"class_names": "abc"}, "list of strings"),
+                            ({"mean": (0.5, float("nan"), 0.5)}, "finite"), ({"input_size": (3, 32)}, "three")):
+        with pytest.raises(sardfq.ConfigError, match=message):
+            info.replace(**change)

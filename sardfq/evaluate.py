@@ -79,6 +79,8 @@ def evaluate(
 ) -> EvalResult:
     """Accuracy of `model` over `data` (a Dataset of (image, label) or a DataLoader); with a
     `reference`, also its top-1 agreement with it and the KL divergence from it."""
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ConfigError(f"batch_size (--batch-size) must be a positive number of images, got {batch_size!r}")
     loader = data if isinstance(data, DataLoader) else DataLoader(
         data, batch_size=batch_size, shuffle=False, num_workers=num_workers)
     was_training = model.training
@@ -87,22 +89,23 @@ def evaluate(
         reference.eval()
     correct, top5, agree, kl, labels_seen = [], [], [], [], []
     start = time.perf_counter()
-    bar = tqdm(loader, desc=f"eval {name}".strip(), unit="batch", disable=not progress, leave=False)
-    for images, labels in bar:
-        images, labels = images.to(device), labels.to(device)
-        logits = model(images).float()
-        k = min(5, logits.shape[1])
-        topk = logits.topk(k, dim=1).indices  # B, k
-        hit = topk == labels[:, None]
-        correct.append(hit[:, 0].cpu())
-        top5.append(hit.any(dim=1).cpu())
-        labels_seen.append(labels.cpu())
-        if reference is not None:
-            ref = reference(images).float()
-            agree.append((ref.argmax(1) == topk[:, 0]).cpu())
-            ref_logp = ref.log_softmax(1)
-            kl.append((ref_logp.exp() * (ref_logp - logits.log_softmax(1))).sum(1).clamp_min(0).cpu())
-        bar.set_postfix(top1=f"{torch.cat(correct).float().mean():.4f}")
+    # closed on an error too, so that an error message is not printed onto a half-drawn bar
+    with tqdm(loader, desc=f"eval {name}".strip(), unit="batch", disable=not progress, leave=False) as bar:
+        for images, labels in bar:
+            images, labels = images.to(device), labels.to(device)
+            logits = model(images).float()
+            k = min(5, logits.shape[1])
+            topk = logits.topk(k, dim=1).indices  # B, k
+            hit = topk == labels[:, None]
+            correct.append(hit[:, 0].cpu())
+            top5.append(hit.any(dim=1).cpu())
+            labels_seen.append(labels.cpu())
+            if reference is not None:
+                ref = reference(images).float()
+                agree.append((ref.argmax(1) == topk[:, 0]).cpu())
+                ref_logp = ref.log_softmax(1)
+                kl.append((ref_logp.exp() * (ref_logp - logits.log_softmax(1))).sum(1).clamp_min(0).cpu())
+            bar.set_postfix(top1=f"{torch.cat(correct).float().mean():.4f}")
     model.train(was_training)
     if not correct:
         raise ConfigError("nothing to evaluate: the data set is empty (is --limit at least 1?)")

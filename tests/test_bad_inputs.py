@@ -41,7 +41,9 @@ def fails(args, message, capsys, *, root: Path | None = None, code: int = 2) -> 
     assert main([str(a) for a in args]) == code
     seconds = time.perf_counter() - began
     err = capsys.readouterr().err.strip().splitlines()
-    lines = [line for line in err if not line.startswith(("INFO", "DEBUG", "WARNING"))]
+    # beside the error: log lines, and what a progress bar cleared by the error left in the capture
+    lines = [line for line in err if line.strip() and not line.startswith(("INFO", "DEBUG", "WARNING"))
+             and "%|" not in line]
     assert len(lines) == 1 and message in lines[0] and "Traceback" not in "\n".join(err), err
     assert seconds < SECONDS
     if root is not None:
@@ -193,3 +195,66 @@ def test_model_info_refuses_what_would_be_silently_wrong():
                             ({"mean": (0.5, float("nan"), 0.5)}, "finite"), ({"input_size": (3, 32)}, "three")):
         with pytest.raises(sardfq.ConfigError, match=message):
             info.replace(**change)
+
+
+# ------------------------------------------------------------------------------ data folders
+def _batches(root: Path, batch) -> Path:
+    folder = root / "cifar-10-batches-py"
+    folder.mkdir(parents=True)
+    with open(folder / "test_batch", "wb") as fh:
+        pickle.dump(batch, fh)
+    return root
+
+
+def test_a_pickled_cifar_batch_runs_no_code(tmp_path, capsys):
+    marker = tmp_path / "MARKER"
+    root = _batches(tmp_path / "data", {"data": Payload(marker), "labels": [0]})
+    fails(["eval", "vit_tiny_cifar10", "--data", root], "it refers to io.open", capsys)
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("protocol", [2, 4, 5])
+def test_cifar_batches_of_every_pickle_protocol_still_load(protocol, tmp_path):
+    import numpy as np
+
+    folder = tmp_path / "cifar-10-batches-py"
+    folder.mkdir()
+    data = np.arange(2 * 3072).astype(np.uint8).reshape(2, 3072)
+    with open(folder / "test_batch", "wb") as fh:  # the keys and values torchvision's files hold
+        pickle.dump({"batch_label": b"testing batch 1 of 1", "labels": [7, 2], "data": data,
+                     "filenames": [b"a.png", b"b.png"]}, fh, protocol=protocol)
+    arrays = sardfq.load_cifar10("test", tmp_path)
+    assert arrays.labels.tolist() == [7, 2] and torch.equal(arrays.images[1].reshape(-1), torch.from_numpy(data[1]))
+
+
+@pytest.mark.parametrize("batch, message", [
+    ({"data": [1, 2], "labels": [0]}, "is not a CIFAR-10 batch"),
+    ({"labels": [0]}, "is not a CIFAR-10 batch"),
+    ([1, 2, 3], "is not a CIFAR-10 batch"),
+])
+def test_a_malformed_cifar_batch_is_one_line(batch, message, tmp_path, capsys):
+    fails(["eval", "vit_tiny_cifar10", "--data", _batches(tmp_path / "d", batch)], message, capsys)
+
+
+def test_a_corrupt_image_in_a_cifar_tarball_is_one_line(tmp_path, capsys):
+    import io
+    import tarfile
+
+    (tmp_path / "d").mkdir()
+    with tarfile.open(tmp_path / "d" / "test.tar.gz", "w:gz") as tar:
+        data = b"\xff\xd8\xff\xe0 not a jpeg"
+        info = tarfile.TarInfo("test/cat/0001.jpg")
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data))
+    fails(["eval", "vit_tiny_cifar10", "--data", tmp_path / "d"], "test/cat/0001.jpg in", capsys)
+
+
+def test_a_corrupt_image_in_an_image_folder_is_one_line(tmp_path, capsys):
+    from PIL import Image
+
+    folder = tiny_folder(tmp_path / "m")
+    for name in ("a", "b"):
+        (tmp_path / "data" / "val" / name).mkdir(parents=True)
+        Image.new("RGB", (32, 32)).save(tmp_path / "data" / "val" / name / "0.png")
+    (tmp_path / "data" / "val" / "b" / "1.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    fails(["eval", folder, "--data", tmp_path / "data"], "1.png cannot be decoded", capsys)

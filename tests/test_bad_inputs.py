@@ -258,3 +258,51 @@ def test_a_corrupt_image_in_an_image_folder_is_one_line(tmp_path, capsys):
         Image.new("RGB", (32, 32)).save(tmp_path / "data" / "val" / name / "0.png")
     (tmp_path / "data" / "val" / "b" / "1.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
     fails(["eval", folder, "--data", tmp_path / "data"], "1.png cannot be decoded", capsys)
+
+
+# ----------------------------------------------------------------------------- train-teacher
+def _cifar_tarballs(root: Path, per_split: int = 4) -> Path:
+    """A CIFAR-10 data folder of `per_split` random 32x32 PNGs in each split's tarball."""
+    import io
+    import tarfile
+
+    import numpy as np
+    from PIL import Image
+
+    root.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for split in ("train", "test"):
+        with tarfile.open(root / f"{split}.tar.gz", "w:gz") as tar:
+            for i in range(per_split):
+                buf = io.BytesIO()
+                Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(buf, format="PNG")
+                info = tarfile.TarInfo(f"{split}/{sardfq.data.CIFAR10_CLASSES[i % 10]}/{i:04d}.png")
+                info.size = len(buf.getvalue())
+                tar.addfile(info, io.BytesIO(buf.getvalue()))
+    return root
+
+
+def test_resuming_a_teacher_runs_no_code_from_its_checkpoint(tmp_path, capsys):
+    marker = tmp_path / "MARKER"
+    data = _cifar_tarballs(tmp_path / "data")
+    out = tmp_path / "teacher"
+    out.mkdir()
+    torch.save({"identity": Payload(marker)}, out / "last.pt")
+    fails(["train-teacher", "--data", data, "--out", out, "--batch-size", "2", "--epochs", "1",
+           "--device", "cpu"], "cannot resume from", capsys)
+    assert not marker.exists() and os.listdir(out) == ["last.pt"]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--limit", "-5"], "limit (--limit) must be a positive number of images"),
+    (["--limit", "0"], "limit (--limit) must be a positive number of images"),
+    (["--out", "{tmp}/file"], "exists and is a file, not a folder"),
+    (["--out", "{tmp}/file/below"], "is a file, not a folder"),
+    (["--out", "{tmp}/foreign"], "is a folder sardfq did not write"),
+])
+def test_bad_train_teacher_options_are_one_line(args, message, tmp_path, capsys):
+    (tmp_path / "file").write_text("x")
+    (tmp_path / "foreign").mkdir()
+    (tmp_path / "foreign" / "notes.txt").write_text("mine")
+    args = [a.format(tmp=tmp_path) for a in args]
+    fails(["train-teacher", "--data", tmp_path, *args], message, capsys, root=tmp_path)

@@ -306,3 +306,40 @@ def test_bad_train_teacher_options_are_one_line(args, message, tmp_path, capsys)
     (tmp_path / "foreign" / "notes.txt").write_text("mine")
     args = [a.format(tmp=tmp_path) for a in args]
     fails(["train-teacher", "--data", tmp_path, *args], message, capsys, root=tmp_path)
+
+
+# -------------------------------------------------------------------------- calibration sets
+def _raw_set(path: Path, images, labels=None) -> Path:
+    """A safetensors file in the calibration-set layout, written as is (no checks)."""
+    from safetensors.torch import save_file
+
+    labels = torch.zeros(len(images), dtype=torch.long) if labels is None else labels
+    save_file({"images": images.contiguous(), "labels": labels.contiguous()}, str(path))
+    return path
+
+
+NAN = torch.randn(4, 3, 32, 32).index_fill_(0, torch.tensor([2]), float("nan"))
+
+
+@pytest.mark.parametrize("images, labels, message", [
+    (torch.randn(4, 3, 64, 64), None, "(3, 64, 64) (C, H, W) but vit_tiny_cifar10 takes (3, 32, 32)"),
+    (torch.randn(4, 1, 32, 32), None, "(1, 32, 32) (C, H, W) but vit_tiny_cifar10 takes (3, 32, 32)"),
+    (torch.randn(0, 3, 32, 32), None, "holds no images"),
+    (torch.randn(4, 32, 32), None, "must be N, C, H, W"),
+    (torch.randn(4, 3, 32, 32), torch.zeros(3, dtype=torch.long), "4 calibration images need as many integer labels"),
+    (NAN, None, "NaN or infinite"),
+    (torch.full((4, 3, 32, 32), float("inf")), None, "NaN or infinite"),
+])
+def test_a_bad_calibration_set_is_refused_before_a_folder_is_written(images, labels, message, tmp_path, capsys):
+    calib = _raw_set(tmp_path / "set.safetensors", images, labels)
+    fails(["quantize", "vit_tiny_cifar10", "--calib", calib, "--out", tmp_path / "q", "--recon-iters", "0",
+           "--device", "cpu"], message, capsys, root=tmp_path)
+
+
+def test_inspect_on_a_set_with_nan_is_one_line(tmp_path, capsys):
+    calib = _raw_set(tmp_path / "set.safetensors", NAN)
+    fails(["inspect", "vit_tiny_cifar10", calib, "--reference", calib, "--device", "cpu"], "NaN or infinite",
+          capsys, root=tmp_path)
+    with pytest.raises(sardfq.ConfigError, match="finite"):
+        model, info = sardfq.load_model("vit_tiny_cifar10", pretrained=False)
+        sardfq.inspect_calibration(model, info, NAN, NAN)

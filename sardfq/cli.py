@@ -271,6 +271,10 @@ def _add_sweep(sub) -> None:
     p.add_argument("--dry-run", action="store_true", help="list the runs and whether each is done")
     p.add_argument("--only", action="append", default=[], metavar="KEY=VALUE",
                    help="only the runs with this value, e.g. --only model=vit_shallow_cifar10 (repeatable)")
+    p.add_argument("--allow-code", action="store_true",
+                   help="let the sweep file name code to run: an 'experiment: module:function' plugin "
+                        "(imported, a .py file of the working folder too) or a 'notebook:' key. Without "
+                        "it a sweep runs only registered experiments (run_experiment)")
     p.add_argument("--no-progress", dest="progress", action="store_false")
     p.add_argument("--json", action="store_true", help="print one JSON object on the last line")
     p.set_defaults(func=_run_sweep)
@@ -288,7 +292,12 @@ def _run_sweep(args: argparse.Namespace) -> None:
         key, sep, value = condition.partition("=")
         if not sep:
             raise ConfigError(f"--only wants KEY=VALUE, got {condition!r}")
-        spec = spec.select(key.strip(), yaml.safe_load(value))
+        try:
+            value = yaml.safe_load(value)
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"--only {condition!r}: the value is not valid YAML "
+                              f"({str(exc).splitlines()[0]}); quote it, e.g. --only 'model=\"a[1\"'") from None
+        spec = spec.select(key.strip(), value)
     if args.notebook:
         spec = dataclasses.replace(spec, notebook=args.notebook)
     if args.dry_run:
@@ -299,7 +308,7 @@ def _run_sweep(args: argparse.Namespace) -> None:
               + [f"{len(runs)} runs, {len(done)} done"])
         return
     report = run_sweep(spec, results_dir=args.results, workers=args.workers, scheduler=args.scheduler,
-                       progress=args.progress)
+                       notebook=args.notebook, allow_code=args.allow_code, progress=args.progress)
     lines = [f"sweep {report.name}: {len(report.completed)} run, {len(report.skipped)} already done, "
              f"{len(report.failed)} failed ({report.seconds:.0f} s); records in "
              f"{Path(report.results_dir) / report.name}"]

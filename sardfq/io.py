@@ -72,6 +72,16 @@ def check_output_file(path: str | os.PathLike, what: str = "output file") -> Pat
     return path
 
 
+def check_folder(path: str | os.PathLike, what: str = "output folder") -> Path:
+    """`path` as a folder sardfq writes files into (and never replaces): an existing folder, or a
+    path that can be created as one. Anything else is a ConfigError naming `what`."""
+    path = Path(path)
+    if os.path.lexists(path) and not path.is_dir():
+        raise ConfigError(f"{what} {path} exists and is {_kind(path)}, not a folder; name a folder")
+    _check_parent(path, what)
+    return path
+
+
 def check_output_folder(path: str | os.PathLike, what: str = "output folder", *,
                         ours: Iterable[str]) -> Path:
     """`path` as a folder sardfq may (re)place whole: absent, empty, or a folder that holds one of

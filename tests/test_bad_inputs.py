@@ -343,3 +343,72 @@ def test_inspect_on_a_set_with_nan_is_one_line(tmp_path, capsys):
     with pytest.raises(sardfq.ConfigError, match="finite"):
         model, info = sardfq.load_model("vit_tiny_cifar10", pretrained=False)
         sardfq.inspect_calibration(model, info, NAN, NAN)
+
+
+# ----------------------------------------------------------------------------------- sweeps
+def _sweep_file(path: Path, **keys) -> Path:
+    import yaml
+
+    path.write_text(yaml.safe_dump({"name": "s", "fixed": {"synthesis.method": "noise"},
+                                    "grid": {"seed": [0]}, **keys}))
+    return path
+
+
+def test_a_sweep_naming_a_module_runs_no_code(tmp_path, capsys, monkeypatch):
+    marker = tmp_path / "MARKER"
+    (tmp_path / "evil.py").write_text(f"open({str(marker)!r}, 'w')\ndef run(*a, **k):\n    return {{}}\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))  # as `python -m sardfq` puts the working folder first
+    sweep = _sweep_file(tmp_path / "evil.yaml", experiment="evil:run")
+    fails(["sweep", sweep, "--results", tmp_path / "r"], "names Python code to import and run", capsys,
+          root=tmp_path)
+    assert not marker.exists()
+    with pytest.raises(sardfq.ConfigError, match="--allow-code"):
+        sardfq.run_sweep(_sweep_file(tmp_path / "t.yaml", experiment="test_sweep:fake_experiment"),
+                         results_dir=tmp_path / "r", progress=False)
+    assert not marker.exists() and not (tmp_path / "r").exists()
+
+
+def test_a_sweep_naming_a_notebook_runs_it_only_when_allowed(tmp_path, capsys):
+    marker = tmp_path / "MARKER"
+    notebook = tmp_path / "evil.ipynb"
+    notebook.write_text(json.dumps({"cells": [{"cell_type": "code", "metadata": {}, "outputs": [],
+                                              "execution_count": None, "source": f"open({str(marker)!r}, 'w')"}],
+                                    "metadata": {}, "nbformat": 4, "nbformat_minor": 5}))
+    sweep = _sweep_file(tmp_path / "nb.yaml", notebook=str(notebook))
+    fails(["sweep", sweep, "--results", tmp_path / "r"], "names a notebook to execute", capsys, root=tmp_path)
+    assert not marker.exists()
+
+
+def test_an_unknown_experiment_name_suggests_the_registered_ones(tmp_path, capsys):
+    fails(["sweep", _sweep_file(tmp_path / "s.yaml", experiment="run_experimnt"), "--results", tmp_path / "r"],
+          "Did you mean: run_experiment?", capsys, root=tmp_path)
+
+
+@pytest.mark.parametrize("extra", [[], ["--dry-run"]])
+def test_a_huge_sweep_is_refused_before_it_is_expanded(extra, tmp_path, capsys):
+    sweep = _sweep_file(tmp_path / "big.yaml", grid={"seed": list(range(1000)), "synthesis.n": list(range(1, 1001))})
+    fails(["sweep", sweep, "--results", tmp_path / "r", *extra], "expands to 1,000,000 runs", capsys, root=tmp_path)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--only", "seed=[1"], "--only 'seed=[1': the value is not valid YAML"),
+    (["--results", "{tmp}/s.yaml"], "the results folder {tmp}/s.yaml exists and is a file"),
+    (["--workers", "0"], "workers: must be a positive integer"),
+])
+def test_bad_sweep_options_are_one_line(args, message, tmp_path, capsys):
+    sweep = _sweep_file(tmp_path / "s.yaml")
+    fails(["sweep", sweep, *[a.format(tmp=tmp_path) for a in args]], message.format(tmp=tmp_path), capsys,
+          root=tmp_path)
+
+
+def test_a_scheduler_that_does_not_answer_fails_fast_and_leaves_no_results(tmp_path, capsys, monkeypatch):
+    import socket
+
+    pytest.importorskip("distributed")
+    monkeypatch.setattr("sardfq.experiments.sweep.SCHEDULER_TIMEOUT_S", 3)
+    with socket.socket() as s:  # a port nothing listens on once this is closed
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    fails(["sweep", _sweep_file(tmp_path / "s.yaml"), "--results", tmp_path / "r", "--scheduler",
+           f"tcp://127.0.0.1:{port}"], "no Dask scheduler answered there", capsys, root=tmp_path)

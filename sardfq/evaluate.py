@@ -39,13 +39,26 @@ class PerImage:
 
     @classmethod
     def from_dict(cls, d: dict) -> "PerImage":
-        n = d["n"]
+        """The inverse of `to_dict`; values that do not decode to `n` images are a ConfigError."""
+        try:
+            n = d["n"]
 
-        def bits(s):
-            return None if s is None else np.unpackbits(np.frombuffer(base64.b64decode(s), np.uint8))[:n].astype(bool)
+            def bits(s):
+                if s is None:
+                    return None
+                values = np.unpackbits(np.frombuffer(base64.b64decode(s, validate=True), np.uint8))[:n]
+                if len(values) != n:
+                    raise ValueError(f"{len(values)} outcomes for {n} images")
+                return values.astype(bool)
 
-        kl = None if d.get("kl") is None else np.frombuffer(base64.b64decode(d["kl"]), "<f2").astype(np.float32)
-        return cls(correct=bits(d["correct"]), labels_sha1=d["labels_sha1"], agree=bits(d.get("agree")), kl=kl)
+            kl = None if d.get("kl") is None else np.frombuffer(base64.b64decode(d["kl"], validate=True),
+                                                                "<f2").astype(np.float32)
+            if kl is not None and len(kl) != n:
+                raise ValueError(f"{len(kl)} KL values for {n} images")
+            return cls(correct=bits(d["correct"]), labels_sha1=str(d["labels_sha1"]), agree=bits(d.get("agree")),
+                       kl=kl)
+        except (KeyError, TypeError, ValueError) as exc:  # binascii.Error is a ValueError
+            raise ConfigError(f"per-image results cannot be decoded ({type(exc).__name__}: {exc})") from None
 
 
 @dataclass

@@ -412,3 +412,48 @@ def test_a_scheduler_that_does_not_answer_fails_fast_and_leaves_no_results(tmp_p
         port = s.getsockname()[1]
     fails(["sweep", _sweep_file(tmp_path / "s.yaml"), "--results", tmp_path / "r", "--scheduler",
            f"tcp://127.0.0.1:{port}"], "no Dask scheduler answered there", capsys, root=tmp_path)
+
+
+# ---------------------------------------------------------------------------------- options
+@pytest.mark.parametrize("command", [["compare", "sardfq", "psaq", "--results", "{tmp}"], ["zoo", "--results", "{tmp}"]])
+@pytest.mark.parametrize("boot", ["-5", "0", "10000000"])
+def test_bad_bootstrap_counts_are_one_line(command, boot, tmp_path, capsys):
+    fails([a.format(tmp=tmp_path) for a in command] + ["--boot", boot], "n_boot (--boot) must be", capsys)
+
+
+# ---------------------------------------------------------------------------------- records
+def _records(root: Path, damage) -> Path:
+    """A results folder of two paired experiment records (sardfq and psaq, seed 0), `damage`d."""
+    from sardfq.evaluate import PerImage
+
+    import numpy as np
+
+    root.mkdir()
+    per_image = PerImage(np.array([True, False, True]), "abc", np.array([True, True, False]),
+                         np.zeros(3, np.float32)).to_dict()
+    for method in ("sardfq", "psaq"):
+        config = sardfq.ExperimentConfig.from_dict({"synthesis.method": method, "seed": 0})
+        record = {"kind": "experiment", "run_id": method, "config": config.to_dict(), "variant": method,
+                  "bits": "w4a4", "fp": {"top1": 0.7, "top5": 0.9, "n_images": 3},
+                  "quantized": {"top1": 0.6, "top5": 0.9, "n_images": 3, "agreement": 0.6, "per_image": per_image}}
+        (root / f"{method}.json").write_text(json.dumps(damage(record) if method == "psaq" else record))
+    return root
+
+
+def _without_config(record):
+    return {k: v for k, v in record.items() if k != "config"}
+
+
+def _broken_base64(record):
+    record["quantized"]["per_image"]["correct"] = "not base64!"
+    return record
+
+
+@pytest.mark.parametrize("damage", [_without_config, _broken_base64])
+@pytest.mark.parametrize("command", [["compare", "sardfq", "psaq"], ["zoo"]])
+def test_a_damaged_record_is_one_line_naming_it(damage, command, tmp_path, capsys):
+    results = _records(tmp_path / "results", damage)
+    line = fails([*command, "--results", results, "--boot", "10"], "is not a readable experiment record", capsys)
+    assert "psaq" in line and "rerun that run" in line
+    healthy = _records(tmp_path / "healthy", lambda r: r)
+    assert main(["compare", "sardfq", "psaq", "--results", str(healthy), "--boot", "10"]) == 0

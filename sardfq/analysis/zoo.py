@@ -32,7 +32,7 @@ from ..synthesis.config import K_APA
 from ..synthesis.losses import apa_blocks
 from ..synthesis.priors import draw_priors
 from .attention_stats import attention_statistics, patch_attention
-from .compare import compare
+from .compare import check_boot, compare
 
 CONTRASTS = (("sardfq", "psaq"), ("sardfq", "noise"), ("real", "noise"))
 # The paper's claims as (a, b): "a scores above b" (its Table 1 order; real images are the ceiling).
@@ -80,6 +80,7 @@ def zoo_gains(results, *, contrasts=CONTRASTS, models=None, bits=None, n_boot: i
     the seeds and images behind it: a pandas DataFrame. Pairs that lack records are left out."""
     import pandas as pd
 
+    check_boot(n_boot)
     frame = load_results(results)
     if frame.empty:
         raise ConfigError(f"no experiment records in {results}")

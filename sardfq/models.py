@@ -218,9 +218,22 @@ def resolve_device(name: str | torch.device | None = None, *, what: str = "devic
     field or a command-line option)."""
     if name is None:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if str(name).startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"{what}: {name!r} asked for, but this machine has no CUDA GPU; use cpu")
-    return torch.device(name)
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError, ValueError):
+        raise ConfigError(f"{what}: {name!r} is not a device; use cpu, cuda or cuda:N") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(f"{what}: {name!r} asked for, but this machine has no CUDA GPU; use cpu")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ConfigError(f"{what}: {name!r} asked for, but this machine has {torch.cuda.device_count()} "
+                              "CUDA GPU(s), numbered from 0")
+    elif device.type == "mps":
+        if not torch.backends.mps.is_available():
+            raise ConfigError(f"{what}: {name!r} asked for, but this machine has no Apple GPU; use cpu")
+    elif device.type != "cpu":
+        raise ConfigError(f"{what}: sardfq runs on cpu, cuda or mps, not {name!r}")
+    return device
 
 
 def model_device(model: nn.Module) -> torch.device:

@@ -7,6 +7,7 @@ only if the marker never appears."""
 import json
 import os
 import pickle
+import shutil
 import time
 from pathlib import Path
 
@@ -415,10 +416,92 @@ def test_a_scheduler_that_does_not_answer_fails_fast_and_leaves_no_results(tmp_p
 
 
 # ---------------------------------------------------------------------------------- options
+def _image_folder(root: Path, classes=("a", "b", "c")) -> Path:
+    from PIL import Image
+
+    for name in classes:
+        (root / "val" / name).mkdir(parents=True)
+        Image.new("RGB", (32, 32)).save(root / "val" / name / "0.png")
+    return root
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--device", "foo"], "--device: 'foo' is not a device"),
+    (["--device", "tpu"], "--device: 'tpu' is not a device"),
+    (["--batch-size", "0"], "batch_size (--batch-size) must be a positive number"),
+    (["--limit", "-5"], "--limit) must be a positive number of images"),
+])
+def test_bad_eval_options_are_one_line(args, message, tmp_path, capsys):
+    folder = tiny_folder(tmp_path / "m")
+    fails(["eval", folder, "--data", _image_folder(tmp_path / "data"), *args], message, capsys, root=tmp_path)
+
+
 @pytest.mark.parametrize("command", [["compare", "sardfq", "psaq", "--results", "{tmp}"], ["zoo", "--results", "{tmp}"]])
 @pytest.mark.parametrize("boot", ["-5", "0", "10000000"])
 def test_bad_bootstrap_counts_are_one_line(command, boot, tmp_path, capsys):
     fails([a.format(tmp=tmp_path) for a in command] + ["--boot", boot], "n_boot (--boot) must be", capsys)
+
+
+@pytest.mark.parametrize("command", [["synthesize", "vit_tiny_cifar10"], ["run", "vit_tiny_cifar10"]])
+@pytest.mark.parametrize("n, message", [("100000", "more than 1,024"), (str(10**12), "at most 100,000 images")])
+def test_absurd_calibration_sizes_are_refused_before_starting(command, n, message, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    fails([*command, "--n", n, "--device", "cpu"], message, capsys, root=tmp_path)
+
+
+def test_force_lifts_the_soft_size_bound_only(tmp_path, capsys):
+    from sardfq.synthesis.config import HARD_MAX_IMAGES, MAX_IMAGES
+
+    sardfq.SynthesisConfig(n=MAX_IMAGES + 1).check_size(force=True)
+    with pytest.raises(sardfq.ConfigError, match="--force"):
+        sardfq.SynthesisConfig(n=MAX_IMAGES + 1).check_size()
+    with pytest.raises(sardfq.ConfigError, match="at most"):
+        sardfq.SynthesisConfig(n=HARD_MAX_IMAGES + 1)
+    sweep = _sweep_file(tmp_path / "s.yaml", fixed={"synthesis.method": "noise", "synthesis.n": MAX_IMAGES + 1})
+    fails(["sweep", sweep, "--results", tmp_path / "r"], "pass --force", capsys, root=tmp_path)
+
+
+def test_ctrl_c_says_interrupted(monkeypatch, capsys):
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("sardfq.models.load_model", interrupted)
+    assert main(["eval", "vit_tiny_cifar10"]) == 130
+    assert capsys.readouterr().err.strip() == "sardfq eval: interrupted"
+
+
+# ---------------------------------------------------------------------------------- outputs
+@pytest.mark.parametrize("out, message", [
+    ("{tmp}/folder", "--out {tmp}/folder exists and is a folder, not a regular file"),
+    ("{tmp}/file/calib.safetensors", "{tmp}/file is a file, not a folder"),
+    ("{tmp}/fifo", "is a device or other special file"),
+    ("{tmp}/to_null", "is a device or other special file"),
+    ("{tmp}/grid.safetensors", "the image grid beside --out {tmp}/grid.png exists and is a folder"),
+])
+def test_synthesize_refuses_an_out_it_may_not_replace_before_any_work(out, message, tmp_path, capsys):
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "grid.png").mkdir()
+    (tmp_path / "file").write_text("x")
+    os.mkfifo(tmp_path / "fifo")
+    (tmp_path / "to_null").symlink_to("/dev/null")
+    fails(["synthesize", "vit_tiny_cifar10", "--out", out.format(tmp=tmp_path), "--n", "2", "--iters", "2",
+           "--device", "cpu"], message.format(tmp=tmp_path), capsys, root=tmp_path)
+    assert os.path.islink(tmp_path / "to_null") and Path("/dev/null").is_char_device()
+
+
+@pytest.mark.parametrize("command", [["quantize", "vit_tiny_cifar10", "--calib", "{tmp}/no.safetensors"],
+                                     ["run", "vit_tiny_cifar10"]])
+@pytest.mark.parametrize("out, message", [
+    ("{tmp}/file", "--out {tmp}/file exists and is a file, not a folder"),
+    ("{tmp}/file/q", "{tmp}/file is a file, not a folder"),
+    ("{tmp}/foreign", "is a folder sardfq did not write"),
+])
+def test_folder_outputs_are_checked_before_the_work(command, out, message, tmp_path, capsys):
+    (tmp_path / "file").write_text("x")
+    (tmp_path / "foreign").mkdir()
+    (tmp_path / "foreign" / "notes.txt").write_text("mine")
+    fails([a.format(tmp=tmp_path) for a in command] + ["--out", out.format(tmp=tmp_path), "--device", "cpu"],
+          message.format(tmp=tmp_path), capsys, root=tmp_path)
 
 
 # ---------------------------------------------------------------------------------- records
@@ -457,3 +540,76 @@ def test_a_damaged_record_is_one_line_naming_it(damage, command, tmp_path, capsy
     assert "psaq" in line and "rerun that run" in line
     healthy = _records(tmp_path / "healthy", lambda r: r)
     assert main(["compare", "sardfq", "psaq", "--results", str(healthy), "--boot", "10"]) == 0
+
+
+# ------------------------------------------------------------------ `sardfq run --out` is atomic
+def _run_args(folder, data, out, seed):
+    return ["run", str(folder), "--method", "noise", "--n", "2", "--recon-iters", "0", "--data", str(data),
+            "--out", str(out), "--seed", str(seed), "--device", "cpu", "--no-progress", "--json"]
+
+
+def _run_folder_state(out: Path) -> tuple[int, set[str]]:
+    """The seed of the run in `out`, after checking that its files belong to one and the same run."""
+    record = json.loads((out / "result.json").read_text())
+    calib = sardfq.CalibrationSet.load(out / "calibration.safetensors")
+    quant = json.loads((out / "quantized" / "quant_config.json").read_text())
+    seed = record["config"]["seed"]
+    assert calib.metadata["seed"] == seed and quant["calibration"]["seed"] == seed
+    assert record["calibration_path"] == str(out / "calibration.safetensors")
+    return seed, _listing(out)
+
+
+def test_an_interrupted_run_leaves_the_previous_run_folder_whole(tmp_path, capsys, monkeypatch, one_torch_thread):
+    folder, data, out = tiny_folder(tmp_path / "m"), _image_folder(tmp_path / "data"), tmp_path / "run"
+    assert main(_run_args(folder, data, out, seed=0)) == 0
+    before = _run_folder_state(out)
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("sardfq.quant.save_quantized", interrupted)  # after the new calibration set is written
+    capsys.readouterr()
+    assert main(_run_args(folder, data, out, seed=1)) == 130
+    assert capsys.readouterr().err.strip().endswith("sardfq run: interrupted")
+    assert _run_folder_state(out) == before
+    assert sorted(os.listdir(tmp_path)) == ["data", "m", "run"]  # no temporary folder left
+
+
+@pytest.mark.slow
+def test_a_run_killed_at_any_point_leaves_the_old_run_or_the_new_one(tmp_path):
+    import signal
+    import subprocess
+    import sys
+
+    folder, data, out = tiny_folder(tmp_path / "m"), _image_folder(tmp_path / "data"), tmp_path / "run"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+    def sardfq_run(seed):
+        return subprocess.Popen([sys.executable, "-m", "sardfq", *_run_args(folder, data, out, seed)], env=env,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    assert sardfq_run(0).wait(timeout=300) == 0
+    old = _run_folder_state(out)
+    seen = set()
+    # kill while the new run writes into its temporary folder: at once, later, and once its model is saved
+    for delay, wait_for in ((0.0, None), (1.0, None), (0.0, "quantized")):
+        proc = sardfq_run(1)
+        deadline = time.time() + 300
+        while time.time() < deadline and proc.poll() is None:
+            temporaries = [p for p in tmp_path.glob(".run.*.tmp") if p.is_dir()]
+            if temporaries and (wait_for is None or any((t / wait_for).exists() for t in temporaries)):
+                break
+            time.sleep(0.01)
+        time.sleep(delay)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        seed, files = _run_folder_state(out)  # complete, and one run's files only
+        assert (seed, files) == old or seed == 1
+        seen.add(seed)
+        if seed == 1:
+            break
+        for leftover in tmp_path.glob(".run.*.tmp"):  # what a kill leaves: a hidden temporary folder
+            shutil.rmtree(leftover)
+    assert 0 in seen
+    assert sardfq_run(1).wait(timeout=300) == 0
+    assert _run_folder_state(out)[0] == 1

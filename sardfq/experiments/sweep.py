@@ -375,7 +375,7 @@ def _remove_stale_temporaries(folder: Path, older_than_s: float = 600.0) -> None
 
 def run_sweep(spec: SweepSpec | str | os.PathLike, *, results_dir: str | os.PathLike = "results",
               workers: int = 1, scheduler: str | None = None, client=None, notebook: str | None = None,
-              allow_code: bool = False, progress: bool = True) -> SweepReport:
+              allow_code: bool = False, force: bool = False, progress: bool = True) -> SweepReport:
     """Run every run of `spec` that has no record yet under `results_dir/<name>/`.
 
     - `workers=1`, no scheduler: one run after the other in this process;
@@ -385,7 +385,8 @@ def run_sweep(spec: SweepSpec | str | os.PathLike, *, results_dir: str | os.Path
       `client=`: an existing `dask.distributed.Client`.
     `notebook` runs that notebook per run (overriding the sweep file's). `allow_code` lets the sweep
     file name code of its own: an `experiment: module:function` plugin, a `notebook:` key (see the
-    module docstring). Returns what was skipped, run and failed.
+    module docstring). `force` runs calibration sets above `MAX_IMAGES` images
+    (`SynthesisConfig.check_size`). Returns what was skipped, run and failed.
     """
     from tqdm.auto import tqdm
 
@@ -405,6 +406,11 @@ def run_sweep(spec: SweepSpec | str | os.PathLike, *, results_dir: str | os.Path
         resolve_experiment(spec.experiment, allow_code=allow_code)  # fail before starting anything
     start = time.perf_counter()
     runs = spec.runs()  # every run validated before anything is written
+    if spec.notebook is None and runs:
+        try:
+            max(runs, key=lambda r: r.params["synthesis"]["n"]).config().synthesis.check_size(force=force)
+        except ConfigError as exc:
+            raise ConfigError(f"sweep {spec.name!r}: {exc}") from None
     results_dir = check_folder(results_dir, "the results folder")
     folder = results_dir / spec.name
     report = SweepReport(spec.name, str(results_dir), [r.run_id for r in runs])

@@ -5,6 +5,7 @@ traceback, in seconds), leaving nothing behind.
 The code-execution payloads are pickles whose unpickling calls `open(MARKER, "w")`: a test passes
 only if the marker never appears."""
 import json
+import math
 import os
 import pickle
 import shutil
@@ -146,6 +147,26 @@ def test_the_shipped_teachers_and_timm_layouts_still_load():
         assert sardfq.models.build_architecture(arch, {"img_size": 32, "depth": 1} if "swin" not in arch else
                                                 {"img_size": 32, "window_size": 4, "depths": [1, 1],
                                                  "num_heads": [1, 2], "embed_dim": 16, "patch_size": 4})
+
+
+def test_the_readme_example_folder_loads_and_states_the_bounds(tmp_path):
+    import re
+
+    from sardfq.experiments.sweep import MAX_RUNS
+    from sardfq.models import MAX_BLOCKS, MAX_PARAMETERS
+    from sardfq.synthesis.config import HARD_MAX_IMAGES, MAX_IMAGES
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    example = re.search(r"`my_vit/config.json`:\n\n```json\n(.*?)```", readme, re.S).group(1)
+    (tmp_path / "my_vit").mkdir()
+    (tmp_path / "my_vit" / "config.json").write_text(example)
+    _, info = sardfq.load_model(tmp_path / "my_vit", pretrained=False)
+    assert info.class_names == ("apple", "bee", "cloud", "drum", "eel") and info.input_size == (3, 224, 224)
+    section = readme[readme.index("## What loading can and cannot do"):readme.index("## Speed")]
+    for stated in (f"{MAX_BLOCKS} blocks", f"10^{round(math.log10(MAX_PARAMETERS))} parameters",
+                   f"more than {MAX_RUNS:,} runs", f"more than {MAX_IMAGES:,} calibration images",
+                   f"more than {HARD_MAX_IMAGES:,} with it", "--allow-code", "weights_only=True"):
+        assert stated in section, stated
 
 
 @pytest.mark.parametrize("changes, message", [

@@ -211,6 +211,28 @@ def test_nan_or_integer_weights_are_refused(weights, message, tmp_path, capsys):
         sardfq.load_model(folder)
 
 
+def test_synthesizing_from_a_model_with_std_zero_is_refused(tmp_path, capsys):
+    folder = tiny_folder(tmp_path / "m", std=[0.0, 0.0, 0.0])
+    fails(["synthesize", folder, "--n", "2", "--iters", "2", "--out", tmp_path / "c.safetensors", "--device", "cpu"],
+          "ModelInfo.std must be positive", capsys, root=tmp_path)
+
+
+def test_saving_over_a_model_folder_is_all_or_nothing(tmp_path, monkeypatch):
+    folder = tiny_folder(tmp_path / "m")
+    before = {name: (folder / name).read_bytes() for name in ("config.json", "model.safetensors")}
+    model, info = sardfq.load_model(folder)
+    torch.nn.init.zeros_(model.head.weight)
+
+    def dies_writing_the_config(path, text):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("sardfq.models.atomic_write_text", dies_writing_the_config)  # after the new weights
+    with pytest.raises(KeyboardInterrupt):
+        sardfq.save_model_folder(model, info, folder)
+    assert {name: (folder / name).read_bytes() for name in before} == before
+    assert sorted(os.listdir(tmp_path)) == ["m"]
+
+
 def test_model_info_refuses_what_would_be_silently_wrong():
     _, info = sardfq.load_model("vit_tiny_patch16_224", pretrained=False, **TINY)
     for change, message in (({"std": (1.0, 0.0, 1.0)}, "positive"), ({"class_names": "abc"}, "list of strings"),
@@ -468,6 +490,13 @@ def test_bad_bootstrap_counts_are_one_line(command, boot, tmp_path, capsys):
 def test_absurd_calibration_sizes_are_refused_before_starting(command, n, message, tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
     fails([*command, "--n", n, "--device", "cpu"], message, capsys, root=tmp_path)
+
+
+def test_absurd_reconstruction_lengths_are_refused(tmp_path, capsys):
+    calib = sardfq.CalibrationSet(torch.randn(2, 3, 32, 32), torch.zeros(2, dtype=torch.long)).save(
+        tmp_path / "c.safetensors")
+    fails(["quantize", "vit_tiny_cifar10", "--calib", calib, "--recon-iters", str(10**7), "--out", tmp_path / "q"],
+          "ReconConfig.iters must be an integer in 0..1,000,000", capsys, root=tmp_path)
 
 
 def test_force_lifts_the_soft_size_bound_only(tmp_path, capsys):

@@ -293,11 +293,13 @@ def load_checkpoint(model: nn.Module, path: str | os.PathLike) -> None:
 
             state = load_file(str(path))
         else:
-            state = torch.load(path, map_location="cpu", weights_only=True)
+            state = load_torch_file(path)
             for key in ("state_dict", "model", "model_ema"):
                 if isinstance(state, dict) and key in state and isinstance(state[key], dict):
                     state = state[key]
                     break
+    except CheckpointError as exc:
+        raise CheckpointError(f"checkpoint {exc}") from None
     except Exception as exc:  # corrupt or truncated files raise many different types
         raise CheckpointError(f"could not read checkpoint {path}: {exc}") from exc
     if not isinstance(state, dict):
@@ -310,6 +312,22 @@ def load_checkpoint(model: nn.Module, path: str | os.PathLike) -> None:
         raise CheckpointError(
             f"checkpoint {path} does not fit {type(model).__name__}: {' '.join(first)}"
         ) from exc
+
+
+def load_torch_file(path: str | os.PathLike):
+    """`torch.load(path, weights_only=True)` on the CPU, the one place sardfq reads a torch file:
+    tensors and plain values only. A file whose pickle names anything else (code to run) is a
+    `CheckpointError` naming what it asked for, before any of it runs."""
+    import pickle
+
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        asked = next((line.split("error:", 1)[1].split(" was not")[0].strip() for line in str(exc).splitlines()
+                      if "WeightsUnpickler error:" in line), str(exc).splitlines()[0] if str(exc) else "")
+        raise CheckpointError(f"{path} holds more than tensors and plain values ({asked}); sardfq loads "
+                              "no pickled code: save the weights as a state dict of tensors, or as "
+                              "safetensors") from None
 
 
 def check_state_dict(model: nn.Module, state: Mapping, source) -> None:
@@ -456,8 +474,8 @@ def _check_size(kwargs: dict) -> None:
     stages = len(kwargs["depths"]) if isinstance(kwargs.get("depths"), (list, tuple)) else 1
     ratio = kwargs.get("mlp_ratio", 4.0)
     ratio = ratio if _real(ratio) and 0 < ratio < MAX_WIDTH else 4.0
-    if blocks and width:  # Swin doubles the width at each stage
-        estimate = blocks * (4 + 2 * ratio) * (width * 2 ** (stages - 1)) ** 2
+    if blocks and width:  # Swin doubles the width at each stage (in floats: no huge integers)
+        estimate = blocks * (4 + 2 * ratio) * (float(width) * 2.0 ** min(stages - 1, 64)) ** 2
         if estimate > MAX_PARAMETERS:
             raise ConfigError(f"the architecture's arguments ({blocks} blocks of width {width}) make about "
                               f"{estimate:.1e} parameters, more than the {MAX_PARAMETERS:.0e} sardfq builds; "

@@ -31,7 +31,7 @@ from .data import CIFAR10_CLASSES, ArrayDataset, ImageArrays, even_spread, load_
 from .errors import CheckpointError, ConfigError
 from .evaluate import evaluate
 from .io import atomic_folder, atomic_path, atomic_write_text, check_output_folder
-from .models import ModelInfo, describe_model, write_model_files
+from .models import ModelInfo, describe_model, load_torch_file, write_model_files
 from .registry import Registry
 
 log = logging.getLogger(__name__)
@@ -221,8 +221,10 @@ def train_teacher(preset: str | TeacherPreset = "vit_tiny_cifar10", *, recipe: T
     if last.is_file():
         # RNG states must stay CPU ByteTensors: load everything on the CPU, the model moves itself
         try:  # weights_only: a checkpoint holds tensors and plain values, and may run no code
-            state = torch.load(last, map_location="cpu", weights_only=True)
-        except Exception as exc:  # a damaged file, or one that names code to run
+            state = load_torch_file(last)
+        except CheckpointError as exc:  # it names code to run
+            raise CheckpointError(f"cannot resume: {exc}. Delete it to train from scratch") from None
+        except Exception as exc:  # a damaged file
             raise CheckpointError(f"cannot resume from {last}: {exc.__class__.__name__}: "
                                   f"{str(exc).splitlines()[0]}. Delete it to train from scratch") from None
         if not isinstance(state, dict):

@@ -136,6 +136,14 @@ def test_a_quantized_folder_naming_a_loader_runs_no_code(tmp_path, capsys):
     assert not marker.exists()
 
 
+def test_a_pickled_checkpoint_runs_no_code(tmp_path, capsys):
+    marker = tmp_path / "MARKER"
+    torch.save({"head.weight": Payload(marker)}, tmp_path / "weights.pth")
+    fails(["eval", "vit_tiny_cifar10", "--checkpoint", tmp_path / "weights.pth"],
+          "holds more than tensors and plain values (Unsupported global: GLOBAL io.open)", capsys)
+    assert not marker.exists()
+
+
 def test_the_shipped_teachers_and_timm_layouts_still_load():
     for name in sardfq.embedded_models():
         meta = json.loads((sardfq.models.weights_dir(name) / "config.json").read_text())
@@ -333,7 +341,7 @@ def test_resuming_a_teacher_runs_no_code_from_its_checkpoint(tmp_path, capsys):
     out.mkdir()
     torch.save({"identity": Payload(marker)}, out / "last.pt")
     fails(["train-teacher", "--data", data, "--out", out, "--batch-size", "2", "--epochs", "1",
-           "--device", "cpu"], "cannot resume from", capsys)
+           "--device", "cpu"], "cannot resume: ", capsys)
     assert not marker.exists() and os.listdir(out) == ["last.pt"]
 
 

@@ -79,7 +79,7 @@ CALIBRATION_FOLDER = "calibration"  # <results>/calibration/<synthesis-id>.safet
 _SPEC_KEYS = {"name", "fixed", "grid", "notebook", "experiment", "description"}
 MAX_RUNS = 10_000  # [choice] runs in one sweep: 80x the zoo study's 120; counted before expanding
 SCHEDULER_TIMEOUT_S = 10  # [choice] to reach a Dask scheduler, which answers in well under a second
-_ALLOW_CODE = ("sardfq sweep --allow-code (Python: run_sweep(..., allow_code=True))")
+_ALLOW_CODE = "sardfq sweep --allow-code (Python: run_sweep(..., allow_code=True))"
 
 
 @dataclass(frozen=True)

@@ -487,7 +487,8 @@ def test_bad_eval_options_are_one_line(args, message, tmp_path, capsys):
     fails(["eval", folder, "--data", _image_folder(tmp_path / "data"), *args], message, capsys, root=tmp_path)
 
 
-@pytest.mark.parametrize("command", [["compare", "sardfq", "psaq", "--results", "{tmp}"], ["zoo", "--results", "{tmp}"]])
+@pytest.mark.parametrize("command", [["compare", "sardfq", "psaq", "--results", "{tmp}"],
+                                     ["zoo", "--results", "{tmp}"]])
 @pytest.mark.parametrize("boot", ["-5", "0", "10000000"])
 def test_bad_bootstrap_counts_are_one_line(command, boot, tmp_path, capsys):
     fails([a.format(tmp=tmp_path) for a in command] + ["--boot", boot], "n_boot (--boot) must be", capsys)

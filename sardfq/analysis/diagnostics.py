@@ -268,6 +268,8 @@ def _as_images(images, info: ModelInfo, what: str) -> tuple[Tensor, dict]:
         raise CheckpointError(f"the {what} {meta.get('path', '')} holds images of size "
                               f"{tuple(images.shape[1:])} but {info.name} takes {tuple(info.input_size)}"
                               .replace("  ", " "))
+    if not images.is_floating_point() or not bool(torch.isfinite(images).all()):
+        raise ConfigError(f"the {what} must hold finite floating-point pixels (no NaN or infinity)")
     meta["n"] = len(images)
     return images.float().cpu(), meta
 

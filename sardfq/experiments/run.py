@@ -35,12 +35,13 @@ from ..quant.config import QuantConfig, ReconConfig
 from ..quant.reconstruction import reconstruct
 from ..synthesis.loop import synthesize
 from ..version import library_versions
-from .config import ExperimentConfig
+from .config import EXPERIMENTS, ExperimentConfig
 from .records import ExperimentResult
 
 log = logging.getLogger(__name__)
 
 
+@EXPERIMENTS.register("run_experiment")
 def run_experiment(config: ExperimentConfig, *, out_dir: str | os.PathLike | None = None,
                    calibration_dir: str | os.PathLike | None = None, progress: bool = True,
                    keep_models: bool = False) -> ExperimentResult:

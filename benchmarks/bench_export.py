@@ -53,7 +53,7 @@ DEFAULT_SETTINGS = (("w8a8", {"w_bits": 8, "a_bits": 8}),
 def _label(q_model) -> str:
     meta = q_model.sardfq_quant
     config = meta["config"]
-    label = config.name + (", uniform softmax" if config.attn_quantizer == "uniform" else "")
+    label = config.label + (", uniform softmax" if config.attn_quantizer == "uniform" else "")
     return label + (", reconstructed" if meta.get("reconstruction") else "")
 
 

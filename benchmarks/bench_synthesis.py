@@ -108,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{r['model']:<27}{r['method']:<15}{r['fp32_ms']:>10.1f}{r['ms']:>10.1f}{r['speedup']:>10.2f}"
                   f"{r['vs_cetv']:>10.2f}{r['vs_floor']:>10.2f}")
     if args.json:
-        from sardfq.experiment import library_versions
+        from sardfq.version import library_versions
         from sardfq.io import write_json_atomic
 
         settings = {k: v for k, v in vars(args).items() if k != "json"}

@@ -27,7 +27,7 @@ PARAMS = ROOT / "book" / "params"
 def build_chapters(names: list[str], *, defaults: bool = False) -> None:
     import yaml
 
-    from sardfq.sweep import execute_notebook
+    from sardfq.experiments.sweep import execute_notebook
 
     CHAPTERS.mkdir(parents=True, exist_ok=True)
     for path in sorted(NOTEBOOKS.glob("[0-9][0-9]_*.ipynb")):

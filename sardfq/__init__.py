@@ -1,37 +1,34 @@
 """sardfq: data-free quantization of Vision Transformers with SARDFQ (ICCV 2025).
 
-The public API; notebooks, the CLI and the tests use only these names.
+The public API; notebooks, the CLI and the tests use these names. The package is built in wings
+over a common floor (models, data, attention, calibration sets, evaluation, errors, io): `synthesis`
+(calibration images from the model alone), `quant` (fake quantization and reconstruction),
+`experiments` (one configured run, its record, sweeps) and `analysis` (comparisons, the zoo,
+diagnostics, figures). Imports run downwards only (`tests/test_layout.py` keeps it so).
 """
+from .analysis import (Comparison, InspectReport, attention_statistics, compare, compare_per_image,
+                       inspect_calibration, patch_attention, region_predictions, viz)
 from .attention import attention_blocks, record_attention
 from .calibset import CalibrationSet
 from .data import (ArrayDataset, ImageArrays, data_root, denormalize, eval_dataset, heldout_dataset,
                    image_folder, load_cifar10, normalize, pixel_range)
 from .errors import (CheckpointError, ConfigError, DataNotFoundError, ExportError, SardfqError,
                      UnknownNameError, UnsupportedModelError, WeightsNotFoundError)
-from .compare import Comparison, compare, compare_per_image
 from .evaluate import EvalResult, PerImage, evaluate
+from .experiments import (ExperimentConfig, ExperimentResult, SweepReport, SweepSpec, load_results, load_sweep,
+                          mean_std_table, quickstart_configs, quickstart_table, run_experiment, run_or_load,
+                          run_sweep, summarize_results)
 from .models import (DEFAULT_MODEL, ModelInfo, available_models, check_architecture, embedded_models,
                      load_model, save_model_folder)
-from .losses import (apa_blocks, apa_loss, patch_similarity_entropy, record_head_outputs,
-                     soft_cross_entropy, soft_targets, tv_l2, tv_loss, tv_target)
-from .methods import METHODS, Method
-from .msr import crop_regions, draw_regions, quadrant_mask
-from .priors import PRIORS, draw_priors, real_attention_bank, transform_priors
-from .synthesis import SynthesisConfig, save_image_grid, synthesize
-from .config import ExperimentConfig
-from .experiment import quickstart_configs, run_experiment, run_or_load
-from .records import (ExperimentResult, load_results, mean_std_table, quickstart_table,
-                      summarize_results)
-from .analysis import attention_statistics, patch_attention, region_predictions
-from .sweep import SweepReport, SweepSpec, load_sweep, run_sweep
-from .quant import (QuantConfig, load_quantized, quantize, quantizers, save_quantized,
-                    set_quant_state)
-from .reconstruction import ReconConfig, ReconResult, reconstruct
+from .quant import (QuantConfig, ReconConfig, ReconResult, load_quantized, quantize, quantizers, reconstruct,
+                    save_quantized, set_quant_state)
 from .quant.export import (OnnxExport, export_onnx, integer_op_counts, load_onnx, onnx_metadata,
                            optimized_op_counts)
-from .inspect import InspectReport, inspect_calibration
-
-__version__ = "0.1.0"
+from .synthesis import (METHODS, PRIORS, Method, SynthesisConfig, apa_blocks, apa_loss, crop_regions, draw_priors,
+                        draw_regions, patch_similarity_entropy, quadrant_mask, real_attention_bank,
+                        record_head_outputs, save_image_grid, soft_cross_entropy, soft_targets, synthesize,
+                        transform_priors, tv_l2, tv_loss, tv_target)
+from .version import __version__
 
 __all__ = [
     "ArrayDataset", "CalibrationSet", "CheckpointError", "Comparison", "ConfigError", "DEFAULT_MODEL",
@@ -56,6 +53,6 @@ __all__ = [
     # deployment: ONNX export, run in onnxruntime
     "ExportError", "OnnxExport", "export_onnx", "integer_op_counts", "load_onnx", "onnx_metadata",
     "optimized_op_counts",
-    # inspecting calibration sets (more in sardfq.inspect: study, correlations, recreate_sets)
+    # inspecting calibration sets (more in sardfq.analysis.study: study, correlations, recreate_sets)
     "InspectReport", "inspect_calibration",
 ]

@@ -2,7 +2,9 @@
 
 Every subcommand prints a human-readable summary, or with `--json` one JSON object on the last line
 of standard output. Progress bars and logs go to standard error. Errors caused by the input (unknown
-model, missing data, bad checkpoint, ...) print one line and exit with status 2.
+model, missing data, bad checkpoint, an output path it may not replace, ...) print one line and exit
+with status 2, before any long work where the input can be checked first; Ctrl-C prints
+"interrupted" and exits with 130.
 """
 from __future__ import annotations
 
@@ -13,6 +15,8 @@ import sys
 from pathlib import Path
 
 from .errors import ConfigError, SardfqError
+from .io import atomic_folder, check_folder, check_output_file, check_output_folder
+from .models import resolve_device
 
 
 def _emit(args: argparse.Namespace, record: dict, lines: list[str]) -> None:
@@ -22,6 +26,7 @@ def _emit(args: argparse.Namespace, record: dict, lines: list[str]) -> None:
         print("\n".join(lines))
 
 
+_FORCE_HELP = "synthesize more calibration images than sardfq.synthesis.config.MAX_IMAGES (a job of hours)"
 _MODEL_HELP = ("model: an embedded name (vit_tiny_cifar10), a timm ViT/DeiT/Swin name or tag, an "
                "hf-hub: id in the local cache, or a model folder (config.json + model.safetensors)")
 
@@ -55,7 +60,7 @@ def _run_eval(args: argparse.Namespace) -> None:
     onnx_file = str(args.model).endswith(".onnx")
     if onnx_file and args.device not in (None, "cpu"):
         raise ConfigError(f"--device {args.device}: an .onnx file runs in onnxruntime on the CPU; drop --device")
-    device = _device("cpu" if onnx_file else args.device)
+    device = resolve_device("cpu" if onnx_file else args.device, what="--device")
     model, info = _load_for_eval(args.model, args.checkpoint, device, threads=args.threads)
     dataset = eval_dataset(info, model, args.data, limit=args.limit)
     result = evaluate(model, dataset, name=args.model, batch_size=args.batch_size, device=device)
@@ -68,7 +73,7 @@ def _run_eval(args: argparse.Namespace) -> None:
 
 def _load_for_eval(model: str, checkpoint: str | None, device, threads: int | None = None):
     from .models import load_model
-    from .quant import is_quantized_folder, load_quantized
+    from .quant.api import is_quantized_folder, load_quantized
 
     if str(model).endswith(".onnx"):  # written by `sardfq export`
         from .quant.export import load_onnx
@@ -143,7 +148,7 @@ def _run_train_teacher(args: argparse.Namespace) -> None:
     overrides = {k: v for k, v in (("epochs", args.epochs), ("batch_size", args.batch_size), ("lr", args.lr),
                                    ("seed", args.seed), ("bf16", args.bf16)) if v is not None}
     result = train_teacher(preset, recipe=preset.recipe.replace(**overrides), root=args.data, out=args.out,
-                           device=_device(args.device), limit=args.limit)
+                           device=resolve_device(args.device, what="--device"), limit=args.limit)
     _emit(args, result, [f"{args.preset} saved to {args.out}: CIFAR-10 test top-1 "
                          f"{100 * result['test_top1']:.2f}% on {result['test_images']} images after "
                          f"{result['epochs_done']} epochs"])
@@ -151,7 +156,7 @@ def _run_train_teacher(args: argparse.Namespace) -> None:
 
 # ------------------------------------------------------------------------------------ compare
 def _add_compare(sub) -> None:
-    from .compare import METRICS
+    from .analysis.compare import METRICS
 
     p = sub.add_parser("compare", help="difference between two calibration sources with a 95%% CI, "
                        "paired by seed and test image")
@@ -167,7 +172,7 @@ def _add_compare(sub) -> None:
 
 
 def _run_compare(args: argparse.Namespace) -> None:
-    from .compare import METRICS, compare
+    from .analysis.compare import METRICS, compare
 
     metrics = list(METRICS) if args.metric == "all" else [args.metric]
     found = compare(args.results, args.a, args.b, model=args.model, bits=args.bits, metrics=metrics,
@@ -189,15 +194,36 @@ def _add_zoo(sub) -> None:
 
 
 def _run_zoo(args: argparse.Namespace) -> None:
-    from .zoo import headline_report, zoo_gains
+    from .analysis.zoo import headline_report, zoo_gains
 
     gains = zoo_gains(args.results, n_boot=args.boot)
     _emit(args, {"gains": gains.to_dict("records")}, [headline_report(gains)])
 
 
+def _add_headroom(sub) -> None:
+    p = sub.add_parser("headroom", help="the paper's regime: per headroom cell, real - PSAQ-ViT, SARDFQ - PSAQ-ViT "
+                       "and the share of the headroom SARDFQ closes, with 95%% CIs; the predictions scored")
+    p.add_argument("--results", default="results/headroom_cells", help="folder of the cells' experiment records")
+    p.add_argument("--predictions", default=None,
+                   help="predictions written before the runs (default: RESULTS/predictions.json when present)")
+    p.add_argument("--boot", type=int, default=2000, help="bootstrap resamples")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_run_headroom)
+
+
+def _run_headroom(args: argparse.Namespace) -> None:
+    from .analysis.headroom import report
+
+    predictions = args.predictions or Path(args.results) / "predictions.json"
+    found = report(args.results, predictions if Path(predictions).is_file() else None, n_boot=args.boot)
+    record = {"gains": found["gains"].to_dict("records"), "shares": found["shares"].to_dict("records"),
+              "scores": None if found["scores"] is None else found["scores"].to_dict("records")}
+    _emit(args, record, [found["markdown"]])
+
+
 # ----------------------------------------------------------------------------- run, quickstart
 def _add_run(sub) -> None:
-    from .config import ExperimentConfig
+    from .experiments.config import ExperimentConfig
 
     d = ExperimentConfig()
     S = argparse.SUPPRESS  # options not typed stay out of args: --config or the defaults fill them
@@ -214,6 +240,7 @@ def _add_run(sub) -> None:
                                                "quantized model (OUT/quantized, read by `sardfq eval`)")
     p.add_argument("--quickstart", action="store_true", default=False,
                    help="FP vs noise vs SARDFQ W4A4 on the embedded teacher, in minutes on a CPU")
+    p.add_argument("--force", action="store_true", default=False, help=_FORCE_HELP)
     _add_common_run_options(p)
     add_config_options(p, ExperimentConfig, hide=("model", "device"))
     p.set_defaults(func=_run_run)
@@ -249,30 +276,28 @@ def _read_config_file(path: str) -> dict:
 
 
 def _run_run(args: argparse.Namespace) -> None:
-    from .config import ExperimentConfig, merge, nest
-    from .experiment import run_experiment
+    from .experiments.config import ExperimentConfig
+    from .experiments.run import run_experiment
 
     if args.quickstart:
         args.model = getattr(args, "model", None) or ExperimentConfig().model
         args.data_root = getattr(args, "data_root", None)
         return _run_quickstart(args)
-    values = nest(_read_config_file(args.config)) if getattr(args, "config", None) else {}
-    values = merge(values, nest(config_values(args)))
+    file_values = _read_config_file(args.config) if getattr(args, "config", None) else {}
+    typed = config_values(args)  # dotted field names, only the options typed
     if getattr(args, "model", None) is not None:
-        values["model"] = args.model
+        typed["model"] = args.model
     if getattr(args, "bits", None) is not None:
-        values["bits"] = args.bits
-    if args.device is not None or "device" not in values:
-        values["device"] = str(_device(args.device))
-    config = ExperimentConfig.from_dict(values)  # every option checked before any slow work
-    keep = {"keep_models": True} if args.out else {}  # to save the quantized model below
-    result = run_experiment(config, out_dir=args.out, progress=args.progress, **keep)
-    r = result.to_dict()
-    if args.out:  # the quantized model too, for `sardfq eval OUT/quantized`
-        from .quant import save_quantized
-
-        r["quantized_folder"] = str(save_quantized(result.q_model, Path(args.out) / "quantized"))
-        result.save(Path(args.out) / "result.json")
+        typed["bits"] = args.bits
+    if args.device is not None or "device" not in file_values:
+        typed["device"] = str(resolve_device(args.device, what="--device"))
+    # one road: the file, then the options typed, nested, merged and checked once
+    config = ExperimentConfig.from_dict(file_values, typed)  # every option checked before any slow work
+    config.synthesis.check_size(force=args.force)
+    if args.out is None:
+        r = run_experiment(config, progress=args.progress).to_dict()
+    else:
+        r = _run_into_folder(config, Path(args.out), progress=args.progress)
     _emit(args, r, [
         f"{config.model} {config.variant} {config.bits} (seed {config.seed}), "
         f"{r['quantized']['n_images']} test images:",
@@ -287,15 +312,36 @@ def _run_run(args: argparse.Namespace) -> None:
     ])
 
 
+RUN_FILES = ("result.json", "calibration.safetensors")  # what marks a folder `sardfq run --out` wrote
+
+
+def _run_into_folder(config, out: Path, *, progress: bool) -> dict:
+    """`run_experiment` with its files (calibration set, quantized model, result.json) in `out`,
+    which is replaced whole when the run is done (`atomic_folder`): a run killed at any point leaves
+    the previous run's folder as it was, never a mix of the two."""
+    from .experiments.run import run_experiment
+    from .quant import save_quantized
+
+    with atomic_folder(out, ours=RUN_FILES, what="--out") as tmp:
+        result = run_experiment(config, out_dir=tmp, progress=progress, keep_models=True)
+        save_quantized(result.q_model, tmp / "quantized")  # for `sardfq eval OUT/quantized`
+        # the record names where its files will be, not the temporary folder they are written in
+        result.calibration_path = str(out / Path(result.calibration_path).relative_to(tmp))
+        result.save(tmp / "result.json")
+    return {**result.to_dict(), "quantized_folder": str(out / "quantized")}
+
+
 def _run_quickstart(args: argparse.Namespace) -> None:
     import time
 
-    from .experiment import quickstart_configs, run_experiment
-    from .records import quickstart_table
+    from .experiments.records import quickstart_table
+    from .experiments.run import quickstart_configs, run_experiment
 
     start = time.perf_counter()
+    if args.out:
+        check_folder(args.out, "--out")
     results = []
-    for config in quickstart_configs(args.model, device=str(_device(args.device)),
+    for config in quickstart_configs(args.model, device=str(resolve_device(args.device, what="--device")),
                                       data_root=args.data_root):
         out = Path(args.out) / config.run_id() if args.out else None  # the layout of a sweep
         result = run_experiment(config, out_dir=out, progress=args.progress)
@@ -318,6 +364,11 @@ def _add_sweep(sub) -> None:
     p.add_argument("--dry-run", action="store_true", help="list the runs and whether each is done")
     p.add_argument("--only", action="append", default=[], metavar="KEY=VALUE",
                    help="only the runs with this value, e.g. --only model=vit_shallow_cifar10 (repeatable)")
+    p.add_argument("--allow-code", action="store_true",
+                   help="let the sweep file name code to run: an 'experiment: module:function' plugin "
+                        "(imported, a .py file of the working folder too) or a 'notebook:' key. Without "
+                        "it a sweep runs only registered experiments (run_experiment)")
+    p.add_argument("--force", action="store_true", help=_FORCE_HELP)
     p.add_argument("--no-progress", dest="progress", action="store_false")
     p.add_argument("--json", action="store_true", help="print one JSON object on the last line")
     p.set_defaults(func=_run_sweep)
@@ -328,14 +379,19 @@ def _run_sweep(args: argparse.Namespace) -> None:
 
     import yaml
 
-    from .sweep import is_complete, load_sweep, record_path, run_sweep
+    from .experiments.sweep import is_complete, load_sweep, record_path, run_sweep
 
     spec = load_sweep(args.grid)
     for condition in args.only:
         key, sep, value = condition.partition("=")
         if not sep:
             raise ConfigError(f"--only wants KEY=VALUE, got {condition!r}")
-        spec = spec.select(key.strip(), yaml.safe_load(value))
+        try:
+            value = yaml.safe_load(value)
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"--only {condition!r}: the value is not valid YAML "
+                              f"({str(exc).splitlines()[0]}); quote it, e.g. --only 'model=\"a[1\"'") from None
+        spec = spec.select(key.strip(), value)
     if args.notebook:
         spec = dataclasses.replace(spec, notebook=args.notebook)
     if args.dry_run:
@@ -346,6 +402,7 @@ def _run_sweep(args: argparse.Namespace) -> None:
               + [f"{len(runs)} runs, {len(done)} done"])
         return
     report = run_sweep(spec, results_dir=args.results, workers=args.workers, scheduler=args.scheduler,
+                       notebook=args.notebook, allow_code=args.allow_code, force=args.force,
                        progress=args.progress)
     lines = [f"sweep {report.name}: {len(report.completed)} run, {len(report.skipped)} already done, "
              f"{len(report.failed)} failed ({report.seconds:.0f} s); records in "
@@ -358,7 +415,7 @@ def _run_sweep(args: argparse.Namespace) -> None:
 
 # ----------------------------------------------------------------------------------- synthesize
 def _add_synthesize(sub) -> None:
-    from .synthesis_config import SynthesisConfig
+    from .synthesis.config import SynthesisConfig
 
     p = sub.add_parser("synthesize", help="synthesize a calibration set (safetensors + PNG grid)",
                        argument_default=argparse.SUPPRESS)
@@ -367,13 +424,14 @@ def _add_synthesize(sub) -> None:
                    help="output .safetensors file (default: calib/MODEL-LABEL-seedS.safetensors)")
     p.add_argument("--data", default=None,
                    help="data folder for --method real / --prior real (default: $SARDFQ_DATA)")
+    p.add_argument("--force", action="store_true", default=False, help=_FORCE_HELP)
     _add_model_run_options(p)
     add_config_options(p, SynthesisConfig, prefix="synthesis.")
     p.set_defaults(func=_run_synthesize)
 
 
 def _run_synthesize(args: argparse.Namespace) -> None:
-    from .config import nest
+    from .experiments.config import nest
     from .models import load_model, model_slug
     from .synthesis import SynthesisConfig, save_image_grid, synthesize
 
@@ -381,10 +439,13 @@ def _run_synthesize(args: argparse.Namespace) -> None:
     if args.bf16:
         values["autocast"] = "bf16"
     config = SynthesisConfig.from_dict(values)
-    device = _device(args.device)
+    config.check_size(force=args.force)
+    device = resolve_device(args.device, what="--device")
+    out = Path(args.out or f"calib/{model_slug(args.model)}-{config.label}-seed{config.seed}.safetensors")
+    check_output_file(out, "--out")  # both files checked before the work that fills them
+    check_output_file(out.with_suffix(".png"), "the image grid beside --out")
     model, info = load_model(args.model, checkpoint=args.checkpoint, device=device)
     calib = synthesize(model, info, config, device=device, data_root=args.data, progress=args.progress)
-    out = Path(args.out or f"calib/{model_slug(args.model)}-{config.label}-seed{config.seed}.safetensors")
     calib.save(out)
     png = save_image_grid(calib, info, out.with_suffix(".png"))
     meta = calib.metadata
@@ -398,14 +459,14 @@ def _run_synthesize(args: argparse.Namespace) -> None:
 
 # ------------------------------------------------------------------------------------- quantize
 def _add_quantize(sub) -> None:
-    from .quant import QuantConfig
-    from .reconstruction import ReconConfig
+    from .quant.config import QuantConfig, ReconConfig
 
     p = sub.add_parser("quantize", help="quantize a model on a calibration set, optionally reconstruct "
                                         "and evaluate; saves a folder that `sardfq eval DIR` reads",
                        argument_default=argparse.SUPPRESS)
     p.add_argument("model", help=_MODEL_HELP)
     p.add_argument("--calib", required=True, help="calibration set file (from `sardfq synthesize`)")
+    p.add_argument("--bits", help="weight/activation bits as wXaY, sets --w-bits and --a-bits (default: w4a4)")
     p.add_argument("--seed", type=int, default=0, help="seeds calibration and reconstruction (default: 0)")
     p.add_argument("--out", default=None, help="output folder (default: quantized/MODEL-BITS)")
     p.add_argument("--data", default=None, help="evaluate on this data folder's test set after quantizing")
@@ -422,36 +483,36 @@ def _run_quantize(args: argparse.Namespace) -> None:
     import time
 
     from .calibset import CalibrationSet
-    from .config import nest
+    from .experiments.config import ExperimentConfig
+    from .experiments.run import quantize_model
     from .models import load_model, model_slug
-    from .quant import QuantConfig, quantize, save_quantized
-    from .reconstruction import ReconConfig, reconstruct
+    from .quant.api import CONFIG_FILE as QUANT_CONFIG
+    from .quant.api import save_quantized
 
-    timings = {}
     began = time.perf_counter()
-    values = nest(config_values(args))
-    config = QuantConfig.from_dict(values.get("quant", {}))
-    recon_config = ReconConfig.from_dict({**values.get("recon", {}), "seed": args.seed,
-                                          **({"autocast": "bf16"} if args.bf16 else {})})
-    device = _device(args.device)
+    typed = {**config_values(args), "model": args.model, "seed": args.seed}
+    if getattr(args, "bits", None) is not None:
+        typed["bits"] = args.bits
+    if args.bf16:
+        typed["recon.autocast"] = "bf16"
+    # the quantization and reconstruction settings through the same road as `sardfq run`'s
+    config = ExperimentConfig.from_dict(typed)
+    device = resolve_device(args.device, what="--device")
+    out = Path(args.out or f"quantized/{model_slug(args.model)}-{config.bits}")
+    check_output_folder(out, "--out", ours=(QUANT_CONFIG,))  # before the work, not after it
     calib = CalibrationSet.load(args.calib)
     fp_model, info = load_model(args.model, checkpoint=args.checkpoint, device=device)
-    timings["load_s"] = time.perf_counter() - began
+    timings = {"load": time.perf_counter() - began}
+    q_model, reconstruction = quantize_model(fp_model, info, calib, config.quant, config.recon, seed=config.seed,
+                                             progress=args.progress, timings=timings)
+    blocks = reconstruction.get("blocks", [])
     step = time.perf_counter()
-    q_model = quantize(fp_model, info, config, calib, seed=args.seed, progress=args.progress)
-    timings["quantize_s"] = time.perf_counter() - step
-    blocks = []
-    if recon_config.iters > 0:
-        step = time.perf_counter()
-        blocks = reconstruct(q_model, fp_model, calib, recon_config, progress=args.progress).to_dict()["blocks"]
-        timings["reconstruct_s"] = time.perf_counter() - step
-    step = time.perf_counter()
-    out = save_quantized(q_model, args.out or f"quantized/{model_slug(args.model)}-{config.name}")
-    timings["save_s"] = time.perf_counter() - step
-    record = {"model": args.model, "out": str(out), "bits": config.name, "quant_config": config.to_dict(),
-              "calib": args.calib, "n_calib": len(calib), "seed": args.seed,
-              "recon_iters": recon_config.iters, "reconstruction": blocks, "accuracy": None}
-    lines = [f"{args.model} at {config.name} calibrated on {len(calib)} images from {args.calib} -> {out}"]
+    out = save_quantized(q_model, out)
+    timings["save"] = time.perf_counter() - step
+    record = {"model": args.model, "out": str(out), "bits": config.bits, "quant_config": config.quant.to_dict(),
+              "calib": args.calib, "n_calib": len(calib), "seed": config.seed,
+              "recon_iters": config.recon.iters, "reconstruction": blocks, "accuracy": None}
+    lines = [f"{args.model} at {config.bits} calibrated on {len(calib)} images from {args.calib} -> {out}"]
     lines += [f"  {b['block']}: output MSE {b['mse_before']:.4g} -> {b['mse_after']:.4g}" for b in blocks]
     if args.data is not None or args.limit is not None:
         from .data import eval_dataset
@@ -459,21 +520,21 @@ def _run_quantize(args: argparse.Namespace) -> None:
 
         step = time.perf_counter()
         dataset = eval_dataset(info, fp_model, args.data, limit=args.limit)
-        result = evaluate(q_model, dataset, name=f"{args.model} {config.name}", batch_size=args.batch_size,
-                          device=device, progress=args.progress)
-        timings["eval_s"] = time.perf_counter() - step
-        record["accuracy"] = result.to_dict()
-        lines.append(f"  top-1 {100 * result.top1:.2f}%  top-5 {100 * result.top5:.2f}% "
-                     f"on {result.n_images} test images")
-    timings["total_s"] = time.perf_counter() - began
-    record["timings"] = timings
-    lines.append("  " + ", ".join(f"{k[:-2]} {v:.1f} s" for k, v in timings.items()))
+        result = evaluate(q_model, dataset, name=f"{args.model} {config.bits}", batch_size=args.batch_size,
+                          device=device, progress=args.progress).to_dict()
+        timings["eval"] = time.perf_counter() - step
+        record["accuracy"] = result
+        lines.append(f"  top-1 {100 * result['top1']:.2f}%  top-5 {100 * result['top5']:.2f}% "
+                     f"on {result['n_images']} test images")
+    timings["total"] = time.perf_counter() - began
+    record["timings"] = {f"{k}_s": v for k, v in timings.items()}
+    lines.append("  " + ", ".join(f"{k} {v:.1f} s" for k, v in timings.items()))
     _emit(args, record, lines)
 
 
 # -------------------------------------------------------------------------------------- inspect
 def _add_inspect(sub) -> None:
-    from .inspect import N_REFERENCE
+    from .analysis.diagnostics import N_REFERENCE
 
     p = sub.add_parser("inspect", help="measure a calibration set against real images: attention, "
                                        "features, content, and the ranges calibration picks")
@@ -491,14 +552,14 @@ def _add_inspect(sub) -> None:
 
 
 def _run_inspect(args: argparse.Namespace) -> None:
+    from .analysis.diagnostics import inspect_calibration
     from .calibset import CalibrationSet
-    from .inspect import inspect_calibration
     from .models import load_model
 
     if args.n_ref < 2:
         raise SardfqError(f"--n-ref must be at least 2, got {args.n_ref}")
     calib = CalibrationSet.load(args.calib)  # a missing or damaged file fails before the model loads
-    model, info = load_model(args.model, checkpoint=args.checkpoint, device=_device(args.device))
+    model, info = load_model(args.model, checkpoint=args.checkpoint, device=resolve_device(args.device, what="--device"))
     report = inspect_calibration(model, info, calib, args.reference, n_ref=args.n_ref, bits=args.bits,
                                  data_root=args.data, progress=args.progress)
     report.set["path"] = args.calib
@@ -514,10 +575,19 @@ _OPTION_NAMES = {
     "data_root": ("--data",), "eval_limit": ("--limit",), "heldout_limit": ("--heldout",),
     "model": (), "quant.overrides": (),
     "synthesis.iterations": ("--iterations", "--synth-iters", "--iters"),
-    "synthesis.apa_weight": ("--apa-weight", "--a1"),
     "synthesis.batch_size": ("--synth-batch-size",), "synthesis.lr": ("--synth-lr",),
 }
 _OPTION_PREFIX = {"synthesis.": "", "quant.": "", "recon.": "recon-"}  # recon fields: --recon-lr, ...
+
+
+def _option_names(key: str, prefix: str, name: str) -> tuple[str, ...]:
+    """The option(s) of config field `key`: `_OPTION_NAMES`, else `--field-name`, plus the
+    paper's symbol for it (`--a1`, from the one alias table `PAPER_NAMES`)."""
+    from .synthesis.config import PAPER_NAMES
+
+    names = _OPTION_NAMES.get(key, (f"--{_OPTION_PREFIX.get(prefix, '')}{name.replace('_', '-')}",))
+    symbols = [f"--{symbol}" for symbol, field in PAPER_NAMES.items() if prefix == "synthesis." and field == name]
+    return (*names, *symbols) if names else ()
 _NONE_WORDS = ("none", "null", "fp")
 
 
@@ -529,7 +599,7 @@ def add_config_options(parser, cls, *, prefix: str = "", hide: tuple[str, ...] =
     import dataclasses
     import typing
 
-    from .config import NESTED
+    from .experiments.config import NESTED
 
     hints = typing.get_type_hints(cls)
     docs = _field_docs(cls)
@@ -541,7 +611,7 @@ def add_config_options(parser, cls, *, prefix: str = "", hide: tuple[str, ...] =
         if not prefix and f.name in NESTED:  # the experiment's seed sets the nested seeds
             add_config_options(parser, NESTED[f.name], prefix=f"{f.name}.", hide=("seed",))
             continue
-        names = _OPTION_NAMES.get(key, (f"--{_OPTION_PREFIX.get(prefix, '')}{f.name.replace('_', '-')}",))
+        names = _option_names(key, prefix, f.name)
         kind = _option_kind(hints[f.name])
         if not names or kind is None:
             continue
@@ -633,14 +703,8 @@ def _add_model_run_options(p) -> None:
     p.add_argument("--json", action="store_true", default=False, help="print one JSON object on the last line")
 
 
-def _device(name: str | None):
-    from .models import resolve_device
-
-    return resolve_device(name, what="--device")
-
-
 def build_parser() -> argparse.ArgumentParser:
-    from . import __version__
+    from .version import __version__
 
     parser = argparse.ArgumentParser(
         prog="sardfq", description="Data-free quantization of Vision Transformers (SARDFQ).")
@@ -648,7 +712,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log at debug level")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for add in (_add_eval, _add_export, _add_train_teacher, _add_run, _add_sweep, _add_synthesize, _add_quantize,
-                _add_compare, _add_zoo, _add_inspect):
+                _add_compare, _add_zoo, _add_headroom, _add_inspect):
         add(sub)
     return parser
 
@@ -662,6 +726,9 @@ def main(argv: list[str] | None = None) -> int:
     except SardfqError as exc:
         print(f"sardfq {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # every output is atomic: an interrupted command leaves nothing half-written
+        print(f"sardfq {args.command}: interrupted", file=sys.stderr)
+        return 130
     return 0
 
 

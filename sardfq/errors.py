@@ -1,4 +1,13 @@
 """The exceptions sardfq raises for bad input: each message says what was wrong and how to fix it."""
+from __future__ import annotations
+
+import difflib
+
+
+def close_matches_hint(name: str, known: list[str]) -> str:
+    """' Did you mean: a, b?' for the known names closest to `name` (empty when none is close)."""
+    matches = difflib.get_close_matches(name, known, n=3, cutoff=0.5)
+    return f" Did you mean: {', '.join(matches)}?" if matches else ""
 
 
 class SardfqError(Exception):
@@ -21,7 +30,7 @@ class CheckpointError(SardfqError):
 
 
 class DataNotFoundError(SardfqError):
-    """A data set that is not where sardfq looked."""
+    """A data set that is not where sardfq looked, or whose files cannot be read as images."""
 
 
 class ConfigError(SardfqError, ValueError):

@@ -58,9 +58,8 @@ class _Captured(Exception):
 
 def test_bf16_flag_sets_autocast_for_synthesize_and_quantize(monkeypatch):
     import sardfq.calibset
+    import sardfq.experiments.run
     import sardfq.models
-    import sardfq.quant
-    import sardfq.reconstruction
     import sardfq.synthesis
     from sardfq.cli import main
 
@@ -72,8 +71,8 @@ def test_bf16_flag_sets_autocast_for_synthesize_and_quantize(monkeypatch):
     monkeypatch.setattr(sardfq.models, "load_model", lambda *a, **k: (None, None))
     monkeypatch.setattr(sardfq.synthesis, "synthesize", capture("synthesize"))
     monkeypatch.setattr(sardfq.calibset.CalibrationSet, "load", staticmethod(lambda path: None))
-    monkeypatch.setattr(sardfq.quant, "quantize", lambda *a, **k: None)
-    monkeypatch.setattr(sardfq.reconstruction, "reconstruct", capture("reconstruct"))
+    monkeypatch.setattr(sardfq.experiments.run, "quantize", lambda *a, **k: None)
+    monkeypatch.setattr(sardfq.experiments.run, "reconstruct", capture("reconstruct"))
     for command in (["synthesize", "vit_tiny_cifar10"], ["quantize", "vit_tiny_cifar10", "--calib", "c"]):
         for flags, expected in (([], None), (["--bf16"], "bf16")):
             with pytest.raises(_Captured) as found:

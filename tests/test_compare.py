@@ -7,7 +7,7 @@ from torch.utils.data import TensorDataset
 
 import sardfq
 from sardfq.cli import main
-from sardfq.compare import compare_per_image
+from sardfq.analysis.compare import compare_per_image
 from sardfq.evaluate import PerImage
 
 

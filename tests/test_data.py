@@ -130,7 +130,7 @@ def test_eval_limit_is_an_even_spread_over_classes(cifar_root, teacher):
 
 def test_heldout_split_is_every_tenth_training_image_and_never_calibrates(cifar_root, teacher):
     from sardfq.data import heldout_dataset, heldout_mask
-    from sardfq.methods import real_images
+    from sardfq.data import real_images
 
     model, info = teacher
     mask = heldout_mask(50000)

@@ -8,11 +8,11 @@ import torch
 
 import sardfq
 from sardfq import QuantConfig, ReconConfig, SynthesisConfig
-from sardfq.config import ExperimentConfig
-from sardfq.experiment import quickstart_configs
+from sardfq.experiments.config import ExperimentConfig
+from sardfq.experiments.run import quickstart_configs
 from sardfq.io import read_record
 from sardfq.quant.config import parse_bits
-from sardfq.records import RECORD_VERSION, ExperimentResult, load_results, quickstart_table, summarize_results
+from sardfq.experiments.records import RECORD_VERSION, ExperimentResult, load_results, quickstart_table, summarize_results
 
 RESULTS = Path(__file__).resolve().parent.parent / "results"
 
@@ -108,7 +108,7 @@ def test_replace_changes_nested_fields_only_where_asked():
 
 def test_one_default_for_reconstruction_steps():
     from sardfq.cli import build_parser
-    from sardfq.reconstruction import RECON_ITERS
+    from sardfq.quant.config import RECON_ITERS
 
     assert ReconConfig().iters == ExperimentConfig().recon.iters == RECON_ITERS
     for command in (["run"], ["quantize", "m", "--calib", "c"]):
@@ -120,7 +120,7 @@ def test_run_has_an_option_for_every_config_field():
     import dataclasses
 
     from sardfq.cli import build_parser
-    from sardfq.config import NESTED
+    from sardfq.experiments.config import NESTED
 
     given = set(build_parser().parse_args(["run"]).config_fields)
     expected = {f"{name}.{f.name}" for name, kind in NESTED.items() for f in dataclasses.fields(kind)
@@ -235,7 +235,7 @@ def test_cuda_on_a_machine_without_it_is_a_config_error():
 
     if torch.cuda.is_available():
         pytest.skip("this machine has a GPU")
-    from sardfq.experiment import resolve_device
+    from sardfq.models import resolve_device
 
     with pytest.raises(sardfq.ConfigError, match="device"):
         resolve_device("cuda")
@@ -243,7 +243,7 @@ def test_cuda_on_a_machine_without_it_is_a_config_error():
 
 @pytest.mark.slow
 def test_run_experiment_end_to_end_on_the_teacher(cifar_root, tmp_path):
-    from sardfq.experiment import run_experiment
+    from sardfq.experiments.run import run_experiment
 
     config = ExperimentConfig.from_dict({"synthesis": {"n": 4, "iterations": 2}, "recon.iters": 2,
                                          "eval_limit": 50, "data_root": str(cifar_root)})
@@ -266,7 +266,7 @@ def test_run_experiment_end_to_end_on_the_teacher(cifar_root, tmp_path):
 @pytest.mark.slow
 def test_runs_share_a_calibration_dir_and_report_the_heldout_split(cifar_root, tmp_path):
     from sardfq.calibset import CalibrationSet
-    from sardfq.experiment import run_experiment
+    from sardfq.experiments.run import run_experiment
 
     calib_dir = tmp_path / "calibration"
     config = ExperimentConfig.from_dict({"synthesis": {"n": 2, "iterations": 2}, "recon.iters": 0,
@@ -288,7 +288,7 @@ def test_runs_share_a_calibration_dir_and_report_the_heldout_split(cifar_root, t
 
 
 def test_cli_run_builds_the_config_from_options_and_a_config_file(tmp_path, monkeypatch, capsys):
-    import sardfq.experiment as experiment
+    import sardfq.experiments.run as experiment
     from sardfq.cli import main
 
     seen = []
@@ -328,7 +328,7 @@ def test_cli_run_builds_the_config_from_options_and_a_config_file(tmp_path, monk
     ('[1, 2]', "must hold a JSON object"),
 ])
 def test_cli_run_bad_config_file_is_one_line_before_any_work(content, message, tmp_path, monkeypatch, capsys):
-    import sardfq.experiment as experiment
+    import sardfq.experiments.run as experiment
     import sardfq.models as models
     from sardfq.cli import main
 
@@ -392,7 +392,7 @@ def test_committed_records_load_with_their_ids_and_calibration_sets():
 
 
 def test_run_or_load_reuses_a_saved_record(tmp_path, monkeypatch):
-    import sardfq.experiment as experiment
+    import sardfq.experiments.run as experiment
 
     saved = _result("noise", 0, 0.3)
     saved.save(tmp_path / f"{saved.config.run_id()}.json")

@@ -117,8 +117,8 @@ def test_4bit_weight_only_runs_as_matmulnbits_with_our_grid_exactly(tiny, tmp_pa
 def test_packed_weight_only_codes_dequantize_to_the_fake_quantized_weight(bits):
     torch.manual_seed(bits)
     linear = torch.nn.Linear(100, 24)  # 100 inputs: a padded last block
-    quantizer = sardfq.quant.UniformQuantizer(bits, "grid", channels=24, ndim=2)
-    quantizer.calibrate(linear.weight.detach())
+    quantizer = sardfq.quant.UniformQuantizer(bits, "grid", channels=24, ndim=2, role="weight")
+    sardfq.quant.calibrate_quantizer(quantizer, linear.weight.detach())
     module = ex.WeightOnlyLinear(linear.weight, linear.bias, quantizer)
     blocks = module.weight_packed.shape[1]
     codes = ex.unpack_codes(module.weight_packed, module.bits, module.block_size).reshape(24, -1)[:, :100]
@@ -133,8 +133,8 @@ def test_packed_weight_only_codes_dequantize_to_the_fake_quantized_weight(bits):
 def test_int8_weight_codes_dequantize_to_the_fake_quantized_weight(bits):
     torch.manual_seed(bits)
     linear = torch.nn.Linear(48, 16)
-    quantizer = sardfq.quant.UniformQuantizer(bits, "grid", channels=16, ndim=2)
-    quantizer.calibrate(linear.weight.detach())
+    quantizer = sardfq.quant.UniformQuantizer(bits, "grid", channels=16, ndim=2, role="weight")
+    sardfq.quant.calibrate_quantizer(quantizer, linear.weight.detach())
     act = torch.nn.Identity()
     module = ex.IntegerLinear(linear.weight, linear.bias, quantizer, act)
     assert module.weight_codes.dtype == torch.int8 and module.weight_zero_point.dtype == torch.int8
@@ -156,7 +156,7 @@ def test_log2_emulation_equals_the_log2_quantizer(bits):
     maps = (torch.randn(4, 3, 17, 17, generator=g) * 4).softmax(-1)
     maps[0, 0, 0, :3] = 0.0  # exact zeros, as an underflowed softmax gives
     quantizer = sardfq.quant.Log2Quantizer(bits)
-    quantizer.calibrate(maps)
+    sardfq.quant.calibrate_quantizer(quantizer, maps)
     expected, got = quantizer.fake_quant(maps), ex.Log2Emulated(quantizer)(maps)
     assert (got[0, 0, 0, :3] == 0).all()
     # exp(-k ln 2) is 2^-k to a few float32 ulps; a code rounded the other way would be off by 2x
@@ -168,8 +168,14 @@ def test_log2_emulation_equals_the_log2_quantizer(bits):
 def test_activation_qdq_with_clip_keeps_a_low_bit_grid(tiny):
     quantizer = sardfq.quant.UniformQuantizer(4, "minmax")
     x = torch.randn(1000, generator=torch.Generator().manual_seed(0)) * 3
-    quantizer.calibrate(x)
+    sardfq.quant.calibrate_quantizer(quantizer, x)
     assert torch.allclose(ex.ActivationQDQ(quantizer)(x * 2), quantizer.fake_quant(x * 2), atol=1e-6)
+
+
+def test_the_metadata_names_attention_bits_that_differ_from_the_activations(tiny, tmp_path):
+    q_model = _quantized(tiny, "w8a8", attn_bits=4)  # a 4-bit log2 map: emulated in float, so it exports
+    result = sardfq.export_onnx(q_model, tmp_path / "attn4.onnx")
+    assert result.bits == "w8a8-attn4" == sardfq.onnx_metadata(result.path)["sardfq.bits"]
 
 
 # ------------------------------------------------------------------------------------ bad input

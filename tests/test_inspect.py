@@ -8,10 +8,12 @@ import torch
 
 import sardfq
 from sardfq.cli import main
-from sardfq.inspect import (GROUPS, bootstrap_ci, correlations, describe_effects, flat_patch_share,
-                            frechet_distance, inspect_calibration, mean_pairwise_cosine_distance,
-                            needs_real_data, reference_images, shrunk_covariance, spearman, study,
-                            switch_effects, switches, wasserstein_1d)
+import sardfq.analysis.study
+from sardfq.analysis.diagnostics import (GROUPS, flat_patch_share, frechet_distance, inspect_calibration,
+                                         mean_pairwise_cosine_distance, needs_real_data, reference_images,
+                                         shrunk_covariance, wasserstein_1d)
+from sardfq.analysis.study import correlations, describe_effects, study, switch_effects, switches
+from sardfq.stats import bootstrap_ci, spearman
 
 DATA_FREE = {"attention.entropy", "attention.max_weight", "attention.peaks", "features.confidence",
              "features.class_entropy", "content.patch_diversity", "content.flat_share",
@@ -193,7 +195,7 @@ def test_study_joins_metrics_with_accuracy_and_caches_reports(tmp_path, noise_se
     first = frame.set_index("path").loc[noise_sets[0]]
     assert first["runs"] == 2 and first["q_top1"] == pytest.approx(61.0)
     assert len(list((results / "inspect").glob("*.json"))) == 2
-    monkeypatch.setattr(sardfq.inspect, "inspect_calibration", lambda *a, **k: pytest.fail("not cached"))
+    monkeypatch.setattr(sardfq.analysis.study, "inspect_calibration", lambda *a, **k: pytest.fail("not cached"))
     again = study(results, n_ref=8, data_root=cifar_root, progress=False)
     assert again.equals(frame)
     table = correlations(frame, n_boot=50)
@@ -209,10 +211,10 @@ def test_recreate_sets_resynthesizes_a_lost_set_and_study_pairs_it_with_its_reru
     lost = results / "calibration" / f"{config.synthesis_id()}.safetensors"
     record = {**_record(str(lost), 3, 0.5), "config": config.to_dict(), "run_id": config.run_id()}
     sardfq.io.write_json_atomic(results / "sweep" / f"{config.run_id()}.json", record)
-    done = sardfq.inspect.recreate_sets(results, sweeps=["sweep"], progress=False)
+    done = sardfq.analysis.study.recreate_sets(results, sweeps=["sweep"], progress=False)
     assert [d["path"] for d in done] == [str(lost)] and lost.is_file()
     assert sardfq.CalibrationSet.load(lost).metadata["seed"] == 3
-    assert sardfq.inspect.recreate_sets(results, sweeps=["sweep"], progress=False) == []  # nothing left
+    assert sardfq.analysis.study.recreate_sets(results, sweeps=["sweep"], progress=False) == []  # nothing left
     frame = study(results, sweeps=["sweep"], n_ref=8, data_root=cifar_root, progress=False)
     assert frame["recreated"].tolist() == [True]
     assert frame["q_top1"].iloc[0] == pytest.approx(100 * done[0]["rerun_top1"])

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 import sardfq
-from sardfq.priors import local_maxima
+from sardfq.synthesis.priors import local_maxima
 
 
 def gen(seed=0):

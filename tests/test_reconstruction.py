@@ -8,7 +8,7 @@ import torch
 
 import sardfq
 from sardfq.quant import QuantConfig, quantize, quantizers
-from sardfq.reconstruction import ReconConfig, reconstruct, reconstruction_units
+from sardfq.quant import ReconConfig, reconstruct, reconstruction_units
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

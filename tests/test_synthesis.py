@@ -11,14 +11,9 @@ from sardfq import SynthesisConfig, synthesize
 from sardfq.cli import main
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # several test processes share the 2-core machines; one thread avoids OpenMP oversubscription,
-    # which slows these optimization loops by up to 10x
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+# several test processes share the 2-core machines; one thread avoids OpenMP oversubscription,
+# which slows these optimization loops by up to 10x
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

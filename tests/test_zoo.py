@@ -2,7 +2,7 @@ import math
 
 import pytest
 
-from sardfq.zoo import teacher_properties
+from sardfq.analysis.zoo import teacher_properties
 
 
 def test_teacher_properties_measure_the_teacher_and_its_priors(cifar_root, one_torch_thread):
@@ -35,7 +35,7 @@ def _record(model, method, seed, bits, correct):
 
 
 def test_zoo_gains_pairs_each_teacher_and_bit_width_and_joins_properties(tmp_path):
-    from sardfq.zoo import zoo_gains, zoo_table
+    from sardfq.analysis.zoo import zoo_gains, zoo_table
 
     _write_zoo(tmp_path, {"t1": 0.15, "t2": 0.0})  # SARDFQ fixes 15% of the images PSAQ-ViT gets wrong on t1 only
     gains = zoo_gains(tmp_path, n_boot=300)
@@ -51,7 +51,7 @@ def test_zoo_gains_pairs_each_teacher_and_bit_width_and_joins_properties(tmp_pat
 def test_claim_verdicts_read_each_interval_as_holds_reversed_or_not_resolved():
     import pandas as pd
 
-    from sardfq.zoo import claim_verdicts
+    from sardfq.analysis.zoo import claim_verdicts
 
     gains = pd.DataFrame([
         {"model": "t", "bits": "w3a3", "contrast": c, "difference": d, "ci_low": lo, "ci_high": hi,
@@ -67,7 +67,7 @@ def test_claim_verdicts_read_each_interval_as_holds_reversed_or_not_resolved():
 
 
 def test_rank_agreement_gives_the_exact_permutation_p_value():
-    from sardfq.zoo import rank_agreement
+    from sardfq.analysis.zoo import rank_agreement
 
     same = rank_agreement([0.1, 0.5, 0.9], [-3.0, 0.0, 1.4])
     assert same["rho"] == pytest.approx(1.0)
@@ -82,7 +82,7 @@ def test_rank_agreement_gives_the_exact_permutation_p_value():
 def test_held_out_choice_picks_on_held_out_images_never_on_test():
     import pandas as pd
 
-    from sardfq.zoo import held_out_choice
+    from sardfq.analysis.zoo import held_out_choice
 
     frame = pd.DataFrame([
         {"model": "t", "bits": "w3a3", "design": d, "seed": s, "heldout_q_top1": h + s, "q_top1": t}
@@ -130,7 +130,7 @@ def test_sardfq_zoo_prints_the_headline_table(tmp_path, capsys):
 def test_the_readme_headline_is_what_sardfq_zoo_prints_from_the_committed_records():
     from pathlib import Path
 
-    from sardfq.zoo import headline_report, zoo_gains
+    from sardfq.analysis.zoo import headline_report, zoo_gains
 
     root = Path(__file__).resolve().parents[1]
     readme = (root / "README.md").read_text()
@@ -145,7 +145,7 @@ def test_zoo_tuned_reruns_exactly_the_choices_held_out_images_make():
     from pathlib import Path
 
     from sardfq import load_results
-    from sardfq.zoo import held_out_choice
+    from sardfq.analysis.zoo import held_out_choice
 
     root = Path(__file__).resolve().parents[1]
     choice = held_out_choice(load_results(root / "results" / "zoo_design"))

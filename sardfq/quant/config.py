@@ -1,12 +1,42 @@
-"""`QuantConfig`: bit-widths, range searches and per-module overrides of a quantized model."""
+"""The quantization wing's configurations and the registries they name.
+
+- `QuantConfig`: bit-widths, range searches and per-module overrides of a quantized model;
+- `ReconConfig`: block reconstruction (`sardfq.quant.reconstruction`);
+- `QUANTIZERS` (quantizer kinds, `sardfq.quant.quantizers`) and `SEARCHES` (range-search rules,
+  `sardfq.quant.observers`): the registries live here, and their entries register themselves when
+  the wing is imported, so that a config module imports no torch code and the names it holds are
+  checked against what exists;
+- `check_bits` and `parse_bits`: the one reading of a bit-width and of a `wXaY` name.
+"""
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import asdict, dataclass, field, fields
+from typing import Callable
 
 from ..errors import ConfigError, UnknownNameError
-from ..registry import reject_unknown
-from .quantizers import QUANTIZERS, SEARCHES, check_bits
+from ..precision import check_autocast
+from ..registry import Registry, reject_unknown
+
+MIN_BITS, MAX_BITS = 2, 8
+FULL_PRECISION_NAMES = ("fp", "full", "full precision", "none")
+
+QUANTIZERS: Registry[type] = Registry("quantizer kind")  # name -> a `Quantizer` subclass
+# A search rule maps data (C, K) (one row per channel; one row for per-tensor) to candidate
+# clipping ranges lo, hi, each (M, C): M candidates per channel.
+SEARCHES: Registry[Callable] = Registry("range search")
+
+
+def check_bits(value, field: str) -> int | None:
+    """A bit-width 2..8, or None for full precision ("fp" is accepted too); else ConfigError naming `field`."""
+    if value is None or (isinstance(value, str) and value.strip().lower() in FULL_PRECISION_NAMES):
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not MIN_BITS <= value <= MAX_BITS:
+        raise ConfigError(f"{field} must be an integer from {MIN_BITS} to {MAX_BITS}, or None for full "
+                          f"precision; got {value!r}")
+    return int(value)
+
 
 SAME_AS_ACTIVATIONS = "a_bits"  # attn_bits default: the post-softmax map gets a_bits
 _OVERRIDE_KEYS = ("w_bits", "a_bits", "attn_bits")
@@ -74,6 +104,12 @@ class QuantConfig:
         """The bit setting as a short name, e.g. `w4a4` (`wfp` / `afp` for full precision)."""
         return f"w{self.w_bits or 'fp'}a{self.a_bits or 'fp'}"
 
+    @property
+    def label(self) -> str:
+        """`name`, plus the post-softmax map's bits where they differ from the activations'
+        (`w4a4-attn2`): the quantization setting as tables and comparisons name it."""
+        return self.name + ("" if self.attn_bits == self.a_bits else f"-attn{self.attn_bits or 'fp'}")
+
     @classmethod
     def from_name(cls, name: str, **kwargs) -> "QuantConfig":
         """`QuantConfig.from_name("w4a4")`: a bit setting by name, other fields from `kwargs`."""
@@ -102,3 +138,58 @@ def parse_bits(name: str) -> tuple[int | None, int | None]:
         raise ConfigError(f"bit setting {name!r} is not of the form w<bits>a<bits> (e.g. w4a4, w8a8)")
     w, a = (None if g == "fp" else int(g) for g in match.groups())
     return w, a
+
+
+TRAINABLE = ("weights", "biases", "act_scales")
+
+# [choice] block-reconstruction steps per block, the one default everywhere (ReconConfig, the
+# experiment, `sardfq run` and `sardfq quantize`): the first author's related I&S-ViT code uses 1000
+# at W3/W4 (200 at W6), and W4A4 is the paper's main setting; the paper's notes say 100. 0 means
+# calibration only.
+RECON_ITERS = 1000
+MAX_RECON_ITERS = 1_000_000  # [choice] 1000 times the default: more is a mistake, not an experiment
+
+
+@dataclass(frozen=True)
+class ReconConfig:
+    """Settings of `reconstruct`.
+
+    - `iters`: optimization steps per block, 0: calibration only [choice: `RECON_ITERS`].
+    - `lr`: Adam learning rate, cosine-decayed to 0 over `iters` [paper: 4e-5].
+    - `batch_size`: calibration images per step [paper: 32].
+    - `train`: which tensors move, any of "weights", "biases", "act_scales" [choice: all three].
+    - `seed`: the order of the batches.
+    - `autocast`: None (float32) or "bf16", autocast of the training steps' forward passes [choice:
+      None, as bf16 cost W4A4 accuracy, see results/bf16_check]; the before/after MSEs and the
+      outputs fed to the next block stay float32.
+    """
+
+    iters: int = RECON_ITERS
+    lr: float = 4e-5
+    batch_size: int = 32
+    train: tuple[str, ...] = TRAINABLE
+    seed: int = 0
+    autocast: str | None = None
+
+    def __post_init__(self):
+        if isinstance(self.iters, bool) or not isinstance(self.iters, int) or not 0 <= self.iters <= MAX_RECON_ITERS:
+            raise ConfigError(f"ReconConfig.iters must be an integer in 0..{MAX_RECON_ITERS:,}, got {self.iters!r}")
+        if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int) or self.batch_size < 1:
+            raise ConfigError(f"ReconConfig.batch_size must be an integer >= 1, got {self.batch_size!r}")
+        if not isinstance(self.lr, (int, float)) or not math.isfinite(self.lr) or self.lr <= 0:
+            raise ConfigError(f"ReconConfig.lr must be a positive number, got {self.lr!r}")
+        train = (self.train,) if isinstance(self.train, str) else tuple(self.train)
+        unknown = [t for t in train if t not in TRAINABLE]
+        if unknown:
+            raise ConfigError(f"ReconConfig.train: unknown {unknown}; choose among {TRAINABLE}")
+        object.__setattr__(self, "train", train)
+        check_autocast(self.autocast, "ReconConfig.autocast")
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "train": list(self.train)}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "ReconConfig":
+        """From a plain mapping (JSON); an unknown key is a ConfigError naming it."""
+        reject_unknown("ReconConfig", data, (f.name for f in fields(cls)))
+        return cls(**data)

@@ -460,7 +460,7 @@ def _mode_label(mode: str, bits: str, sites: list[Site]) -> str:
 def _metadata(q_model: nn.Module, info: ModelInfo, mode: str, sites: list[Site]) -> dict[str, str]:
     meta = getattr(q_model, "sardfq_quant", None) or {}
     config = meta.get("config")
-    bits = config.name if config is not None else "fp32"
+    bits = config.label if config is not None else "fp32"  # w4a4, or w4a4-attn2 where the map differs
     data_config = {k: v for k, v in (getattr(q_model, "pretrained_cfg", None) or {}).items()
                    if k in ("crop_pct", "crop_mode", "interpolation")}
     floats = list(FLOAT_PARTS) + [

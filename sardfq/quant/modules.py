@@ -2,6 +2,8 @@
 
 Each wraps the *original* parameters (the same `nn.Parameter` objects, under the same names, so a
 quantized model's state dict is the FP one plus quantizer buffers) and applies its quantizers:
+The quantizers are given to them (`sardfq.quant.placement` builds them), so this module needs none
+of their code: any module with `active` and `observing` works.
 - `QuantLinear` / `QuantConv2d`: the input (per tensor) and the weight (per output channel);
 - `QuantAttention` (timm `Attention`) and `QuantWindowAttention` (Swin `WindowAttention`): both
   operands of q @ k^T, the post-softmax map (log2 by default) and v of attn @ v, while the linear
@@ -12,16 +14,13 @@ quantized model's state dict is the FP one plus quantizer buffers) and applies i
 """
 from __future__ import annotations
 
-import torch
 import torch.nn.functional as F
 from timm.layers.attention import maybe_add_mask, resolve_self_attn_mask
 from torch import Tensor, nn
 
-from .quantizers import Quantizer
-
 
 class QuantLinear(nn.Module):
-    def __init__(self, linear: nn.Linear, w_quant: Quantizer, a_quant: Quantizer):
+    def __init__(self, linear: nn.Linear, w_quant: nn.Module, a_quant: nn.Module):
         super().__init__()
         self.in_features, self.out_features = linear.in_features, linear.out_features
         self.weight = linear.weight  # out, in (the original Parameter)
@@ -37,7 +36,7 @@ class QuantLinear(nn.Module):
 
 
 class QuantConv2d(nn.Module):
-    def __init__(self, conv: nn.Conv2d, w_quant: Quantizer, a_quant: Quantizer):
+    def __init__(self, conv: nn.Conv2d, w_quant: nn.Module, a_quant: nn.Module):
         super().__init__()
         if conv.padding_mode != "zeros":
             raise TypeError(f"QuantConv2d supports padding_mode='zeros' only, got {conv.padding_mode!r}")
@@ -56,24 +55,24 @@ class QuantConv2d(nn.Module):
 class _AttentionQuantizers(nn.Module):
     """Shared by both attention modules: the four quantizers around the two matmuls."""
 
-    q_quant: Quantizer
-    k_quant: Quantizer
-    attn_quant: Quantizer
-    v_quant: Quantizer
+    q_quant: nn.Module
+    k_quant: nn.Module
+    attn_quant: nn.Module
+    v_quant: nn.Module
 
-    def _set_quantizers(self, q: Quantizer, k: Quantizer, attn: Quantizer, v: Quantizer) -> None:
+    def _set_quantizers(self, q: nn.Module, k: nn.Module, attn: nn.Module, v: nn.Module) -> None:
         self.q_quant, self.k_quant, self.attn_quant, self.v_quant = q, k, attn, v
 
     def _matmuls_quantized(self) -> bool:
-        return any(qz.active or qz._observed is not None
+        return any(qz.active or qz.observing
                    for qz in (self.q_quant, self.k_quant, self.attn_quant, self.v_quant))
 
 
 class QuantAttention(_AttentionQuantizers):
     """timm `Attention` (ViT/DeiT) with quantized matmul operands."""
 
-    def __init__(self, attn: nn.Module, qkv: QuantLinear, proj: QuantLinear, q_quant: Quantizer,
-                 k_quant: Quantizer, attn_quant: Quantizer, v_quant: Quantizer):
+    def __init__(self, attn: nn.Module, qkv: QuantLinear, proj: QuantLinear, q_quant: nn.Module,
+                 k_quant: nn.Module, attn_quant: nn.Module, v_quant: nn.Module):
         super().__init__()
         if getattr(attn, "gate", None) is not None:
             raise TypeError("gated timm Attention is not supported")
@@ -109,8 +108,8 @@ class QuantAttention(_AttentionQuantizers):
 class QuantWindowAttention(_AttentionQuantizers):
     """timm Swin `WindowAttention` with quantized matmul operands; bias and mask added in FP."""
 
-    def __init__(self, attn: nn.Module, qkv: QuantLinear, proj: QuantLinear, q_quant: Quantizer,
-                 k_quant: Quantizer, attn_quant: Quantizer, v_quant: Quantizer):
+    def __init__(self, attn: nn.Module, qkv: QuantLinear, proj: QuantLinear, q_quant: nn.Module,
+                 k_quant: nn.Module, attn_quant: nn.Module, v_quant: nn.Module):
         super().__init__()
         self.dim, self.window_size, self.window_area = attn.dim, attn.window_size, attn.window_area
         self.num_heads, self.scale = attn.num_heads, attn.scale

@@ -25,7 +25,7 @@ from torch import nn
 
 from .config import QuantConfig
 from .modules import QuantAttention, QuantConv2d, QuantLinear, QuantWindowAttention
-from .quantizers import Quantizer, UniformQuantizer, make_quantizer
+from .quantizers import UniformQuantizer, make_quantizer
 
 _BLOCK_LINEARS = ("attn.qkv", "attn.proj", "mlp.fc1", "mlp.fc2")
 
@@ -89,7 +89,8 @@ def _set_module(model: nn.Module, name: str, module: nn.Module) -> None:
 
 def _weighted(module: nn.Module, bits: SiteBits, config: QuantConfig) -> nn.Module:
     ndim = module.weight.ndim
-    w_quant = UniformQuantizer(bits.w_bits, config.w_search, channels=module.weight.shape[0], ndim=ndim)
+    w_quant = UniformQuantizer(bits.w_bits, config.w_search, channels=module.weight.shape[0], ndim=ndim,
+                               role="weight")
     a_quant = UniformQuantizer(bits.a_bits, config.a_search)
     if isinstance(module, nn.Linear):
         return QuantLinear(module, w_quant, a_quant)
@@ -101,7 +102,7 @@ def _attention(module: nn.Module, bits: SiteBits, config: QuantConfig) -> nn.Mod
     return cls(module, module.qkv, module.proj,
                q_quant=UniformQuantizer(bits.a_bits, config.a_search),
                k_quant=UniformQuantizer(bits.a_bits, config.a_search),
-               attn_quant=make_quantizer(config.attn_quantizer, bits.attn_bits, config.a_search),
+               attn_quant=make_quantizer(config.attn_quantizer, bits.attn_bits, config.a_search, role="attention"),
                v_quant=UniformQuantizer(bits.a_bits, config.a_search))
 
 
@@ -126,14 +127,3 @@ def build_quant_model(fp_model: nn.Module, config: QuantConfig) -> nn.Module:
         build = _attention if role == "attention" else _weighted
         _set_module(q_model, name, build(module, bits, config))
     return q_model
-
-
-def quantizers(model: nn.Module) -> dict[str, Quantizer]:
-    """Every quantizer of a quantized model, by qualified name (e.g. `blocks.0.attn.qkv.w_quant`)."""
-    return {name: m for name, m in model.named_modules() if isinstance(m, Quantizer)}
-
-
-def set_quant_state(model: nn.Module, weights: bool = True, activations: bool = True) -> None:
-    """Turn weight and/or activation quantizers on or off (off: that tensor passes unchanged)."""
-    for name, quantizer in quantizers(model).items():
-        quantizer.enabled = weights if name.endswith("w_quant") else activations

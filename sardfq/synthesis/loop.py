@@ -1,0 +1,202 @@
+"""Synthesize a calibration set: one optimization loop, methods plugged in by name.
+
+`synthesize(model, info, config)` starts from the method's initial images and, for methods that
+optimize, runs Adam on the pixels (PSAQ-ViT's schedule, which SARDFQ builds on): `rounds` rounds
+of iterations/rounds steps, each with a linear warm-up then cosine decay; a random roll jitter
+(+-15 then +-30 px at 224 px, scaled to the resolution) and a horizontal flip each step; pixels
+clipped to the valid normalized range after each step. Images are optimized `batch_size` at a time.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import os
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import torch
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from ..calibset import CalibrationSet
+from ..data import denormalize, pixel_range
+from ..io import atomic_path
+from ..models import ModelInfo
+from ..precision import autocast
+from ..version import library_versions
+from .config import METHODS, SynthesisConfig
+
+if TYPE_CHECKING:  # the methods register themselves into METHODS when the wing is imported
+    from .methods import Method
+
+log = logging.getLogger(__name__)
+
+
+def _lr_factor(step: int, steps: int, warmup: int) -> float:
+    """Linear warm-up over `warmup` steps, then cosine decay to 0 at `steps` (PSAQ-ViT's policy)."""
+    if step < warmup:
+        return (step + 1) / warmup
+    return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, steps - warmup)))
+
+
+def _round_lengths(iterations: int, rounds: int) -> list[int]:
+    base, extra = divmod(iterations, rounds)
+    return [base + (1 if r < extra else 0) for r in range(rounds)]
+
+
+def synthesize(model: nn.Module, info: ModelInfo, config: SynthesisConfig = SynthesisConfig(), *,
+               device: str | torch.device = "cpu", data_root: str | os.PathLike | None = None,
+               progress: bool = True) -> CalibrationSet:
+    """Synthesize `config.n` calibration images for `model` with `config.method`.
+
+    Deterministic for a given seed on the CPU. Raises FloatingPointError (naming the iteration and
+    the loss term) if a loss becomes NaN or infinite. The model runs on `device` and is handed back
+    where it was, in the training mode it had.
+    """
+    device = torch.device(device)
+    began = time.perf_counter()
+    generator = torch.Generator().manual_seed(config.seed)  # every random draw comes from it
+    was_training = model.training
+    home = next(model.parameters()).device
+    grad_flags = [p.requires_grad for p in model.parameters()]
+    model.to(device).eval()
+    model.requires_grad_(False)  # gradients flow to the pixels only
+    try:
+        method: Method = METHODS.get(config.method)(model, info, config, generator=generator,
+                                                    device=device, data_root=data_root)
+        sizes = [min(config.batch_size, config.n - s) for s in range(0, config.n, config.batch_size)]
+        total_steps = config.iterations * len(sizes) if method.optimizes else 0
+        images, labels, targets, finals, history = [], [], [], [], []
+        step_seconds: list[float] = []
+        loop_seconds = 0.0
+        with tqdm(total=total_steps, desc=f"synthesize {config.label}", leave=False,
+                  disable=not progress or not total_steps) as bar:
+            for chunk, size in enumerate(sizes):
+                start = method.start(size)
+                if method.optimizes:
+                    t0 = time.perf_counter()
+                    start, final, chunk_history = _optimize(method, model, info, start,
+                                                            generator, bar, chunk, step_seconds)
+                    loop_seconds += time.perf_counter() - t0
+                    finals.append(final)
+                    history.extend(chunk_history)
+                images.append(start.detach().cpu())
+                labels.append(method.labels.cpu())
+                soft = method.soft_targets()
+                targets.append(None if soft is None else soft.cpu())
+    finally:
+        for p, flag in zip(model.parameters(), grad_flags):
+            p.requires_grad_(flag)
+        model.to(home).train(was_training)
+    final_losses = ({k: sum(f[k] for f in finals) / len(finals) for k in finals[0]} if finals else {})
+    iterations = config.iterations if method.optimizes else 0
+    metadata = {
+        "method": config.method,
+        "label": config.label,
+        "switches": config.switches,
+        "seed": config.seed,
+        "model": info.name,
+        "n": config.n,
+        "iterations": iterations,
+        "final_losses": final_losses,
+        "loss_weights": dict(method.weights) if method.optimizes else {},
+        "seconds": time.perf_counter() - began,
+        "loop_seconds": loop_seconds,
+        "ms_per_iteration": 1000 * loop_seconds / max(1, iterations * len(sizes)),
+        "median_ms_per_iteration": 1000 * _median(step_seconds) if step_seconds else 0.0,
+        "apa_weight": method.config.apa_weight,
+        "lr": method.config.lr,
+        "device": str(device),
+        "history": history,
+        "config": config.to_dict(),
+        "versions": library_versions(),
+        **method.extra_metadata(),
+    }
+    soft_targets = None if any(t is None for t in targets) else torch.cat(targets)
+    log.info("synthesized %d images with %s in %.1f s", config.n, config.label, metadata["seconds"])
+    return CalibrationSet(torch.cat(images), torch.cat(labels), soft_targets, metadata)
+
+
+def _optimize(method: Method, model: nn.Module, info: ModelInfo,
+              images: Tensor, generator: torch.Generator, bar, chunk: int,
+              step_seconds: list[float]) -> tuple[Tensor, dict[str, float], list[dict]]:
+    """Adam on the pixels of one chunk; returns (images, final loss terms, history).
+
+    Appends the wall time of each step to `step_seconds`."""
+    images = images.detach().clone().requires_grad_(True)
+    config = method.config  # with its model-dependent defaults resolved
+    lr = config.lr
+    optimizer = torch.optim.Adam([images], lr=lr, betas=config.betas, eps=1e-8)
+    lo, hi = (t.to(images.device) for t in pixel_range(info))
+    size = info.image_size
+    record_every = max(1, config.iterations // 100)
+    history: list[dict] = []
+    values: dict[str, float] = {}
+    step = 0
+    with method.capture() as captured:
+        for rnd, steps in enumerate(_round_lengths(config.iterations, config.rounds)):
+            warmup = int(config.warmup_fraction * steps)
+            limit = config.jitter_px[min(rnd, len(config.jitter_px) - 1)]
+            limit = int(round(limit * size / 224))  # 15/30 px at 224 -> 2/4 px at 32
+            for i in range(steps):
+                tick = time.perf_counter()
+                for group in optimizer.param_groups:
+                    group["lr"] = lr * _lr_factor(i, steps, warmup)
+                shift = int(torch.randint(-limit, limit + 1, (), generator=generator))
+                flip = bool(torch.rand((), generator=generator) < config.flip_p)
+                batch = method.forward_batch(images)  # B (+ M crops), C, H, W
+                if shift:
+                    batch = torch.roll(batch, shifts=(shift, shift), dims=(2, 3))
+                if flip:
+                    batch = batch.flip(3)
+                with autocast(config.autocast, images.device):
+                    logits = model(batch)
+                terms = method.loss_terms(logits.float(), batch, captured, shift=shift, flip=flip)
+                total = sum(method.weights[k] * v for k, v in terms.items())
+                names = ["total", *terms]
+                numbers = torch.stack([total.detach(), *(v.detach() for v in terms.values())]).tolist()
+                values = dict(zip(names, numbers))
+                bad = [k for k in names[1:] if not math.isfinite(values[k])]
+                if bad or not math.isfinite(values["total"]):
+                    raise FloatingPointError(
+                        f"synthesis loss term {(bad or ['total'])[0]!r} became "
+                        f"{values[(bad or ['total'])[0]]} at iteration {step + 1} (chunk {chunk + 1}); "
+                        f"all terms: {values}")
+                optimizer.zero_grad(set_to_none=True)
+                total.backward()
+                optimizer.step()
+                with torch.no_grad():
+                    images.clamp_(lo, hi)
+                step += 1
+                step_seconds.append(time.perf_counter() - tick)
+                if step % record_every == 0 or step == config.iterations:
+                    history.append({"chunk": chunk, "iteration": step, **values})
+                bar.update(1)
+                if step % 10 == 0 or step == config.iterations:
+                    bar.set_postfix({k: f"{v:.4g}" for k, v in values.items()}, refresh=False)
+    return images.detach(), values, history
+
+
+def _median(values: list[float]) -> float:
+    ordered = sorted(values)
+    mid = len(ordered) // 2
+    return ordered[mid] if len(ordered) % 2 else 0.5 * (ordered[mid - 1] + ordered[mid])
+
+
+def save_image_grid(calib_set: CalibrationSet, info: ModelInfo, path: str | os.PathLike, *,
+                    nrow: int | None = None, upscale: int | None = None) -> Path:
+    """Write the images of `calib_set` as one PNG grid (denormalized with the model's mean/std).
+
+    Small images are enlarged (nearest neighbour, to at least 128 px) so the grid is readable.
+    """
+    from torchvision.utils import save_image
+
+    images = denormalize(calib_set.images.float(), info)  # N, C, H, W in [0, 1]
+    factor = upscale if upscale is not None else max(1, 128 // images.shape[-1])
+    if factor > 1:
+        images = torch.nn.functional.interpolate(images, scale_factor=factor, mode="nearest")
+    nrow = nrow or max(1, math.ceil(math.sqrt(len(images) * 2)))  # wider than tall
+    with atomic_path(path) as tmp:
+        save_image(images, str(tmp), nrow=nrow, padding=2, pad_value=1.0, format="png")
+    return Path(path)

@@ -259,6 +259,12 @@ def paper_finding(main, paper) -> str:
     return text
 
 
+def _seeds(seeds) -> str:
+    """'3 seeds', or '1-3 seeds' where cells have different numbers of them."""
+    low, high = int(seeds.min()), int(seeds.max())
+    return f"{low if low == high else f'{low}-{high}'} seed{'' if high == 1 else 's'}"
+
+
 def regime_finding(gains, zoo, scores, shares) -> str:
     """The results chapter's finding: SARDFQ against PSAQ-ViT where PSAQ-ViT leaves headroom (the
     cells of `headroom.cell_gains`), beside the zoo's cells, the share it closes, and how the two
@@ -269,7 +275,7 @@ def regime_finding(gains, zoo, scores, shares) -> str:
     n = len(cells)
     parts = [f"Where PSAQ-ViT leaves real images {room['difference'].min():+.1f} to {room['difference'].max():+.1f} "
              f"points ahead ({n} teacher × setting cells on {cells['model'].nunique()} teachers, "
-             f"{int(cells['seeds'].min())} seeds × {int(cells['images'].min()):,} test images, paired 95% CIs), "
+             f"{_seeds(cells['seeds'])} × {int(cells['images'].min()):,} test images, paired 95% CIs), "
              f"SARDFQ is ahead of PSAQ-ViT in {int((side == 'above').sum())}, behind in "
              f"{int((side == 'below').sum())} and level in {int((side == 'level').sum())}."]
     if len(cells):

@@ -77,12 +77,14 @@ def property_sentences(table, ranks, *, contrast: str = "sardfq - psaq") -> str:
     return "\n\n".join(lines)
 
 
+def _said(row) -> str:
+    word = ("adds" if row["ci_low"] > 0 else "costs") if row["excludes_zero"] else "changes nothing resolvable:"
+    return f"{word} {interval(row)}"
+
+
 def switch_sentences(ablation_gains, paper_alone: float | None = None) -> str:
     """What APA adds, in the full method and alone, per teacher of the zoo ablation, with CIs."""
-    def said(row):
-        word = ("adds" if row["ci_low"] > 0 else "costs") if row["excludes_zero"] else "changes nothing resolvable:"
-        return f"{word} {interval(row)}"
-
+    said = _said
     lines = []
     for model, part in ablation_gains.groupby("model", sort=False):
         row = part.set_index("contrast")
@@ -92,6 +94,27 @@ def switch_sentences(ablation_gains, paper_alone: float | None = None) -> str:
         lines.append(f"On `{model}`, APA in the full method {said(row.loc['sardfq - sardfq[msr+sl]'])}; "
                      f"APA alone {said(row.loc['sardfq[apa] - sardfq[none]'])}{paper}.")
     return "\n\n".join(lines)
+
+
+def cell_switch_sentences(gains) -> str:
+    """What each SARDFQ switch adds in one headroom cell (rows of `headroom.ablation_gains`): in the
+    full method and alone, and where the method with no switch stands against PSAQ-ViT."""
+    names = {"apa": "APA", "msr": "MSR", "sl": "Soft labels"}
+    row = gains.set_index("contrast")
+    parts = []
+    for key, name in names.items():
+        others = "+".join(k for k in names if k != key)
+        said = [f"{where} {_said(row.loc[c])}" for where, c in (("in the full method", f"sardfq - sardfq[{others}]"),
+                                                                ("alone", f"sardfq[{key}] - sardfq[none]"))
+                if c in row.index]
+        if said:
+            parts.append(f"{name} " + "; ".join(said) + ".")
+    for c, what in (("sardfq[none] - psaq", "With no switch on"), ("sardfq - psaq", "With all three")):
+        if c in row.index:
+            parts.append(f"{what}, SARDFQ's images against PSAQ-ViT's: {interval(row.loc[c])}.")
+    if len(gains):
+        parts.append(f"({_seeds(gains['seeds'])} × {int(gains['images'].min()):,} test images, paired 95% CIs.)")
+    return " ".join(parts)
 
 
 def choice_sentences(choice) -> str:

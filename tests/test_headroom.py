@@ -156,3 +156,31 @@ def test_attention_quantizer_table_tells_peaked_attention_from_flat(one_torch_th
     assert set(table["set"]) == {"noise", "scaled"} and len(table) == 2 * info.num_blocks
     assert ((table["real mass kept"] > 0) & (table["real mass kept"] <= 1.0 + 1e-6)).all()
     assert (table["scale"] <= table["set max"] + 1e-6).all()  # the scale is max * 2^-t, t in [0, 1)
+
+
+def test_the_ablation_in_a_cell_reads_each_switch_and_psaq_from_the_cells(tmp_path):
+    from sardfq.analysis import findings
+
+    ablation, cells = tmp_path / "ablation", tmp_path / "cells"
+    combos = {"sardfq": {}, "sardfq[none]": {"apa": False, "msr": False, "sl": False},
+              "sardfq[msr+sl]": {"apa": False}, "sardfq[apa]": {"msr": False, "sl": False}}
+    rates = {"sardfq": 0.60, "sardfq[none]": 0.50, "sardfq[msr+sl]": 0.45, "sardfq[apa]": 0.58}
+    for name, off in combos.items():
+        for seed in (0, 1):
+            r = _record("t", "sardfq", seed, "w4a4-attn2", _correct(rates[name], seed + 7 * len(name)),
+                        design={f"synthesis.{k}": v for k, v in off.items()})
+            assert r["variant"] == name
+            write_json_atomic(ablation / f"{r['run_id']}.json", r)
+    _write_cells(cells, {("t", "w4a4-attn2"): {"psaq": 0.40}, ("t", "w4a2"): {"psaq": 0.9}}, seeds=(0, 1))
+    gains = headroom.ablation_gains(ablation, cells, n_boot=200).set_index("contrast")
+    # APA in the full method (+15 points) and alone (+8), no switch and all three against PSAQ-ViT (+10, +20)
+    assert gains.loc["sardfq - sardfq[msr+sl]", "difference"] == pytest.approx(15, abs=4)
+    assert gains.loc["sardfq[apa] - sardfq[none]", "difference"] == pytest.approx(8, abs=4)
+    assert gains.loc["sardfq - psaq", "difference"] == pytest.approx(20, abs=4)  # the w4a4-attn2 PSAQ-ViT, not w4a2's
+    assert set(gains["seeds"]) == {2} and "sardfq[msr] - sardfq[none]" not in gains.index
+    text = findings.cell_switch_sentences(gains.reset_index())
+    assert "APA in the full method adds +1" in text and "With all three" in text and "2 seeds" in text
+    r = _record("u", "sardfq", 0, "w4a4", _correct(0.5, 1))
+    write_json_atomic(ablation / f"{r['run_id']}.json", r)
+    with pytest.raises(sardfq.ConfigError, match="more than one teacher"):
+        headroom.ablation_gains(ablation, cells, n_boot=10)

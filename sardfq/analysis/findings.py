@@ -77,12 +77,14 @@ def property_sentences(table, ranks, *, contrast: str = "sardfq - psaq") -> str:
     return "\n\n".join(lines)
 
 
+def _said(row) -> str:
+    word = ("adds" if row["ci_low"] > 0 else "costs") if row["excludes_zero"] else "changes nothing resolvable:"
+    return f"{word} {interval(row)}"
+
+
 def switch_sentences(ablation_gains, paper_alone: float | None = None) -> str:
     """What APA adds, in the full method and alone, per teacher of the zoo ablation, with CIs."""
-    def said(row):
-        word = ("adds" if row["ci_low"] > 0 else "costs") if row["excludes_zero"] else "changes nothing resolvable:"
-        return f"{word} {interval(row)}"
-
+    said = _said
     lines = []
     for model, part in ablation_gains.groupby("model", sort=False):
         row = part.set_index("contrast")
@@ -92,6 +94,27 @@ def switch_sentences(ablation_gains, paper_alone: float | None = None) -> str:
         lines.append(f"On `{model}`, APA in the full method {said(row.loc['sardfq - sardfq[msr+sl]'])}; "
                      f"APA alone {said(row.loc['sardfq[apa] - sardfq[none]'])}{paper}.")
     return "\n\n".join(lines)
+
+
+def cell_switch_sentences(gains) -> str:
+    """What each SARDFQ switch adds in one headroom cell (rows of `headroom.ablation_gains`): in the
+    full method and alone, and where the method with no switch stands against PSAQ-ViT."""
+    names = {"apa": "APA", "msr": "MSR", "sl": "Soft labels"}
+    row = gains.set_index("contrast")
+    parts = []
+    for key, name in names.items():
+        others = "+".join(k for k in names if k != key)
+        said = [f"{where} {_said(row.loc[c])}" for where, c in (("in the full method", f"sardfq - sardfq[{others}]"),
+                                                                ("alone", f"sardfq[{key}] - sardfq[none]"))
+                if c in row.index]
+        if said:
+            parts.append(f"{name} " + "; ".join(said) + ".")
+    for c, what in (("sardfq[none] - psaq", "With no switch on"), ("sardfq - psaq", "With all three")):
+        if c in row.index:
+            parts.append(f"{what}, SARDFQ's images against PSAQ-ViT's: {interval(row.loc[c])}.")
+    if len(gains):
+        parts.append(f"({_seeds(gains['seeds'])} × {int(gains['images'].min()):,} test images, paired 95% CIs.)")
+    return " ".join(parts)
 
 
 def choice_sentences(choice) -> str:
@@ -259,6 +282,12 @@ def paper_finding(main, paper) -> str:
     return text
 
 
+def _seeds(seeds) -> str:
+    """'3 seeds', or '1-3 seeds' where cells have different numbers of them."""
+    low, high = int(seeds.min()), int(seeds.max())
+    return f"{low if low == high else f'{low}-{high}'} seed{'' if high == 1 else 's'}"
+
+
 def regime_finding(gains, zoo, scores, shares) -> str:
     """The results chapter's finding: SARDFQ against PSAQ-ViT where PSAQ-ViT leaves headroom (the
     cells of `headroom.cell_gains`), beside the zoo's cells, the share it closes, and how the two
@@ -269,7 +298,7 @@ def regime_finding(gains, zoo, scores, shares) -> str:
     n = len(cells)
     parts = [f"Where PSAQ-ViT leaves real images {room['difference'].min():+.1f} to {room['difference'].max():+.1f} "
              f"points ahead ({n} teacher × setting cells on {cells['model'].nunique()} teachers, "
-             f"{int(cells['seeds'].min())} seeds × {int(cells['images'].min()):,} test images, paired 95% CIs), "
+             f"{_seeds(cells['seeds'])} × {int(cells['images'].min()):,} test images, paired 95% CIs), "
              f"SARDFQ is ahead of PSAQ-ViT in {int((side == 'above').sum())}, behind in "
              f"{int((side == 'below').sum())} and level in {int((side == 'level').sum())}."]
     if len(cells):

@@ -15,7 +15,9 @@ images there is nothing to close. The verbs:
 - `score(predictions, measured)`: per hypothesis, signs right and the rank agreement (Spearman's rho
   with its permutation p-value) between predicted and measured gains;
 - `share_closed(results, ...)`: (SARDFQ - PSAQ-ViT) / (real - PSAQ-ViT) with a paired two-stage
-  bootstrap interval over seeds and test images, the paper's 49% beside it.
+  bootstrap interval over seeds and test images, the paper's 49% beside it;
+- `ablation_gains(ablation, cells, ...)`: SARDFQ's component ablation in one headroom cell: what each
+  switch adds to the full method and alone, and the method with no switch against PSAQ-ViT.
 """
 from __future__ import annotations
 
@@ -213,6 +215,31 @@ def cell_gains(results, *, contrasts=CELL_CONTRASTS, n_boot: int = 2000):
         tuned = cell_differences(list(part["file"]) + list(psaq["file"]), contrasts=(("sardfq", "psaq"),), n_boot=n_boot)
         rows.append(tuned.assign(contrast=f"sardfq ({design}) - psaq"))
     return pd.concat(rows, ignore_index=True)
+
+
+SWITCHES = ("apa", "msr", "sl")
+ABLATION_CELL_CONTRASTS = (
+    *(("sardfq", f"sardfq[{'+'.join(k for k in SWITCHES if k != s)}]") for s in SWITCHES),  # in the full method
+    *((f"sardfq[{s}]", "sardfq[none]") for s in SWITCHES),  # alone
+    ("sardfq[none]", "psaq"), ("sardfq", "psaq"))
+
+
+def ablation_gains(ablation, cells, *, n_boot: int = 2000):
+    """The component ablation in a headroom cell: `ABLATION_CELL_CONTRASTS` (each switch in the
+    full method and alone, the method with no switch and the full one against PSAQ-ViT) on the
+    records under `ablation` (every combination of SARDFQ's switches, one teacher and setting), with
+    PSAQ-ViT's records of the same teacher and setting taken from `cells`."""
+    ablation_frame = load_results(ablation)
+    if ablation_frame.empty:
+        raise ConfigError(f"no experiment records in {ablation}")
+    where = ablation_frame[["model", "setting"]].drop_duplicates()
+    if len(where) != 1:
+        raise ConfigError(f"{ablation} holds more than one teacher x setting: {where.to_dict('records')}")
+    model, setting = where.iloc[0]
+    cell = load_results(cells)
+    psaq = cell[(cell["variant"] == "psaq") & (cell["model"] == model) & (cell["setting"] == setting)]
+    return cell_differences(list(ablation_frame["file"]) + list(psaq["file"]), contrasts=ABLATION_CELL_CONTRASTS,
+                            n_boot=n_boot)
 
 
 def gain_against_headroom(gains, *, group: str):

@@ -124,6 +124,10 @@ def test_rerun_of_says_same_or_by_how_many_images():
     text = report.rerun_of(_Result(0.698, "cpu (2 threads)"), _Result(0.696, "cpu (1 threads)"))
     assert "-0.2 points, 2 of 1000 test images" in text and "cpu (2 threads)" in text
     assert "None" in report.rerun_of(None, _Result(0.7, "a"))
+    same = _Result(0.698, "cpu (2 threads)")
+    same.started = "2026-11-27T13:23:28+0000"
+    text = report.rerun_of(same, _Result(0.696, "cpu (2 threads)"))  # one machine: only the code can differ
+    assert "made on 2026-11-27" in text and "thread count" not in text and "change to the code" in text
 
 
 def _outside(fig, legend, axes) -> bool:

@@ -99,7 +99,7 @@ def short_correlation(row) -> str:
 def predictors(table, frame, *, label: str, bits: str) -> str:
     """One paragraph on a `correlations` table: the sets behind it, how many metrics' intervals
     exclude zero, the strongest, and those of them a data-free user can compute (Spearman with
-    its 95% CI)."""
+    its 95% CI); with none, how wide the widest interval is."""
     hits = table[excludes_zero(table)]
     free = hits[~hits["needs_real_data"].astype(bool)]
     width = float((table["ci_high"] - table["ci_low"]).max())
@@ -109,8 +109,7 @@ def predictors(table, frame, *, label: str, bits: str) -> str:
         return head + f" No metric's interval excludes zero; the widest is {width:.2f} wide."
     return (f"{head} {len(hits)} of {len(table)} intervals exclude zero (the filled markers); the strongest is "
             f"{correlation_text(hits.iloc[0])}. Data-free among them: "
-            + ("; ".join(short_correlation(r) for _, r in free.iterrows()) if len(free) else "none")
-            + f". The widest interval is {width:.2f} wide (a correlation ranges over 2).")
+            + ("; ".join(short_correlation(r) for _, r in free.iterrows()) if len(free) else "none") + ".")
 
 
 def best_data_free(table):
@@ -319,16 +318,20 @@ def data_free_takeaway(table, bits: str) -> str:
 
 def rerun_of(before, after, *, source: str | None = None) -> str:
     """The same configuration run twice (two `ExperimentResult`s, `before` from a committed record,
-    None when there is none): their top-1 side by side, and why they may differ."""
+    None when there is none): their top-1 side by side, and, when they differ, what the records
+    say can differ between the two runs (the machine, the date and so the code), never more."""
     if before is None:
         return ("No earlier record of this configuration is set beside this run"
                 + (f" (none in `{source}`)." if source else " (`compare_dir` is None)."))
     b, a, n = 100 * before.quantized["top1"], 100 * after.quantized["top1"], int(after.quantized["n_images"])
+    when = f" on {before.started[:10]}," if getattr(before, "started", "") else ""
     text = (f"Chapter 00 loads the committed record of this very configuration and seed (run `{before.run_id}`"
-            + (f", in `{source}`" if source else "") + f"), made on {before.device}: {b:.1f}% top-1. This run, on "
-            f"{after.device}, prints {a:.1f}%")
-    if round(abs(a - b) * n / 100) == 0:
+            + (f", in `{source}`" if source else "") + f"), made{when} on {before.device}: {b:.1f}% top-1. This run, "
+            f"on {after.device}, gives {a:.1f}%")
+    flipped = round(abs(a - b) * n / 100)
+    if flipped == 0:
         return text + ", the same."
-    return (text + f": {a - b:+.1f} points, {round(abs(a - b) * n / 100)} of {n} test images. The configuration, "
-            "seed and code are the same; on another machine or thread count float sums run in another order, "
-            "which flips a few predictions.")
+    differs = [] if before.device == after.device else ["the machine or its thread count (float sums run in another order)"]
+    differs.append("any change to the code since the record was written")
+    return (text + f": {a - b:+.1f} points, {flipped} of {n} test images. The configuration and seed are the same; "
+            f"what can differ is {' and '.join(differs)}, enough to flip a few of a 4-bit model's predictions.")

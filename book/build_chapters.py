@@ -24,6 +24,19 @@ CHAPTERS = ROOT / "book" / "chapters"
 PARAMS = ROOT / "book" / "params"
 
 
+def fold_injected_parameters(chapter: Path) -> None:
+    """Fold the cell papermill injects with the book's parameters (tag `hide-input`): the page shows
+    the notebook's own parameters cell, and the book's values one click away."""
+    import nbformat
+
+    nb = nbformat.read(chapter, as_version=4)
+    for cell in nb.cells:
+        tags = cell.metadata.get("tags", [])
+        if "injected-parameters" in tags and "hide-input" not in tags:
+            cell.metadata["tags"] = [*tags, "hide-input"]
+    nbformat.write(nb, chapter)
+
+
 def build_chapters(names: list[str], *, defaults: bool = False) -> None:
     import yaml
 
@@ -38,6 +51,7 @@ def build_chapters(names: list[str], *, defaults: bool = False) -> None:
         start = time.perf_counter()
         print(f"{path.name}: running with {params or 'its defaults'}", flush=True)
         execute_notebook(path, CHAPTERS / path.name, params, cwd=ROOT, progress=False)
+        fold_injected_parameters(CHAPTERS / path.name)
         print(f"{path.name}: done in {time.perf_counter() - start:.0f} s", flush=True)
 
 

@@ -57,3 +57,17 @@ def test_book_builds_offline_without_warnings(built_book):
     for p in NOTEBOOKS:
         page = (html / "book" / "chapters" / f"{p.stem}.html").read_text()
         assert "<img" in page, f"{p.stem}: no figure in the rendered chapter"
+
+
+CHAPTERS = ROOT / "book" / "chapters"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_the_book_folds_the_parameters_papermill_injects(path):
+    chapter = CHAPTERS / path.name
+    if not chapter.is_file():
+        pytest.skip("not executed")
+    for cell in _cells(chapter):
+        tags = cell.get("metadata", {}).get("tags", [])
+        if "injected-parameters" in tags:
+            assert "hide-input" in tags, f"{path.stem}: rerun python book/build_chapters.py {path.stem}"

@@ -187,7 +187,7 @@ def plot_loss_history(history: Sequence[Mapping[str, float]] | Mapping[str, Sequ
     ax.tick_params(labelsize=FONT)
     if logy:  # a plain log axis for positive losses; symlog only where a term reaches zero or below
         ax.set_yscale("log") if lowest > 0 else ax.set_yscale("symlog", linthresh=1e-3)
-    ax.legend(fontsize=FONT)
+    legend_below(ax)
     return fig
 
 
@@ -226,7 +226,8 @@ def plot_soft_targets(targets: Tensor, class_names: Sequence[str], *, labels: Se
     sns.barplot(data=pd.DataFrame(rows), x="class", y="probability", hue="target", ax=ax, palette=palette, saturation=1)
     ax.tick_params(axis="x", rotation=45, labelsize=FONT)
     ax.set_xlabel("")
-    ax.legend(fontsize=FONT)
+    ax.legend(fontsize=FONT, loc="lower left", bbox_to_anchor=(0, 1.01), ncols=len(labels), frameon=False,
+              borderaxespad=0)  # above the bars, never over them
     return fig
 
 
@@ -322,9 +323,10 @@ def plot_weight_quantization(weight: Tensor, quantized: Tensor, *, channel: int 
     for i, level in enumerate(torch.unique(q).tolist()):
         ax.axvline(level, color=METHOD_COLORS["sardfq"], linewidth=1, alpha=0.8,
                    label="quantized levels" if i == 0 else None)
-    ax.set_xlabel("weight value")
-    ax.set_ylabel("count")
-    ax.legend(fontsize=FONT)
+    ax.set_xlabel("weight value", fontsize=FONT)
+    ax.set_ylabel("count", fontsize=FONT)
+    ax.tick_params(labelsize=FONT)
+    legend_below(ax)
     if title:
         ax.set_title(title, fontsize=TITLE_FONT)
     return fig
@@ -344,7 +346,7 @@ def plot_reconstruction(blocks: Sequence[Mapping[str, float]], *, ax=None, title
     ax.set_xlabel("block", fontsize=FONT)
     ax.set_ylabel("output MSE vs FP", fontsize=FONT)
     ax.tick_params(labelsize=FONT)
-    ax.legend(fontsize=FONT)
+    legend_below(ax)
     if title:
         ax.set_title(title, fontsize=TITLE_FONT)
     return fig
@@ -643,3 +645,13 @@ def plot_claim_effects(rows, *, title: str | None = None):
     if title:
         fig.suptitle(title, fontsize=TITLE_FONT)
     return fig
+
+
+def legend_below(ax) -> None:
+    """The axis's legend (every labelled artist, those a notebook adds included) under its x label,
+    outside the data (constrained layout makes room), side by side where the axis is wide enough."""
+    handles, labels = ax.get_legend_handles_labels()
+    if handles:
+        wide = ax.get_position().width * ax.figure.get_figwidth() > 4.5  # inches: room for entries side by side
+        ax.legend(handles, labels, fontsize=FONT, loc="upper center", bbox_to_anchor=(0.5, -0.2),
+                  ncols=min(len(labels), 3) if wide else 1, frameon=False)

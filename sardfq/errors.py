@@ -30,7 +30,7 @@ class CheckpointError(SardfqError):
 
 
 class DataNotFoundError(SardfqError):
-    """A data set that is not where sardfq looked."""
+    """A data set that is not where sardfq looked, or whose files cannot be read as images."""
 
 
 class ConfigError(SardfqError, ValueError):

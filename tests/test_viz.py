@@ -162,3 +162,27 @@ def test_legends_sit_outside_the_data_of_the_chapters_plots():
     viz.legend_below(ax)
     assert [t.get_text() for t in ax.get_legend().get_texts()] == ["curve", "floor"] and _legend_clear_of_axes(fig)
     plt.close("all")
+
+
+def test_intervals_headroom_map_and_gain_vs_headroom_figures():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import pandas as pd
+
+    rows = pd.DataFrame([{"label": l, "group": g, "difference": d, "ci_low": d - 1, "ci_high": d + 1,
+                          "excludes_zero": abs(d) > 1} for l, g, d in (("a", "x", 2.0), ("b", "x", 0.5), ("a", "y", -3.0))])
+    fig = viz.plot_intervals(rows, label="label", group="group", title="t")
+    assert [t.get_text() for t in fig.axes[0].get_yticklabels()] == ["a", "b"]
+    assert fig.get_size_inches()[0] <= viz.BOOK_WIDTH
+    table = pd.DataFrame([{"model": m, "setting": s, "recon_iters": r, "headroom": h}
+                          for m, s, r, h in (("t1", "w4a4", 0, 1.0), ("t1", "w4a2", 0, 9.0), ("t2", "w4a4", 0, -2.0),
+                                             ("t1", "w4a4", 20, 0.5), ("t2", "w4a2", 20, 5.0))])
+    fig = viz.plot_headroom_map(table, settings=["w4a4", "w4a2"])
+    maps = [ax for ax in fig.axes if ax.get_title()]
+    assert len(maps) == 2 and maps[0].collections[0].get_clim() == maps[1].collections[0].get_clim()  # one scale
+    points = pd.DataFrame([{"model": "t1", "setting": "w4a2", "group": "cells", "headroom": 9.0, "headroom_low": 8.0,
+                            "headroom_high": 10.0, "gain": -5.0, "gain_low": -6.0, "gain_high": -4.0}])
+    fig = viz.plot_gain_vs_headroom(points, fit=(-1.65, 0.74))
+    assert any("fitted" in t.get_text() for t in fig.legends[0].get_texts()) if fig.legends else \
+        any("fitted" in t.get_text() for t in fig.axes[0].get_legend().get_texts())

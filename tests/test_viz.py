@@ -142,6 +142,28 @@ def test_gain_vs_property_has_a_panel_per_property_and_a_point_per_teacher_and_b
     plt.close("all")
 
 
+def _legend_clear_of_axes(fig) -> bool:
+    fig.canvas.draw()
+    legends = [ax.get_legend() for ax in fig.axes if ax.get_legend()] + list(fig.legends)
+    return bool(legends) and not any(legend.get_window_extent().overlaps(ax.get_window_extent())
+                                     for legend in legends for ax in fig.axes)
+
+
+def test_legends_sit_outside_the_data_of_the_chapters_plots():
+    history = [{"iteration": i, "ce": 1.0 / i, "apa": 0.1 / i} for i in range(1, 20)]
+    figures = [viz.plot_loss_history({"sardfq": history}, terms=["ce", "apa"]),
+               viz.plot_reconstruction([{"block": "blocks.0", "mse_before": 0.4, "mse_after": 0.3}]),
+               viz.plot_weight_quantization(torch.randn(2, 16), torch.randn(2, 16).round(), channel=0),
+               viz.plot_soft_targets(torch.softmax(torch.randn(2, 4), 1), list("abcd"), labels=["x", "y"])]
+    assert all(_legend_clear_of_axes(fig) for fig in figures)
+    fig, ax = plt.subplots(figsize=(6, 3.5), layout="constrained")  # a line a notebook adds joins the legend
+    ax.plot([0, 1], [0, 1], label="curve")
+    ax.axhline(0.5, label="floor")
+    viz.legend_below(ax)
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["curve", "floor"] and _legend_clear_of_axes(fig)
+    plt.close("all")
+
+
 def test_intervals_headroom_map_and_gain_vs_headroom_figures():
     import matplotlib
 

@@ -157,6 +157,44 @@ def test_class_token_tail_applies_to_plain_class_token_vits_only(tiny, tiny_swin
     assert synthesize(*tiny_swin, SynthesisConfig(n=2, iterations=2), progress=False).metadata["shortcuts"] == []
 
 
+def test_bf16_mlp_policy_rounds_the_mlp_and_projection_products_only(tiny):
+    from sardfq.precision import Bf16Linears, autocast
+
+    model, info = tiny
+    model.eval()
+    x = torch.randn(2, *info.input_size)
+    outputs = {}
+    hooks = [m.register_forward_hook(lambda _m, _a, out, n=n: outputs.setdefault(n, []).append(out))
+             for n, m in model.named_modules() if n.endswith(("qkv", "fc1"))]
+    with torch.no_grad():
+        model(x)
+        with autocast("bf16-mlp", "cpu", model) as mode:
+            model(x)
+    for h in hooks:
+        h.remove()
+    assert isinstance(mode, Bf16Linears) and len(mode.layers) == 3 * len(model.blocks)
+    assert id(model.head.weight) not in mode.layers and id(model.blocks[0].attn.qkv.weight) not in mode.layers
+    qkv, fc1 = outputs["blocks.0.attn.qkv"], outputs["blocks.0.mlp.fc1"]
+    assert torch.equal(*qkv)  # upstream of every rounded product: float32 as before
+    assert fc1[1].dtype == torch.float32 and not torch.equal(*fc1)
+    assert torch.allclose(*fc1, rtol=0.02, atol=0.02)
+    assert not torch.equal(*outputs["blocks.1.attn.qkv"])  # downstream of a rounded MLP
+
+
+def test_bf16_mlp_synthesis_stays_close_and_is_its_own_run(tiny):
+    model, info = tiny
+    runs = {a: synthesize(model, info, SynthesisConfig(n=4, iterations=3, seed=2, autocast=a), progress=False)
+            for a in (None, "bf16-mlp")}
+    assert not torch.equal(runs[None].images, runs["bf16-mlp"].images)
+    assert (runs["bf16-mlp"].images - runs[None].images).abs().mean() < 0.05
+    assert all(p.requires_grad for p in model.parameters())
+    base = sardfq.ExperimentConfig()
+    mixed = base.replace(synthesis={"autocast": "bf16-mlp"})
+    assert mixed.run_id() != base.run_id() and mixed.synthesis_id() != base.synthesis_id()
+    with pytest.raises(sardfq.ConfigError, match="ReconConfig.autocast"):
+        sardfq.ReconConfig(autocast="bf16-mlp")  # reconstruction's linears are quantized: no policy there
+
+
 def test_chunks_and_metadata(tiny):
     model, info = tiny
     calib = synthesize(model, info, SynthesisConfig(method="psaq", n=5, batch_size=2, iterations=2),

@@ -159,7 +159,7 @@ def _optimize(method: Method, model: nn.Module, info: ModelInfo,
                     batch = torch.roll(batch, shifts=(shift, shift), dims=(2, 3))
                 if flip:
                     batch = batch.flip(3)
-                with autocast(config.autocast, images.device):
+                with autocast(config.autocast, images.device, model):
                     logits = model(batch)
                 terms = method.loss_terms(logits.float(), batch, captured, shift=shift, flip=flip)
                 total = sum(method.weights[k] * v for k, v in terms.items())

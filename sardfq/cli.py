@@ -202,6 +202,7 @@ def _read_config_file(path: str) -> dict:
 
 def _run_run(args: argparse.Namespace) -> None:
     from .experiments.config import ExperimentConfig
+    from .experiments.estimate import estimate_experiment
     from .experiments.run import run_experiment
 
     if args.quickstart:
@@ -218,6 +219,7 @@ def _run_run(args: argparse.Namespace) -> None:
         typed["device"] = str(resolve_device(args.device, what="--device"))
     # one road: the file, then the options typed, nested, merged and checked once
     config = ExperimentConfig.from_dict(file_values, typed)  # every option checked before any slow work
+    _log_estimate(estimate_experiment(config))
     keep = {"keep_models": True} if args.out else {}  # to save the quantized model below
     result = run_experiment(config, out_dir=args.out, progress=args.progress, **keep)
     r = result.to_dict()
@@ -327,6 +329,7 @@ def _add_synthesize(sub) -> None:
 
 def _run_synthesize(args: argparse.Namespace) -> None:
     from .experiments.config import nest
+    from .experiments.estimate import estimate_synthesis
     from .models import load_model, model_slug
     from .synthesis import SynthesisConfig, save_image_grid, synthesize
 
@@ -336,6 +339,7 @@ def _run_synthesize(args: argparse.Namespace) -> None:
     config = SynthesisConfig.from_dict(values)
     device = resolve_device(args.device, what="--device")
     model, info = load_model(args.model, checkpoint=args.checkpoint, device=device)
+    _log_estimate(estimate_synthesis(model, info, config, device=device, data_root=args.data))
     calib = synthesize(model, info, config, device=device, data_root=args.data, progress=args.progress)
     out = Path(args.out or f"calib/{model_slug(args.model)}-{config.label}-seed{config.seed}.safetensors")
     calib.save(out)
@@ -376,6 +380,7 @@ def _run_quantize(args: argparse.Namespace) -> None:
 
     from .calibset import CalibrationSet
     from .experiments.config import ExperimentConfig
+    from .experiments.estimate import estimate_reconstruction
     from .experiments.run import quantize_model
     from .models import load_model, model_slug
     from .quant.api import save_quantized
@@ -392,6 +397,7 @@ def _run_quantize(args: argparse.Namespace) -> None:
     calib = CalibrationSet.load(args.calib)
     fp_model, info = load_model(args.model, checkpoint=args.checkpoint, device=device)
     timings = {"load": time.perf_counter() - began}
+    _log_estimate(estimate_reconstruction(fp_model, info, calib, config.quant, config.recon, seed=config.seed))
     q_model, reconstruction = quantize_model(fp_model, info, calib, config.quant, config.recon, seed=config.seed,
                                              progress=args.progress, timings=timings)
     blocks = reconstruction.get("blocks", [])
@@ -456,6 +462,12 @@ def _run_inspect(args: argparse.Namespace) -> None:
 
 
 # ------------------------------------------------------------------------------------- helpers
+def _log_estimate(estimate) -> None:
+    """Say how long a long run will take before it starts (None: a short run, nothing said)."""
+    if estimate is not None:
+        logging.getLogger("sardfq").info("estimated: %s", estimate)
+
+
 # Options for config fields come from the dataclasses: one option per field, `--field-name`, its
 # type, default and help (the field's comment or docstring entry) read from the class. Listed here:
 # fields whose option has another name (aliases after the first, the names the README documents

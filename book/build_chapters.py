@@ -3,7 +3,7 @@
     python book/build_chapters.py            # every notebook, with book/params/<name>.yaml if present
     python book/build_chapters.py 02_apa     # some of them
     python book/build_chapters.py --defaults # the notebooks' own (CI-sized) defaults
-    python book/build_chapters.py --api-only # only book/api.md
+    python book/build_chapters.py --api-only # only the API pages (book/api.md, book/api/)
 
 Each notebooks/<name>.ipynb is run with papermill (parameters from book/params/<name>.yaml, which
 holds the book's sizes: larger than the CI defaults, small enough for a CPU) into
@@ -24,6 +24,19 @@ CHAPTERS = ROOT / "book" / "chapters"
 PARAMS = ROOT / "book" / "params"
 
 
+def fold_injected_parameters(chapter: Path) -> None:
+    """Fold the cell papermill injects with the book's parameters (tag `hide-input`): the page shows
+    the notebook's own parameters cell, and the book's values one click away."""
+    import nbformat
+
+    nb = nbformat.read(chapter, as_version=4)
+    for cell in nb.cells:
+        tags = cell.metadata.get("tags", [])
+        if "injected-parameters" in tags and "hide-input" not in tags:
+            cell.metadata["tags"] = [*tags, "hide-input"]
+    nbformat.write(nb, chapter)
+
+
 def build_chapters(names: list[str], *, defaults: bool = False) -> None:
     import yaml
 
@@ -38,11 +51,24 @@ def build_chapters(names: list[str], *, defaults: bool = False) -> None:
         start = time.perf_counter()
         print(f"{path.name}: running with {params or 'its defaults'}", flush=True)
         execute_notebook(path, CHAPTERS / path.name, params, cwd=ROOT, progress=False)
+        fold_injected_parameters(CHAPTERS / path.name)
         print(f"{path.name}: done in {time.perf_counter() - start:.0f} s", flush=True)
 
 
-def write_api_page(out: Path = ROOT / "book" / "api.md") -> Path:
-    """book/api.md: every name in `sardfq.__all__` with its signature and docstring summary."""
+# The API pages, one per wing of the package (a single page of every name ran past 20 screens):
+# (page stem, title, module prefixes). A module goes to the first page whose prefix it starts with.
+API_PAGES = (
+    ("models", "Models, data and evaluation", ("sardfq.models", "sardfq.data", "sardfq.calibset",
+                                              "sardfq.evaluate", "sardfq.attention")),
+    ("synthesis", "Synthesis", ("sardfq.synthesis",)),
+    ("quant", "Quantization", ("sardfq.quant",)),
+    ("experiments", "Experiments", ("sardfq.experiments",)),
+    ("analysis", "Analysis", ("sardfq.analysis",)),
+    ("errors", "Errors and constants", ("sardfq.errors", "constants")),
+)
+
+
+def _api_groups() -> dict[str, list[str]]:
     import sardfq
 
     groups: dict[str, list[str]] = {}
@@ -52,31 +78,57 @@ def write_api_page(out: Path = ROOT / "book" / "api.md") -> Path:
         if not module.startswith("sardfq") or not (inspect.isclass(obj) or callable(obj)):
             module = "constants"
         groups.setdefault(module, []).append(name)
-    lines = ["# API", "",
+    return groups
+
+
+def _api_entry(name: str, module: str) -> list[str]:
+    import sardfq
+
+    obj = getattr(sardfq, name)
+    lines = [f"### `{name}`", ""]
+    if module == "constants":
+        return lines + [f"A {type(obj).__name__}.", ""]
+    try:
+        signature = f"{name}{inspect.signature(obj)}"
+    except (TypeError, ValueError):
+        signature = name
+    kind = "class " if inspect.isclass(obj) else ""
+    lines += ["```python", f"{kind}{signature}", "```", ""]
+    doc = inspect.getdoc(obj) or ""
+    summary = " ".join(doc.split("\n\n")[0].split())  # one paragraph: it wraps at any width
+    if summary and not (inspect.isclass(obj) and summary.startswith(name + "(")):
+        lines += [summary, ""]
+    return lines
+
+
+def write_api_page(out: Path = ROOT / "book" / "api.md") -> Path:
+    """book/api.md, an index of every name in `sardfq.__all__` by wing, and book/api/<wing>.md,
+    each name with its signature and docstring summary."""
+    groups = _api_groups()
+    pages: dict[str, list[str]] = {stem: [] for stem, _, _ in API_PAGES}
+    for module in sorted(groups, key=lambda m: (m == "constants", m)):
+        stem = next((s for s, _, prefixes in API_PAGES if module.startswith(prefixes)), None)
+        if stem is None:
+            raise SystemExit(f"{module} belongs to no API page: add it to API_PAGES in {Path(__file__).name}")
+        pages[stem].append(module)
+    index = ["# API", "",
              "The public API is what `import sardfq` exports (`sardfq.__all__`); the notebooks, the "
-             "command line and the tests use only these names. This page is generated from the "
-             "docstrings by `book/build_chapters.py --api-only`.", "",
+             "command line and the tests use only these names. These pages are generated from the "
+             "docstrings by `book/build_chapters.py --api-only`, one page per wing of the package.", "",
              "Command line: `sardfq --help` lists the subcommands (`eval`, `synthesize`, `quantize`, "
              "`run`, `quickstart`, `sweep`, `inspect`, `train-teacher`), each with its own `--help`.", ""]
-    for module in sorted(groups, key=lambda m: (m == "constants", m)):
-        lines += [f"## `{module}`", ""]
-        for name in sorted(groups[module], key=str.lower):
-            obj = getattr(sardfq, name)
-            lines += [f"### `{name}`", ""]
-            if module == "constants":
-                lines += [f"A {type(obj).__name__}.", ""]
-                continue
-            try:
-                signature = f"{name}{inspect.signature(obj)}"
-            except (TypeError, ValueError):
-                signature = name
-            kind = "class " if inspect.isclass(obj) else ""
-            lines += ["```python", f"{kind}{signature}", "```", ""]
-            doc = inspect.getdoc(obj) or ""
-            summary = " ".join(doc.split("\n\n")[0].split())  # one paragraph: it wraps at any width
-            if summary and not (inspect.isclass(obj) and summary.startswith(name + "(")):
-                lines += [summary, ""]
-    out.write_text("\n".join(lines).rstrip() + "\n")
+    folder = out.parent / out.stem
+    folder.mkdir(exist_ok=True)
+    for stem, title, _ in API_PAGES:
+        names = [n for module in pages[stem] for n in sorted(groups[module], key=str.lower)]
+        index += [f"- {{doc}}`{out.stem}/{stem}`: " + ", ".join(f"`{n}`" for n in names), ""]
+        lines = [f"# {title}", ""]
+        for module in pages[stem]:
+            lines += [f"## `{module}`", ""]
+            for name in sorted(groups[module], key=str.lower):
+                lines += _api_entry(name, module)
+        (folder / f"{stem}.md").write_text("\n".join(lines).rstrip() + "\n")
+    out.write_text("\n".join(index).rstrip() + "\n")
     return out
 
 
@@ -84,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("names", nargs="*", help="notebook names without .ipynb (default: all)")
     parser.add_argument("--defaults", action="store_true", help="ignore book/params: CI-sized runs")
-    parser.add_argument("--api-only", action="store_true", help="only write book/api.md")
+    parser.add_argument("--api-only", action="store_true", help="only write the API pages (book/api.md, book/api/)")
     args = parser.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     if not args.api_only:

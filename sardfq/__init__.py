@@ -12,8 +12,8 @@ from .attention import attention_blocks, record_attention
 from .calibset import CalibrationSet
 from .data import (ArrayDataset, ImageArrays, data_root, denormalize, eval_dataset, heldout_dataset,
                    image_folder, load_cifar10, normalize, pixel_range)
-from .errors import (CheckpointError, ConfigError, DataNotFoundError, SardfqError, UnknownNameError,
-                     UnsupportedModelError, WeightsNotFoundError)
+from .errors import (CheckpointError, ConfigError, DataNotFoundError, ExportError, SardfqError,
+                     UnknownNameError, UnsupportedModelError, WeightsNotFoundError)
 from .evaluate import EvalResult, PerImage, evaluate
 from .experiments import (ExperimentConfig, ExperimentResult, SweepReport, SweepSpec, load_results, load_sweep,
                           mean_std_table, quickstart_configs, quickstart_table, run_experiment, run_or_load,
@@ -22,6 +22,8 @@ from .models import (DEFAULT_MODEL, ModelInfo, available_models, check_architect
                      load_model, save_model_folder)
 from .quant import (QuantConfig, ReconConfig, ReconResult, load_quantized, quantize, quantizers, reconstruct,
                     save_quantized, set_quant_state)
+from .quant.export import (OnnxExport, export_onnx, integer_op_counts, load_onnx, onnx_metadata,
+                           optimized_op_counts)
 from .synthesis import (METHODS, PRIORS, Method, SynthesisConfig, apa_blocks, apa_loss, crop_regions, draw_priors,
                         draw_regions, patch_similarity_entropy, quadrant_mask, real_attention_bank,
                         record_head_outputs, save_image_grid, soft_cross_entropy, soft_targets, synthesize,
@@ -48,6 +50,9 @@ __all__ = [
     # quantization
     "QuantConfig", "ReconConfig", "ReconResult", "load_quantized", "quantize", "quantizers",
     "reconstruct", "save_quantized", "set_quant_state",
+    # deployment: ONNX export, run in onnxruntime
+    "ExportError", "OnnxExport", "export_onnx", "integer_op_counts", "load_onnx", "onnx_metadata",
+    "optimized_op_counts",
     # inspecting calibration sets (more in sardfq.analysis.study: study, correlations, recreate_sets)
     "InspectReport", "inspect_calibration",
 ]

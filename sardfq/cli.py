@@ -2,7 +2,9 @@
 
 Every subcommand prints a human-readable summary, or with `--json` one JSON object on the last line
 of standard output. Progress bars and logs go to standard error. Errors caused by the input (unknown
-model, missing data, bad checkpoint, ...) print one line and exit with status 2.
+model, missing data, bad checkpoint, an output path it may not replace, ...) print one line and exit
+with status 2, before any long work where the input can be checked first; Ctrl-C prints
+"interrupted" and exits with 130.
 """
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ import sys
 from pathlib import Path
 
 from .errors import ConfigError, SardfqError
+from .io import atomic_folder, check_folder, check_output_file, check_output_folder
 from .models import resolve_device
 
 
@@ -23,6 +26,7 @@ def _emit(args: argparse.Namespace, record: dict, lines: list[str]) -> None:
         print("\n".join(lines))
 
 
+_FORCE_HELP = "synthesize more calibration images than sardfq.synthesis.config.MAX_IMAGES (a job of hours)"
 _MODEL_HELP = ("model: an embedded name (vit_tiny_cifar10), a timm ViT/DeiT/Swin name or tag, an "
                "hf-hub: id in the local cache, or a model folder (config.json + model.safetensors)")
 
@@ -30,12 +34,15 @@ _MODEL_HELP = ("model: an embedded name (vit_tiny_cifar10), a timm ViT/DeiT/Swin
 # ---------------------------------------------------------------------------------------- eval
 def _add_eval(sub) -> None:
     p = sub.add_parser("eval", help="top-1/top-5 accuracy of a model on its test set")
-    p.add_argument("model", help=_MODEL_HELP + ", or a folder saved by `sardfq quantize`")
+    p.add_argument("model", help=_MODEL_HELP + ", a folder saved by `sardfq quantize`, or an .onnx file "
+                                            "written by `sardfq export` (run in onnxruntime on the CPU)")
     p.add_argument("--data", help="data folder (default: $SARDFQ_DATA)")
     p.add_argument("--checkpoint", help="local weights file replacing the model's")
     p.add_argument("--limit", type=int, help="evaluate on this many images only (an even spread)")
     p.add_argument("--batch-size", type=int, default=256)
-    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available; an .onnx "
+                                                  "file runs on the CPU)")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's / onnxruntime's)")
     p.add_argument("--json", action="store_true", help="print one JSON object on the last line")
     p.set_defaults(func=_run_eval)
 
@@ -44,27 +51,74 @@ def _run_eval(args: argparse.Namespace) -> None:
     from .data import eval_dataset
     from .evaluate import evaluate
 
-    device = resolve_device(args.device, what="--device")
-    model, info = _load_for_eval(args.model, args.checkpoint, device)
+    if args.threads is not None:
+        if args.threads < 1:
+            raise ConfigError(f"--threads must be at least 1, got {args.threads}")
+        import torch
+
+        torch.set_num_threads(args.threads)
+    onnx_file = str(args.model).endswith(".onnx")
+    if onnx_file and args.device not in (None, "cpu"):
+        raise ConfigError(f"--device {args.device}: an .onnx file runs in onnxruntime on the CPU; drop --device")
+    device = resolve_device("cpu" if onnx_file else args.device, what="--device")
+    model, info = _load_for_eval(args.model, args.checkpoint, device, threads=args.threads)
     dataset = eval_dataset(info, model, args.data, limit=args.limit)
     result = evaluate(model, dataset, name=args.model, batch_size=args.batch_size, device=device)
     record = result.to_dict()
+    # with 5 classes or fewer every image is a top-5 hit: the summary line leaves top-5 out (JSON keeps it)
+    top5 = f"top-5 {100 * result.top5:.2f}%  " if info.num_classes > 5 else ""
     _emit(args, record, [
-        f"{args.model}: top-1 {100 * result.top1:.2f}%  top-5 {100 * result.top5:.2f}%  "
-        f"on {result.n_images} images ({result.seconds:.1f} s)"
+        f"{args.model}: top-1 {100 * result.top1:.2f}%  {top5}on {result.n_images} images ({result.seconds:.1f} s)"
     ])
 
 
-def _load_for_eval(model: str, checkpoint: str | None, device):
+def _load_for_eval(model: str, checkpoint: str | None, device, threads: int | None = None):
     from .models import load_model
     from .quant.api import is_quantized_folder, load_quantized
 
+    if str(model).endswith(".onnx"):  # written by `sardfq export`
+        from .quant.export import load_onnx
+
+        if checkpoint is not None:
+            raise SardfqError("--checkpoint does not apply to an .onnx file")
+        return load_onnx(model, threads=threads)
     if is_quantized_folder(model):  # written by `sardfq quantize` / sardfq.save_quantized
 
         if checkpoint is not None:
             raise SardfqError("--checkpoint does not apply to a saved quantized model folder")
         return load_quantized(model, device=device)
     return load_model(model, checkpoint=checkpoint, device=device)
+
+
+# -------------------------------------------------------------------------------------- export
+def _add_export(sub) -> None:
+    from .quant.export import MODES
+
+    p = sub.add_parser("export", help="write a saved quantized model to ONNX that onnxruntime runs with "
+                                      "integer kernels")
+    p.add_argument("quantized", help="a folder saved by `sardfq quantize --out DIR` (or DIR/quantized of "
+                                     "`sardfq run --out DIR`)")
+    p.add_argument("--format", default="onnx", choices=["onnx"], help="output format (default: onnx)")
+    p.add_argument("--out", default=None, help="the .onnx file to write (default: QUANTIZED/model.onnx)")
+    p.add_argument("--mode", default="integer", choices=MODES,
+                   help="integer: what onnxruntime's CPU provider runs as integers (8-bit activations, or "
+                        "weight-only); emulate: activations below 8 bits too, on 8-bit kernels, for "
+                        "checking accuracy only (default: integer)")
+    p.add_argument("--json", action="store_true", help="print one JSON object on the last line")
+    p.set_defaults(func=_run_export)
+
+
+def _run_export(args: argparse.Namespace) -> None:
+    from .quant.export import export_onnx, integer_op_counts
+
+    result = export_onnx(args.quantized, args.out, mode=args.mode)
+    fused = integer_op_counts(result.path)  # what onnxruntime actually runs, after its fusions
+    record = {**result.to_dict(), "onnxruntime_integer_ops": fused}
+    record.pop("metadata")
+    ops = ", ".join(f"{n} {op}" for op, n in sorted(fused.items())) or "none"
+    _emit(args, record, [f"{result.model} {result.bits} -> {result.path} ({result.file_bytes / 1e6:.2f} MB, "
+                         f"mode {result.mode}): {result.metadata['sardfq.summary']}",
+                         f"  onnxruntime CPU integer kernels after fusion: {ops}"])
 
 
 # ------------------------------------------------------------------------------- train-teacher
@@ -147,6 +201,27 @@ def _run_zoo(args: argparse.Namespace) -> None:
     _emit(args, {"gains": gains.to_dict("records")}, [headline_report(gains)])
 
 
+def _add_headroom(sub) -> None:
+    p = sub.add_parser("headroom", help="the paper's regime: per headroom cell, real - PSAQ-ViT, SARDFQ - PSAQ-ViT "
+                       "and the share of the headroom SARDFQ closes, with 95%% CIs; the predictions scored")
+    p.add_argument("--results", default="results/headroom_cells", help="folder of the cells' experiment records")
+    p.add_argument("--predictions", default=None,
+                   help="predictions written before the runs (default: RESULTS/predictions.json when present)")
+    p.add_argument("--boot", type=int, default=2000, help="bootstrap resamples")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_run_headroom)
+
+
+def _run_headroom(args: argparse.Namespace) -> None:
+    from .analysis.headroom import report
+
+    predictions = args.predictions or Path(args.results) / "predictions.json"
+    found = report(args.results, predictions if Path(predictions).is_file() else None, n_boot=args.boot)
+    record = {"gains": found["gains"].to_dict("records"), "shares": found["shares"].to_dict("records"),
+              "scores": None if found["scores"] is None else found["scores"].to_dict("records")}
+    _emit(args, record, [found["markdown"]])
+
+
 # ----------------------------------------------------------------------------- run, quickstart
 def _add_run(sub) -> None:
     from .experiments.config import ExperimentConfig
@@ -166,6 +241,7 @@ def _add_run(sub) -> None:
                                                "quantized model (OUT/quantized, read by `sardfq eval`)")
     p.add_argument("--quickstart", action="store_true", default=False,
                    help="FP vs noise vs SARDFQ W4A4 on the embedded teacher, in minutes on a CPU")
+    p.add_argument("--force", action="store_true", default=False, help=_FORCE_HELP)
     _add_common_run_options(p)
     add_config_options(p, ExperimentConfig, hide=("model", "device"))
     p.set_defaults(func=_run_run)
@@ -219,15 +295,14 @@ def _run_run(args: argparse.Namespace) -> None:
         typed["device"] = str(resolve_device(args.device, what="--device"))
     # one road: the file, then the options typed, nested, merged and checked once
     config = ExperimentConfig.from_dict(file_values, typed)  # every option checked before any slow work
+    config.synthesis.check_size(force=args.force)
+    if args.out is not None:  # refused before the estimate's warm-up too (and again when written)
+        check_output_folder(args.out, "--out", ours=RUN_FILES)
     _log_estimate(estimate_experiment(config))
-    keep = {"keep_models": True} if args.out else {}  # to save the quantized model below
-    result = run_experiment(config, out_dir=args.out, progress=args.progress, **keep)
-    r = result.to_dict()
-    if args.out:  # the quantized model too, for `sardfq eval OUT/quantized`
-        from .quant import save_quantized
-
-        r["quantized_folder"] = str(save_quantized(result.q_model, Path(args.out) / "quantized"))
-        result.save(Path(args.out) / "result.json")
+    if args.out is None:
+        r = run_experiment(config, progress=args.progress).to_dict()
+    else:
+        r = _run_into_folder(config, Path(args.out), progress=args.progress)
     _emit(args, r, [
         f"{config.model} {config.variant} {config.bits} (seed {config.seed}), "
         f"{r['quantized']['n_images']} test images:",
@@ -242,6 +317,25 @@ def _run_run(args: argparse.Namespace) -> None:
     ])
 
 
+RUN_FILES = ("result.json", "calibration.safetensors")  # what marks a folder `sardfq run --out` wrote
+
+
+def _run_into_folder(config, out: Path, *, progress: bool) -> dict:
+    """`run_experiment` with its files (calibration set, quantized model, result.json) in `out`,
+    which is replaced whole when the run is done (`atomic_folder`): a run killed at any point leaves
+    the previous run's folder as it was, never a mix of the two."""
+    from .experiments.run import run_experiment
+    from .quant import save_quantized
+
+    with atomic_folder(out, ours=RUN_FILES, what="--out") as tmp:
+        result = run_experiment(config, out_dir=tmp, progress=progress, keep_models=True)
+        save_quantized(result.q_model, tmp / "quantized")  # for `sardfq eval OUT/quantized`
+        # the record names where its files will be, not the temporary folder they are written in
+        result.calibration_path = str(out / Path(result.calibration_path).relative_to(tmp))
+        result.save(tmp / "result.json")
+    return {**result.to_dict(), "quantized_folder": str(out / "quantized")}
+
+
 def _run_quickstart(args: argparse.Namespace) -> None:
     import time
 
@@ -249,6 +343,8 @@ def _run_quickstart(args: argparse.Namespace) -> None:
     from .experiments.run import quickstart_configs, run_experiment
 
     start = time.perf_counter()
+    if args.out:
+        check_folder(args.out, "--out")
     results = []
     for config in quickstart_configs(args.model, device=str(resolve_device(args.device, what="--device")),
                                       data_root=args.data_root):
@@ -273,6 +369,11 @@ def _add_sweep(sub) -> None:
     p.add_argument("--dry-run", action="store_true", help="list the runs and whether each is done")
     p.add_argument("--only", action="append", default=[], metavar="KEY=VALUE",
                    help="only the runs with this value, e.g. --only model=vit_shallow_cifar10 (repeatable)")
+    p.add_argument("--allow-code", action="store_true",
+                   help="let the sweep file name code to run: an 'experiment: module:function' plugin "
+                        "(imported, a .py file of the working folder too) or a 'notebook:' key. Without "
+                        "it a sweep runs only registered experiments (run_experiment)")
+    p.add_argument("--force", action="store_true", help=_FORCE_HELP)
     p.add_argument("--no-progress", dest="progress", action="store_false")
     p.add_argument("--json", action="store_true", help="print one JSON object on the last line")
     p.set_defaults(func=_run_sweep)
@@ -290,7 +391,12 @@ def _run_sweep(args: argparse.Namespace) -> None:
         key, sep, value = condition.partition("=")
         if not sep:
             raise ConfigError(f"--only wants KEY=VALUE, got {condition!r}")
-        spec = spec.select(key.strip(), yaml.safe_load(value))
+        try:
+            value = yaml.safe_load(value)
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"--only {condition!r}: the value is not valid YAML "
+                              f"({str(exc).splitlines()[0]}); quote it, e.g. --only 'model=\"a[1\"'") from None
+        spec = spec.select(key.strip(), value)
     if args.notebook:
         spec = dataclasses.replace(spec, notebook=args.notebook)
     if args.dry_run:
@@ -301,6 +407,7 @@ def _run_sweep(args: argparse.Namespace) -> None:
               + [f"{len(runs)} runs, {len(done)} done"])
         return
     report = run_sweep(spec, results_dir=args.results, workers=args.workers, scheduler=args.scheduler,
+                       notebook=args.notebook, allow_code=args.allow_code, force=args.force,
                        progress=args.progress)
     lines = [f"sweep {report.name}: {len(report.completed)} run, {len(report.skipped)} already done, "
              f"{len(report.failed)} failed ({report.seconds:.0f} s); records in "
@@ -322,6 +429,7 @@ def _add_synthesize(sub) -> None:
                    help="output .safetensors file (default: calib/MODEL-LABEL-seedS.safetensors)")
     p.add_argument("--data", default=None,
                    help="data folder for --method real / --prior real (default: $SARDFQ_DATA)")
+    p.add_argument("--force", action="store_true", default=False, help=_FORCE_HELP)
     _add_model_run_options(p)
     add_config_options(p, SynthesisConfig, prefix="synthesis.")
     p.set_defaults(func=_run_synthesize)
@@ -337,11 +445,14 @@ def _run_synthesize(args: argparse.Namespace) -> None:
     if args.bf16:
         values["autocast"] = "bf16"
     config = SynthesisConfig.from_dict(values)
+    config.check_size(force=args.force)
     device = resolve_device(args.device, what="--device")
+    out = Path(args.out or f"calib/{model_slug(args.model)}-{config.label}-seed{config.seed}.safetensors")
+    check_output_file(out, "--out")  # both files checked before the work that fills them
+    check_output_file(out.with_suffix(".png"), "the image grid beside --out")
     model, info = load_model(args.model, checkpoint=args.checkpoint, device=device)
     _log_estimate(estimate_synthesis(model, info, config, device=device, data_root=args.data))
     calib = synthesize(model, info, config, device=device, data_root=args.data, progress=args.progress)
-    out = Path(args.out or f"calib/{model_slug(args.model)}-{config.label}-seed{config.seed}.safetensors")
     calib.save(out)
     png = save_image_grid(calib, info, out.with_suffix(".png"))
     meta = calib.metadata
@@ -383,6 +494,7 @@ def _run_quantize(args: argparse.Namespace) -> None:
     from .experiments.estimate import estimate_reconstruction
     from .experiments.run import quantize_model
     from .models import load_model, model_slug
+    from .quant.api import CONFIG_FILE as QUANT_CONFIG
     from .quant.api import save_quantized
 
     began = time.perf_counter()
@@ -394,6 +506,8 @@ def _run_quantize(args: argparse.Namespace) -> None:
     # the quantization and reconstruction settings through the same road as `sardfq run`'s
     config = ExperimentConfig.from_dict(typed)
     device = resolve_device(args.device, what="--device")
+    out = Path(args.out or f"quantized/{model_slug(args.model)}-{config.bits}")
+    check_output_folder(out, "--out", ours=(QUANT_CONFIG,))  # before the work, not after it
     calib = CalibrationSet.load(args.calib)
     fp_model, info = load_model(args.model, checkpoint=args.checkpoint, device=device)
     timings = {"load": time.perf_counter() - began}
@@ -402,7 +516,7 @@ def _run_quantize(args: argparse.Namespace) -> None:
                                              progress=args.progress, timings=timings)
     blocks = reconstruction.get("blocks", [])
     step = time.perf_counter()
-    out = save_quantized(q_model, args.out or f"quantized/{model_slug(args.model)}-{config.bits}")
+    out = save_quantized(q_model, out)
     timings["save"] = time.perf_counter() - step
     record = {"model": args.model, "out": str(out), "bits": config.bits, "quant_config": config.quant.to_dict(),
               "calib": args.calib, "n_calib": len(calib), "seed": config.seed,
@@ -612,8 +726,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"sardfq {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log at debug level")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add in (_add_eval, _add_train_teacher, _add_run, _add_sweep, _add_synthesize, _add_quantize,
-                _add_compare, _add_zoo, _add_inspect):
+    for add in (_add_eval, _add_export, _add_train_teacher, _add_run, _add_sweep, _add_synthesize, _add_quantize,
+                _add_compare, _add_zoo, _add_headroom, _add_inspect):
         add(sub)
     return parser
 
@@ -627,6 +741,9 @@ def main(argv: list[str] | None = None) -> int:
     except SardfqError as exc:
         print(f"sardfq {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # every output is atomic: an interrupted command leaves nothing half-written
+        print(f"sardfq {args.command}: interrupted", file=sys.stderr)
+        return 130
     return 0
 
 

@@ -4,6 +4,11 @@ and a user's own ImageFolder (`DIR/val/<class>/*.png`, `DIR/train/...`) for a mo
 The root comes from an argument or the `SARDFQ_DATA` environment variable. CIFAR-10 is decoded once
 and cached as uint8 arrays (under `SARDFQ_CACHE`, default `~/.cache/sardfq`), since decoding
 60,000 JPEGs takes longer than any evaluation.
+
+Reading a data folder runs no code from it: images are decoded by Pillow, and torchvision's pickled
+CIFAR-10 batches are read by an unpickler that builds only plain containers and numpy arrays
+(`ArrayUnpickler`), so a pickle that names any other function is refused before it is called. A
+damaged image or batch is a `DataNotFoundError` naming the file.
 """
 from __future__ import annotations
 
@@ -112,21 +117,39 @@ def _cached(source: Path, split: str, decode) -> ImageArrays:
     try:
         with atomic_path(path) as tmp, open(tmp, "wb") as fh:  # a crash never leaves half a cache
             np.savez(fh, images=arrays.images.numpy(), labels=arrays.labels.numpy())
-    except OSError:
+    except (OSError, ConfigError):
         pass  # an unwritable cache only costs time
     return arrays
 
 
-def _decode_jpeg(data: bytes) -> np.ndarray:
+def _decode_jpeg(data: bytes, where: str) -> np.ndarray:
     from PIL import Image
 
-    with Image.open(io.BytesIO(data)) as img:
-        return np.asarray(img.convert("RGB"), dtype=np.uint8)
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            return np.asarray(img.convert("RGB"), dtype=np.uint8)
+    except (OSError, ValueError, SyntaxError) as exc:  # Pillow's errors for damaged files
+        raise DataNotFoundError(f"image {where} cannot be decoded ({exc}); replace or remove it") from None
+
+
+def _open_image(path: str):
+    """ImageFolder's loader, with a damaged image named instead of Pillow's traceback."""
+    from PIL import Image
+
+    try:
+        with open(path, "rb") as fh, Image.open(fh) as img:
+            return img.convert("RGB")
+    except (OSError, ValueError, SyntaxError) as exc:
+        raise DataNotFoundError(f"image {path} cannot be decoded ({exc}); replace or remove it") from None
 
 
 def _stack(images: list[np.ndarray], labels: list[int], where: Path) -> ImageArrays:
     if not images:
         raise DataNotFoundError(f"no images found in {where}. {_HOW_TO_PROVIDE}")
+    shapes = {image.shape for image in images}
+    if len(shapes) != 1:
+        raise DataNotFoundError(f"the images of {where} differ in size ({', '.join(map(str, sorted(shapes)[:3]))}); "
+                                "CIFAR-10 images are all 32x32")
     array = np.stack(images).transpose(0, 3, 1, 2).copy()  # N, 3, H, W
     return ImageArrays(torch.from_numpy(array), torch.tensor(labels, dtype=torch.int64), CIFAR10_CLASSES)
 
@@ -149,8 +172,8 @@ def _decode_tarball(tarball: Path, split: str) -> ImageArrays:
     except (tarfile.TarError, OSError, EOFError) as exc:
         raise DataNotFoundError(f"cannot read {tarball}: {exc}; re-download it. {_HOW_TO_PROVIDE}") from exc
     entries.sort(key=lambda e: e[1])  # the order the files are listed in never matters
-    return _stack([_decode_jpeg(e[2]) for e in entries], [_class_index(e[0], tarball) for e in entries],
-                  tarball)
+    return _stack([_decode_jpeg(e[2], f"{e[1]} in {tarball}") for e in entries],
+                  [_class_index(e[0], tarball) for e in entries], tarball)
 
 
 def _decode_folder(folder: Path) -> ImageArrays:
@@ -158,9 +181,47 @@ def _decode_folder(folder: Path) -> ImageArrays:
     for class_dir in sorted(p for p in folder.iterdir() if p.is_dir()):
         label = _class_index(class_dir.name, folder)
         for file in sorted(class_dir.iterdir()):
-            images.append(_decode_jpeg(file.read_bytes()))
+            images.append(_decode_jpeg(file.read_bytes(), str(file)))
             labels.append(label)
     return _stack(images, labels, folder)
+
+
+class ArrayUnpickler(pickle.Unpickler):
+    """Unpickles plain containers, numbers, strings and numpy arrays, and nothing else: a pickle
+    can name any function for the unpickler to call, so only numpy's array-rebuilding functions
+    (and the codec Python 2 pickles use for bytes) are looked up; any other name is an
+    `UnpicklingError` naming it, raised before anything is called."""
+
+    ALLOWED = frozenset({
+        (module, name) for module in ("numpy.core.multiarray", "numpy._core.multiarray")
+        for name in ("_reconstruct", "scalar")
+    } | {("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer"),
+         ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode")})
+
+    def find_class(self, module: str, name: str):
+        if (module, name) not in self.ALLOWED:
+            raise pickle.UnpicklingError(f"it refers to {module}.{name}, which is neither a container nor "
+                                         "a numpy array (a pickle that names a function runs it)")
+        return super().find_class(module, name)
+
+
+def _read_batch(file: Path) -> tuple[np.ndarray, list[int]]:
+    """One torchvision CIFAR-10 batch file: (images N x 3072 uint8, labels)."""
+    try:
+        with open(file, "rb") as fh:
+            batch = ArrayUnpickler(fh, encoding="latin1").load()
+    except (pickle.UnpicklingError, EOFError, OSError, ValueError, TypeError, AttributeError,
+            IndexError, KeyError) as exc:  # what a damaged or hostile pickle raises
+        raise DataNotFoundError(f"{file} is not a CIFAR-10 batch that sardfq reads: {exc}. Replace it with "
+                                f"torchvision's original files, or use the tarball layout. {_HOW_TO_PROVIDE}") from None
+    data = batch.get("data") if isinstance(batch, dict) else None
+    labels = batch.get("labels") if isinstance(batch, dict) else None
+    if (not isinstance(data, np.ndarray) or data.ndim != 2 or data.shape[1] != 3 * 32 * 32
+            or not isinstance(labels, list) or len(labels) != len(data)
+            or not all(isinstance(v, int) and 0 <= v < len(CIFAR10_CLASSES) for v in labels)):
+        raise DataNotFoundError(f"{file} is not a CIFAR-10 batch: it needs 'data' (N x 3072 pixels) and "
+                                f"'labels' (N class indices 0-9). {_HOW_TO_PROVIDE}")
+    return np.asarray(data, dtype=np.uint8), labels
 
 
 def _decode_pickles(folder: Path, split: str) -> ImageArrays:
@@ -170,10 +231,9 @@ def _decode_pickles(folder: Path, split: str) -> ImageArrays:
         file = folder / name
         if not file.is_file():
             raise DataNotFoundError(f"{file} is missing from torchvision's CIFAR-10 layout. {_HOW_TO_PROVIDE}")
-        with open(file, "rb") as fh:
-            batch = pickle.load(fh, encoding="latin1")
-        data.append(np.asarray(batch["data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
-        labels.extend(batch["labels"])
+        images, batch_labels = _read_batch(file)
+        data.append(images.reshape(-1, 3, 32, 32))
+        labels.extend(batch_labels)
     return ImageArrays(torch.from_numpy(np.concatenate(data)), torch.tensor(labels, dtype=torch.int64),
                        CIFAR10_CLASSES)
 
@@ -237,7 +297,7 @@ def imagenet_val(info: ModelInfo, model: torch.nn.Module, root: str | os.PathLik
     for folder in candidates:
         if folder.is_dir() and sum(1 for p in folder.iterdir() if p.is_dir()) >= 2:
             transform = create_transform(**resolve_data_config({}, model=model))
-            return ImageFolder(str(folder), transform=transform)
+            return ImageFolder(str(folder), transform=transform, loader=_open_image)
     looked = ", ".join(str(c) for c in candidates)
     raise DataNotFoundError(
         f"ImageNet validation folders not found; looked in: {looked} (want one folder per class "
@@ -269,7 +329,7 @@ def image_folder(info: ModelInfo, split: str, root: str | os.PathLike | None = N
         transform = transforms.Compose([
             transforms.Resize(min(h, w)), transforms.CenterCrop((h, w)), transforms.ToTensor(),
             transforms.Normalize(info.mean, info.std)])
-        dataset = ImageFolder(str(folder), transform=transform)
+        dataset = ImageFolder(str(folder), transform=transform, loader=_open_image)
         to_model = [classes[name] for name in dataset.classes]  # ImageFolder index -> model output
         dataset.target_transform = to_model.__getitem__
         return dataset
@@ -361,7 +421,7 @@ def _imagenet_train(info: ModelInfo, root: str | os.PathLike | None):
         if folder.is_dir() and sum(1 for p in folder.iterdir() if p.is_dir()) >= 2:
             transform = create_transform(input_size=info.input_size, mean=info.mean, std=info.std,
                                          is_training=False)
-            return ImageFolder(str(folder), transform=transform)
+            return ImageFolder(str(folder), transform=transform, loader=_open_image)
     raise DataNotFoundError(
         f"the 'real' calibration method (and the 'real' attention prior) for the ImageNet model "
         f"{info.name!r} needs ImageNet training images: an ImageFolder-style train/ directory (one "

@@ -30,7 +30,7 @@ class CheckpointError(SardfqError):
 
 
 class DataNotFoundError(SardfqError):
-    """A data set that is not where sardfq looked."""
+    """A data set that is not where sardfq looked, or whose files cannot be read as images."""
 
 
 class ConfigError(SardfqError, ValueError):
@@ -39,3 +39,7 @@ class ConfigError(SardfqError, ValueError):
 
 class UnsupportedModelError(SardfqError, ValueError):
     """A model whose architecture sardfq cannot quantize or probe; the message names what is missing."""
+
+
+class ExportError(SardfqError, ValueError):
+    """A model, mode or output path that cannot be exported as asked; the message says what can."""

@@ -39,13 +39,26 @@ class PerImage:
 
     @classmethod
     def from_dict(cls, d: dict) -> "PerImage":
-        n = d["n"]
+        """The inverse of `to_dict`; values that do not decode to `n` images are a ConfigError."""
+        try:
+            n = d["n"]
 
-        def bits(s):
-            return None if s is None else np.unpackbits(np.frombuffer(base64.b64decode(s), np.uint8))[:n].astype(bool)
+            def bits(s):
+                if s is None:
+                    return None
+                values = np.unpackbits(np.frombuffer(base64.b64decode(s, validate=True), np.uint8))[:n]
+                if len(values) != n:
+                    raise ValueError(f"{len(values)} outcomes for {n} images")
+                return values.astype(bool)
 
-        kl = None if d.get("kl") is None else np.frombuffer(base64.b64decode(d["kl"]), "<f2").astype(np.float32)
-        return cls(correct=bits(d["correct"]), labels_sha1=d["labels_sha1"], agree=bits(d.get("agree")), kl=kl)
+            kl = None if d.get("kl") is None else np.frombuffer(base64.b64decode(d["kl"], validate=True),
+                                                                "<f2").astype(np.float32)
+            if kl is not None and len(kl) != n:
+                raise ValueError(f"{len(kl)} KL values for {n} images")
+            return cls(correct=bits(d["correct"]), labels_sha1=str(d["labels_sha1"]), agree=bits(d.get("agree")),
+                       kl=kl)
+        except (KeyError, TypeError, ValueError) as exc:  # binascii.Error is a ValueError
+            raise ConfigError(f"per-image results cannot be decoded ({type(exc).__name__}: {exc})") from None
 
 
 @dataclass
@@ -73,36 +86,48 @@ def evaluate(
     name: str = "",
     batch_size: int = 256,
     reference: nn.Module | None = None,
+    reference_logits: torch.Tensor | None = None,
     device: str | torch.device = "cpu",
     progress: bool = True,
     num_workers: int = 0,
 ) -> EvalResult:
     """Accuracy of `model` over `data` (a Dataset of (image, label) or a DataLoader); with a
-    `reference`, also its top-1 agreement with it and the KL divergence from it."""
+    `reference`, also its top-1 agreement with it and the KL divergence from it. The reference's
+    outputs may be given instead as `reference_logits` (N, classes) in the data's order, as
+    `reference_outputs` computes them: a sweep then runs the full-precision model once, not once
+    per run (the numbers are the same)."""
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ConfigError(f"batch_size (--batch-size) must be a positive number of images, got {batch_size!r}")
     loader = data if isinstance(data, DataLoader) else DataLoader(
         data, batch_size=batch_size, shuffle=False, num_workers=num_workers)
     was_training = model.training
     model.eval()
     if reference is not None:
         reference.eval()
+    if reference_logits is not None and len(reference_logits) != len(loader.dataset):
+        raise ConfigError(f"reference_logits has {len(reference_logits)} rows for {len(loader.dataset)} images")
     correct, top5, agree, kl, labels_seen = [], [], [], [], []
+    seen = 0
     start = time.perf_counter()
-    bar = tqdm(loader, desc=f"eval {name}".strip(), unit="batch", disable=not progress, leave=False)
-    for images, labels in bar:
-        images, labels = images.to(device), labels.to(device)
-        logits = model(images).float()
-        k = min(5, logits.shape[1])
-        topk = logits.topk(k, dim=1).indices  # B, k
-        hit = topk == labels[:, None]
-        correct.append(hit[:, 0].cpu())
-        top5.append(hit.any(dim=1).cpu())
-        labels_seen.append(labels.cpu())
-        if reference is not None:
-            ref = reference(images).float()
-            agree.append((ref.argmax(1) == topk[:, 0]).cpu())
-            ref_logp = ref.log_softmax(1)
-            kl.append((ref_logp.exp() * (ref_logp - logits.log_softmax(1))).sum(1).clamp_min(0).cpu())
-        bar.set_postfix(top1=f"{torch.cat(correct).float().mean():.4f}")
+    # closed on an error too, so that an error message is not printed onto a half-drawn bar
+    with tqdm(loader, desc=f"eval {name}".strip(), unit="batch", disable=not progress, leave=False) as bar:
+        for images, labels in bar:
+            images, labels = images.to(device), labels.to(device)
+            logits = model(images).float()
+            k = min(5, logits.shape[1])
+            topk = logits.topk(k, dim=1).indices  # B, k
+            hit = topk == labels[:, None]
+            correct.append(hit[:, 0].cpu())
+            top5.append(hit.any(dim=1).cpu())
+            labels_seen.append(labels.cpu())
+            if reference is not None or reference_logits is not None:
+                ref = (reference(images).float() if reference_logits is None
+                       else reference_logits[seen:seen + len(images)].to(logits.device))
+                seen += len(images)
+                agree.append((ref.argmax(1) == topk[:, 0]).cpu())
+                ref_logp = ref.log_softmax(1)
+                kl.append((ref_logp.exp() * (ref_logp - logits.log_softmax(1))).sum(1).clamp_min(0).cpu())
+            bar.set_postfix(top1=f"{torch.cat(correct).float().mean():.4f}")
     model.train(was_training)
     if not correct:
         raise ConfigError("nothing to evaluate: the data set is empty (is --limit at least 1?)")
@@ -121,3 +146,18 @@ def evaluate(
         kl=float(per_image.kl.mean()) if kl else None,
         per_image=per_image,
     )
+
+
+@torch.no_grad()
+def reference_outputs(model: nn.Module, data: Dataset, *, batch_size: int = 256,
+                      device: str | torch.device = "cpu") -> torch.Tensor:
+    """`model`'s float32 logits (N, classes) on `data`, batched as `evaluate` batches it, for its
+    `reference_logits`."""
+    loader = DataLoader(data, batch_size=batch_size, shuffle=False)
+    was_training = model.training
+    model.eval()
+    try:
+        return torch.cat([model(images.to(device)).float().cpu() for images, _ in loader])
+    finally:
+        model.train(was_training)
+

@@ -13,12 +13,16 @@ names what is missing.
 A model folder holds `config.json` and `model.safetensors` (the state dict, timm's parameter
 names). `config.json` keys:
 
-- `arch`: a timm model name (`"vit_tiny_patch16_224"`) or a timm class path
-  (`"timm.models.vision_transformer.VisionTransformer"`);
-- `config`: keyword arguments for it (`img_size`, `patch_size`, `depth`, `num_classes`, ...);
-- `classes`: the class names, in the order of the model's outputs (default `"0"`..`"N-1"`);
-- `mean`, `std`: the input normalization (default: the timm architecture's own);
-- `input_size`: `[3, H, W]` (default: read off the built model);
+- `arch`: a timm model name (`"vit_tiny_patch16_224"`) or the class path of one of the model
+  classes in `MODEL_CLASSES` (`"timm.models.vision_transformer.VisionTransformer"`, Swin's, and
+  their subclasses in timm);
+- `config`: keyword arguments for it (`img_size`, `patch_size`, `depth`, `num_classes`, ...):
+  numbers, strings, booleans and lists of them, each an argument of the class
+  (`check_architecture_args`);
+- `classes`: the class names (strings), in the order of the model's outputs (default `"0"`..`"N-1"`);
+- `mean`, `std`: the input normalization, one finite number per channel, std positive (default:
+  the timm architecture's own);
+- `input_size`: `[3, H, W]`, that of the built model (default: read off the built model);
 - `dataset`: where its evaluation images come from: `"imagefolder"` (the default: `val/` of the
   folder given with `--data`), `"cifar10"` or `"imagenet"`.
 
@@ -27,18 +31,27 @@ Other keys (a training recipe, a log) are kept for the reader and ignored. timm'
 is read too, so a folder from `huggingface-cli download timm/NAME --local-dir DIR` loads as well.
 `save_model_folder(model, info, out)` writes the format; every folder under `sardfq/weights/`
 holding a `config.json` is an embedded model, loaded by its folder name.
+
+Loading a folder is reading data, never running code from it: `arch` is looked up among timm's
+registered model names and `MODEL_CLASSES` (nothing is imported by name), its arguments are plain
+values checked against the class before it is built, options that make timm load a file
+(`checkpoint_path`, `pretrained`, `pretrained_cfg_overlay`, ...) are refused, the architecture's
+size is bounded, and weights come only from safetensors (or `torch.load(weights_only=True)` for a
+`.pth` checkpoint), refused when they hold NaN or integer values for float parameters.
 """
 from __future__ import annotations
 
 import dataclasses
-import importlib
+import inspect
 import json
 import logging
+import math
 import os
 import time
 from dataclasses import asdict, dataclass, field
 from importlib import resources
 from pathlib import Path
+from typing import Mapping
 
 import timm
 import torch
@@ -47,7 +60,8 @@ from torch import nn
 from .attention import attention_blocks
 from .errors import (CheckpointError, ConfigError, UnknownNameError, UnsupportedModelError,
                      WeightsNotFoundError, close_matches_hint)
-from .io import atomic_write_bytes, atomic_write_text, to_plain
+from .io import atomic_folder, atomic_write_bytes, atomic_write_text, to_plain
+from .registry import reject_unknown
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +106,30 @@ class ModelInfo:
     arch: str = ""  # a timm model name (or hf-hub: id) or a timm class path; "" when unknown
     arch_config: dict = field(default_factory=dict, repr=False, compare=False)
 
+    def __post_init__(self):
+        """Checks what a wrong value would make silently wrong downstream (a std of 0 divides by
+        zero, a string of class names is a class per letter), and stores tuples."""
+        def fail(name: str, why: str):
+            raise ConfigError(f"ModelInfo.{name} {why}; got {getattr(self, name)!r}")
+
+        size = self.input_size
+        if not _sequence(size) or len(size) != 3 or not all(_whole(v) and v > 0 for v in size):
+            fail("input_size", "must be [channels, height, width], three positive integers")
+        for name in ("mean", "std"):
+            values = getattr(self, name)
+            if not _sequence(values) or len(values) != size[0] or not all(
+                    _real(v) and math.isfinite(v) for v in values):
+                fail(name, f"must be {size[0]} finite numbers, one per input channel")
+        if not all(v > 0 for v in self.std):
+            fail("std", "must be positive (inputs are divided by it)")
+        names = self.class_names
+        if not _sequence(names) or not names or not all(isinstance(c, str) for c in names):
+            fail("class_names", "must be a non-empty list of strings, one per model output")
+        if self.dataset not in DATASETS:
+            fail("dataset", f"must be one of {', '.join(DATASETS)}")
+        for name, kind in (("input_size", int), ("mean", float), ("std", float), ("class_names", str)):
+            object.__setattr__(self, name, tuple(kind(v) for v in getattr(self, name)))
+
     @property
     def num_classes(self) -> int:
         return len(self.class_names)
@@ -114,6 +152,18 @@ class ModelInfo:
     def replace(self, **changes) -> "ModelInfo":
         """A copy with `changes` (e.g. `class_names=...`, `mean=...`), as `save_model_folder` input."""
         return dataclasses.replace(self, **changes)
+
+
+def _sequence(value) -> bool:
+    return isinstance(value, (list, tuple))
+
+
+def _whole(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _real(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def weights_dir(name: str = DEFAULT_MODEL) -> Path:
@@ -168,9 +218,22 @@ def resolve_device(name: str | torch.device | None = None, *, what: str = "devic
     field or a command-line option)."""
     if name is None:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if str(name).startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"{what}: {name!r} asked for, but this machine has no CUDA GPU; use cpu")
-    return torch.device(name)
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError, ValueError):
+        raise ConfigError(f"{what}: {name!r} is not a device; use cpu, cuda or cuda:N") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(f"{what}: {name!r} asked for, but this machine has no CUDA GPU; use cpu")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ConfigError(f"{what}: {name!r} asked for, but this machine has {torch.cuda.device_count()} "
+                              "CUDA GPU(s), numbered from 0")
+    elif device.type == "mps":
+        if not torch.backends.mps.is_available():
+            raise ConfigError(f"{what}: {name!r} asked for, but this machine has no Apple GPU; use cpu")
+    elif device.type != "cpu":
+        raise ConfigError(f"{what}: sardfq runs on cpu, cuda or mps, not {name!r}")
+    return device
 
 
 def model_device(model: nn.Module) -> torch.device:
@@ -230,15 +293,18 @@ def load_checkpoint(model: nn.Module, path: str | os.PathLike) -> None:
 
             state = load_file(str(path))
         else:
-            state = torch.load(path, map_location="cpu", weights_only=True)
+            state = load_torch_file(path)
             for key in ("state_dict", "model", "model_ema"):
                 if isinstance(state, dict) and key in state and isinstance(state[key], dict):
                     state = state[key]
                     break
+    except CheckpointError as exc:
+        raise CheckpointError(f"checkpoint {exc}") from None
     except Exception as exc:  # corrupt or truncated files raise many different types
         raise CheckpointError(f"could not read checkpoint {path}: {exc}") from exc
     if not isinstance(state, dict):
         raise CheckpointError(f"checkpoint {path} holds a {type(state).__name__}, not a state dict")
+    check_state_dict(model, state, path)
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:
@@ -248,23 +314,211 @@ def load_checkpoint(model: nn.Module, path: str | os.PathLike) -> None:
         ) from exc
 
 
-def build_architecture(arch: str, config: dict | None = None) -> nn.Module:
-    """A randomly initialised model: `arch` a timm model name, `hf-hub:` id or timm class path
-    (`timm.models.vision_transformer.VisionTransformer`), `config` its keyword arguments."""
-    kwargs = {k: arch_kwargs_from_json(k, v) for k, v in (config or {}).items()}
-    if arch.startswith("timm."):  # a class path
-        module_name, _, class_name = arch.rpartition(".")
-        try:
-            cls = getattr(importlib.import_module(module_name), class_name)
-        except (ImportError, AttributeError) as exc:
-            raise ConfigError(f"arch {arch!r} is not a class of this timm ({timm.__version__}): {exc}") from None
-    else:
+def load_torch_file(path: str | os.PathLike):
+    """`torch.load(path, weights_only=True)` on the CPU, the one place sardfq reads a torch file:
+    tensors and plain values only. A file whose pickle names anything else (code to run) is a
+    `CheckpointError` naming what it asked for, before any of it runs."""
+    import pickle
+
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        asked = next((line.split("error:", 1)[1].split(" was not")[0].strip() for line in str(exc).splitlines()
+                      if "WeightsUnpickler error:" in line), str(exc).splitlines()[0] if str(exc) else "")
+        raise CheckpointError(f"{path} holds more than tensors and plain values ({asked}); sardfq loads "
+                              "no pickled code: save the weights as a state dict of tensors, or as "
+                              "safetensors") from None
+
+
+def check_state_dict(model: nn.Module, state: Mapping, source) -> None:
+    """Raise `CheckpointError` for weights that `load_state_dict` would take silently wrong:
+    values that are not tensors, integer values for a floating-point parameter (cast, not
+    refused, by torch), and NaN or infinite values (a diverged run). `source` names the file."""
+    own = model.state_dict()
+    for key, value in state.items():
+        if not isinstance(value, torch.Tensor):
+            raise CheckpointError(f"{source}: {key!r} is a {type(value).__name__}, not a tensor")
+        mine = own.get(key)
+        if mine is not None and mine.is_floating_point() and not value.is_floating_point():
+            raise CheckpointError(f"{source}: {key!r} holds {value.dtype} values where the model has "
+                                  f"{mine.dtype} ones: these are not this model's trained weights")
+        if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+            raise CheckpointError(f"{source}: {key!r} holds NaN or infinite values (the weights of a "
+                                  "diverged or damaged run); use other weights")
+
+
+def _model_classes() -> dict[str, type]:
+    from timm.models.swin_transformer import SwinTransformer
+    from timm.models.vision_transformer import VisionTransformer
+
+    found, todo = {}, [VisionTransformer, SwinTransformer]
+    while todo:
+        cls = todo.pop()
+        if cls.__module__.startswith("timm."):
+            found[f"{cls.__module__}.{cls.__qualname__}"] = cls
+        todo.extend(cls.__subclasses__())
+    return dict(sorted(found.items()))
+
+
+# The only classes a model folder may name by class path: timm's ViT and Swin and their subclasses
+# in timm (DeiT's distilled ViT), by their full names. A name not here is refused, never imported.
+MODEL_CLASSES: dict[str, type] = _model_classes()
+
+
+def _loader_options() -> frozenset[str]:
+    from timm.models import build_model_with_cfg
+
+    # read from the signatures, so that the options a newer timm adds are refused as well
+    names = set(inspect.signature(timm.create_model).parameters)
+    names |= set(inspect.signature(build_model_with_cfg).parameters)
+    return frozenset((names - {"kwargs"}) | {"weights_only", "features_only", "checkpoint", "file", "url"})
+
+
+# Arguments that make timm (or torch) load a file, fetch weights or pick a builder, rather than
+# describe an architecture: timm.create_model's and build_model_with_cfg's own options, plus
+# torch.load's weights_only. Weights come from a folder's model.safetensors or --checkpoint only.
+LOADER_OPTIONS: frozenset[str] = _loader_options()
+
+# [choice] Bounds on an architecture read from a file, checked before it is built (a depth of
+# 100,000 would hang building it): about ten times the largest published ViT/Swin (ViT-22B: 48
+# blocks of width 6144; Swin-G: 50 blocks), and 4096-pixel sides.
+MAX_BLOCKS = 512
+MAX_WIDTH = 65536
+MAX_IMAGE_SIDE = 4096
+MAX_CLASSES = 1_000_000
+MAX_PARAMETERS = 10**11  # estimated as blocks x (4 + 2 x mlp_ratio) x width^2
+
+
+def _plain(value) -> bool:
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return True
+    return isinstance(value, (list, tuple)) and all(_plain(v) for v in value)
+
+
+def _names_a_file(value: str) -> bool:
+    return ("/" in value or "\\" in value or value.startswith(("~", ".")) or value.lower().endswith(
+        (".pth", ".pt", ".bin", ".ckpt", ".safetensors", ".pkl", ".pickle", ".npz", ".npy", ".h5")))
+
+
+def _init_parameters(cls: type) -> set[str] | None:
+    """The keyword arguments `cls(...)` takes, following `**kwargs` up the base classes (DeiT's
+    distilled ViT passes them to ViT's); None when some class takes any."""
+    names: set[str] = set()
+    for base in cls.__mro__:
+        if "__init__" not in vars(base):
+            continue
+        params = inspect.signature(base.__init__).parameters
+        names |= {n for n, p in params.items() if n != "self" and p.kind in (
+            inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)}
+        if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+            return names
+    return None
+
+
+def check_architecture_args(arch: str, config: Mapping | None) -> dict:
+    """`config` checked as the keyword arguments of architecture `arch` (a timm model name or a
+    `MODEL_CLASSES` path) and converted as timm takes them (`arch_kwargs_from_json`). A
+    `ConfigError` names the argument that is a loading option (`LOADER_OPTIONS`), a value that is
+    not plain data (numbers, strings, booleans, null and lists of them) or that names a file, an
+    argument the class does not take (for a class path; a model name's builder checks its own),
+    or a size beyond the `MAX_*` bounds. Nothing is built or imported."""
+    if config is None:
+        config = {}
+    if not isinstance(config, Mapping):
+        raise ConfigError(f"the architecture's arguments (\"config\") must be a mapping of argument "
+                          f"names to values, got {type(config).__name__} {config!r}")
+    kwargs = {}
+    for key, value in config.items():
+        if not isinstance(key, str):
+            raise ConfigError(f"architecture argument names must be strings, got {key!r}")
+        if key in LOADER_OPTIONS:
+            raise ConfigError(f"architecture argument {key!r} is a loading option, not part of an "
+                              "architecture: weights come from the folder's model.safetensors (or "
+                              f"--checkpoint), never from its config; remove {key!r}")
+        if not _plain(value):
+            raise ConfigError(f"architecture argument {key!r} must be a number, string, boolean, null or "
+                              f"a list of them, got {type(value).__name__} {value!r}")
+        if isinstance(value, str) and _names_a_file(value):
+            raise ConfigError(f"architecture argument {key}={value!r} looks like a file path; "
+                              "architecture arguments describe shapes, never files")
+        kwargs[key] = arch_kwargs_from_json(key, value)
+    cls = MODEL_CLASSES.get(arch)
+    if cls is not None:
+        known = _init_parameters(cls)
+        if known is not None:
+            reject_unknown(cls.__name__, kwargs, known, noun="argument")
+    _check_size(kwargs)
+    return kwargs
+
+
+def _check_size(kwargs: dict) -> None:
+    """The `MAX_*` bounds on the sizes among `kwargs` (arguments left out keep the
+    architecture's own, bounded, defaults)."""
+    def ints(value) -> list[int]:
+        values = value if isinstance(value, (list, tuple)) else [value]
+        return [v for v in values if _whole(v)]
+
+    def bound(name: str, total: int, limit: int, what: str) -> None:
+        if total > limit:
+            raise ConfigError(f"architecture argument {name}={kwargs[name]!r} asks for {total:,} {what}, "
+                              f"more than the {limit:,} sardfq builds; is the config right?")
+
+    blocks = sum(ints(kwargs.get("depth"))) + sum(ints(kwargs.get("depths")))
+    for name, limit, what in (("depth", MAX_BLOCKS, "blocks"), ("depths", MAX_BLOCKS, "blocks"),
+                              ("embed_dim", MAX_WIDTH, "channels"), ("num_heads", MAX_WIDTH, "heads"),
+                              ("num_classes", MAX_CLASSES, "classes"), ("img_size", MAX_IMAGE_SIDE, "pixels a side")):
+        if name in kwargs:
+            values = ints(kwargs[name])
+            bound(name, sum(values) if name == "depths" else max(values, default=0), limit, what)
+    width = max(ints(kwargs.get("embed_dim")), default=0)
+    stages = len(kwargs["depths"]) if isinstance(kwargs.get("depths"), (list, tuple)) else 1
+    ratio = kwargs.get("mlp_ratio", 4.0)
+    ratio = ratio if _real(ratio) and 0 < ratio < MAX_WIDTH else 4.0
+    if blocks and width:  # Swin doubles the width at each stage (in floats: no huge integers)
+        estimate = blocks * (4 + 2 * ratio) * (float(width) * 2.0 ** min(stages - 1, 64)) ** 2
+        if estimate > MAX_PARAMETERS:
+            raise ConfigError(f"the architecture's arguments ({blocks} blocks of width {width}) make about "
+                              f"{estimate:.1e} parameters, more than the {MAX_PARAMETERS:.0e} sardfq builds; "
+                              "is the config right?")
+
+
+def build_architecture(arch: str, config: Mapping | None = None) -> nn.Module:
+    """A randomly initialised model: `arch` a timm model name, `hf-hub:` id or a `MODEL_CLASSES`
+    class path (`timm.models.vision_transformer.VisionTransformer`), `config` its keyword
+    arguments, checked first by `check_architecture_args`."""
+    if not isinstance(arch, str) or not arch:
+        raise ConfigError(f"arch must be a timm model name or a model class path, got "
+                          f"{type(arch).__name__} {arch!r}")
+    cls = MODEL_CLASSES.get(arch)
+    if cls is None and arch.startswith("timm."):
+        raise ConfigError(f"arch {arch!r} is not a model class sardfq builds: name a timm model "
+                          f"(e.g. vit_tiny_patch16_224) or one of {', '.join(MODEL_CLASSES)}"
+                          f".{close_matches_hint(arch, list(MODEL_CLASSES))}")
+    if cls is None:
         _check_timm_name(arch)
-        cls = None
+    kwargs = check_architecture_args(arch, config)
     try:
         return cls(**kwargs) if cls is not None else timm.create_model(arch, pretrained=False, **kwargs)
-    except TypeError as exc:  # an argument the architecture does not take
-        raise ConfigError(f"cannot build {arch} with {kwargs}: {exc}") from None
+    except Exception as exc:  # any value the architecture rejects (an assert on heads, a bad type)
+        raise _build_error(arch, kwargs, exc) from None
+
+
+def _build_error(arch: str, kwargs: dict, exc: Exception) -> ConfigError:
+    """The error for arguments a timm architecture rejected: an argument it does not take is named
+    with the closest one it does (its class found by building it bare on the meta device, which
+    allocates nothing), anything else quoted."""
+    if isinstance(exc, TypeError) and "unexpected keyword argument" in str(exc):
+        try:
+            with torch.device("meta"):
+                cls = MODEL_CLASSES.get(arch) or type(timm.create_model(arch, pretrained=False))
+            known = _init_parameters(cls)
+            if known is not None:
+                reject_unknown(cls.__name__, kwargs, known, noun="argument")
+        except ConfigError as named:
+            return named
+        except Exception:  # the plain message below still names the argument
+            pass
+    return ConfigError(f"cannot build {arch} with {kwargs}: {type(exc).__name__}: {exc}")
 
 
 _SIZES = ("img_size", "patch_size", "window_size")
@@ -302,42 +556,57 @@ def _read_folder_config(folder: Path) -> dict:
 def _load_folder(folder: Path, name: str | None, *, pretrained: bool,
                  **overrides) -> tuple[nn.Module, ModelInfo]:
     """A model folder (embedded or the user's): architecture from config.json, weights from
-    model.safetensors."""
+    model.safetensors; every value checked before it is used (see the module docstring)."""
     meta = _read_folder_config(folder)
+    where = folder / CONFIG_FILE
     cfg = meta.get("pretrained_cfg") or {}  # timm's hub layout
+    if not isinstance(cfg, Mapping):
+        raise CheckpointError(f"{where}: \"pretrained_cfg\" must be a mapping, got {cfg!r}")
     arch = meta.get("arch") or meta["architecture"]
-    config = dict(meta.get("config") or meta.get("model_args") or {})
+    config = meta.get("config") or meta.get("model_args") or {}
+    if not isinstance(config, Mapping):
+        raise CheckpointError(f"{where}: \"config\" must be a mapping of the architecture's arguments, "
+                              f"got {type(config).__name__} {config!r}")
+    config = dict(config)
     if "num_classes" in meta:
         config.setdefault("num_classes", meta["num_classes"])
     config.update(overrides)
+    classes = meta.get("classes") or meta.get("label_names")
+    if classes is not None and (not isinstance(classes, list) or not all(isinstance(c, str) for c in classes)):
+        raise CheckpointError(f"{where}: \"classes\" must be a list of class names (strings), got "
+                              f"{type(classes).__name__} {classes!r}")
     try:
         model = build_architecture(arch, config)
     except (ConfigError, UnknownNameError) as exc:
-        raise CheckpointError(f"{folder / CONFIG_FILE}: {exc}") from None
+        raise CheckpointError(f"{where}: {exc}") from None
     check_architecture(model, arch)
     if pretrained:
         if not (folder / WEIGHTS_FILE).is_file():
             raise CheckpointError(f"model folder {folder} has no {WEIGHTS_FILE} (its weights); pass "
                                   "pretrained=False for random ones")
         load_checkpoint(model, folder / WEIGHTS_FILE)
-    classes = meta.get("classes") or meta.get("label_names") or [str(i) for i in range(model.num_classes)]
+    classes = classes or [str(i) for i in range(model.num_classes)]
     if len(classes) != model.num_classes:
-        raise CheckpointError(f"{folder / CONFIG_FILE} lists {len(classes)} classes but the model has "
+        raise CheckpointError(f"{where} lists {len(classes)} classes but the model has "
                               f"{model.num_classes} outputs")
     default_cfg = getattr(model, "pretrained_cfg", None) or {}
     mean = meta.get("mean") or cfg.get("mean") or default_cfg.get("mean")
     std = meta.get("std") or cfg.get("std") or default_cfg.get("std")
     if mean is None or std is None:
-        raise CheckpointError(f"{folder / CONFIG_FILE} gives no normalization: add \"mean\" and \"std\"")
+        raise CheckpointError(f"{where} gives no normalization: add \"mean\" and \"std\"")
+    built = _built_input_size(model)
     input_size = None if "img_size" in overrides else (meta.get("input_size") or cfg.get("input_size"))
-    input_size = input_size or _built_input_size(model)
+    if input_size is not None and list(input_size) != list(built) and not getattr(
+            model.patch_embed, "dynamic_img_size", False):
+        raise CheckpointError(f"{where}: input_size {list(input_size)} does not match the architecture, "
+                              f"which takes {list(built)} (its img_size and in_chans); fix one of them")
     dataset = meta.get("dataset") or _default_dataset(classes)
-    if dataset not in DATASETS:
-        raise CheckpointError(f"{folder / CONFIG_FILE}: dataset must be one of {', '.join(DATASETS)}, "
-                              f"got {dataset!r}")
-    info = describe_model(model, name or folder.resolve().name, dataset=dataset, input_size=input_size,
-                     mean=mean, std=std, class_names=classes, arch=arch,
-                     arch_config=_jsonable(config))
+    try:
+        info = describe_model(model, name or folder.resolve().name, dataset=dataset,
+                              input_size=input_size or built, mean=mean, std=std, class_names=classes,
+                              arch=arch, arch_config=_jsonable(config))
+    except ConfigError as exc:
+        raise CheckpointError(f"{where}: {exc}") from None
     return model, info
 
 
@@ -360,12 +629,23 @@ def _jsonable(value):
 
 def save_model_folder(model: nn.Module, info: ModelInfo, out: str | os.PathLike, *,
                       extra: dict | None = None, dtype: torch.dtype | None = None) -> Path:
-    """Write `model` as a model folder `out` (created): `config.json` (arch, config, classes, mean,
-    std, input_size, dataset, from `info`, plus the keys of `extra`, e.g. a training recipe) and
+    """Write `model` as a model folder `out`: `config.json` (arch, config, classes, mean, std,
+    input_size, dataset, from `info`, plus the keys of `extra`, e.g. a training recipe) and
     `model.safetensors` (in `dtype`, default the model's own). `load_model(out)` reads it back.
 
     `info` comes from `load_model` (it knows the architecture); change the classes or normalization
-    with `info.replace(class_names=..., mean=..., std=...)` first. Returns the folder."""
+    with `info.replace(class_names=..., mean=..., std=...)` first. The folder is replaced whole and
+    at once (`sardfq.io.atomic_folder`): an existing `out` must be a model folder or empty. Returns
+    the folder."""
+    with atomic_folder(out, ours=(CONFIG_FILE,)) as tmp:
+        write_model_files(model, info, tmp, extra=extra, dtype=dtype)
+    return Path(out)
+
+
+def write_model_files(model: nn.Module, info: ModelInfo, folder: str | os.PathLike, *,
+                      extra: dict | None = None, dtype: torch.dtype | None = None) -> Path:
+    """The files of `save_model_folder` written into `folder` (which the caller makes atomic, with
+    other files beside them, as a trained teacher's folder does)."""
     from safetensors.torch import save
 
     if not info.arch:
@@ -380,7 +660,7 @@ def save_model_folder(model: nn.Module, info: ModelInfo, out: str | os.PathLike,
             "dataset": info.dataset, **(extra or {})}
     state = {k: v.detach().to("cpu", dtype if dtype and v.is_floating_point() else v.dtype).contiguous()
              for k, v in model.state_dict().items()}
-    folder = Path(out)
+    folder = Path(folder)
     # weights first: config.json, written last, is what makes a folder a model folder
     atomic_write_bytes(folder / WEIGHTS_FILE, save(state))
     atomic_write_text(folder / CONFIG_FILE, json.dumps(meta, indent=1))
@@ -462,6 +742,7 @@ def _hub_offline() -> bool:
 
 def _load_timm(name: str, *, pretrained: bool, **timm_kwargs) -> tuple[nn.Module, ModelInfo]:
     _check_timm_name(name)
+    timm_kwargs = check_architecture_args(name, timm_kwargs)
     hub = name.startswith(HF_HUB_PREFIX)
     # an hf-hub: id needs its config.json from the hub even for random weights
     if (pretrained or hub) and not _hub_weights_cached(name) and _hub_offline():
@@ -483,8 +764,8 @@ def _load_timm(name: str, *, pretrained: bool, **timm_kwargs) -> tuple[nn.Module
                 "--checkpoint PATH with a local weights file."
             ) from exc
         raise
-    except TypeError as exc:  # an argument the architecture does not take
-        raise ConfigError(f"cannot build {name} with {timm_kwargs}: {exc}") from None
+    except (TypeError, ValueError, AssertionError) as exc:  # a value the architecture rejects
+        raise _build_error(name, timm_kwargs, exc) from None
     log.debug("created %s in %.1fs", name, time.perf_counter() - start)
     check_architecture(model, name)
     cfg = model.pretrained_cfg
@@ -514,10 +795,10 @@ def describe_model(model: nn.Module, name: str, *, dataset: str, input_size, mea
         name=name,
         family=family,
         dataset=dataset,
-        input_size=tuple(int(v) for v in input_size),
-        mean=tuple(float(v) for v in mean),
-        std=tuple(float(v) for v in std),
-        class_names=tuple(str(c) for c in class_names),
+        input_size=input_size,  # checked and made tuples by ModelInfo
+        mean=mean,
+        std=std,
+        class_names=class_names,
         num_blocks=len(blocks),
         num_heads=tuple(int(b.attn.num_heads) for b in blocks),
         has_class_token=family == "vit" and getattr(model, "cls_token", None) is not None,

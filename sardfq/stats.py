@@ -1,5 +1,6 @@
-"""Rank statistics shared by the analyses: Spearman's rho, its bootstrap interval and its exact
-permutation p-value."""
+"""Statistics shared by the analyses: Spearman's rho, its bootstrap interval and its exact
+permutation p-value; for paired differences, a bootstrap interval of their mean and a sign-flip
+p-value."""
 from __future__ import annotations
 
 import itertools
@@ -56,6 +57,37 @@ def permutation_p_value(x, y, *, draws: int = 200_000, seed: int = 0) -> float:
     null = np.abs(np.nan_to_num(_pearson_rows(rx[None], ry[orders])))
     hits = np.sum(null >= observed - 1e-12)
     return float(hits / len(orders)) if n <= EXACT_UP_TO else float((hits + 1) / (len(orders) + 1))
+
+
+EXACT_FLIPS_UP_TO = 16  # differences; beyond, 2^n sign patterns are too many: a seeded sample
+
+
+def sign_flip_p_value(differences, *, draws: int = 200_000, seed: int = 0) -> float:
+    """Two-sided p-value of the mean of paired `differences` against zero: the share of the 2^n
+    ways of flipping their signs whose |mean| is at least the observed one. Exact up to
+    `EXACT_FLIPS_UP_TO` differences (so never below 2 / 2^n); beyond, estimated from `draws` random
+    sign patterns (seeded), counting the observed one. All zero: 1."""
+    d = np.asarray(differences, float)
+    n = len(d)
+    if n == 0:
+        return float("nan")
+    if n <= EXACT_FLIPS_UP_TO:
+        signs = 1 - 2 * ((np.arange(2 ** n)[:, None] >> np.arange(n)) & 1)
+    else:
+        signs = np.where(np.random.default_rng(seed).random((draws, n)) < 0.5, -1, 1)
+    observed = abs(d.mean())
+    hits = np.sum(np.abs((signs * d).mean(1)) >= observed - 1e-12)
+    return float(hits / len(signs)) if n <= EXACT_FLIPS_UP_TO else float((hits + 1) / (len(signs) + 1))
+
+
+def bootstrap_mean_ci(values, *, n_boot: int = 2000, seed: int = 0, level: float = 0.95) -> tuple[float, float]:
+    """Percentile bootstrap CI of the mean of `values` (resampled with replacement)."""
+    v = np.asarray(values, float)
+    if len(v) == 0:
+        return float("nan"), float("nan")
+    means = v[np.random.default_rng(seed).integers(0, len(v), (n_boot, len(v)))].mean(1)
+    tail = 100 * (1 - level) / 2
+    return float(np.percentile(means, tail)), float(np.percentile(means, 100 - tail))
 
 
 def _pearson_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:

@@ -8,12 +8,14 @@ are sized for one datacenter GPU (200+ epochs with mixup/cutmix, bf16, data kept
 Data order and augmentation are drawn from a generator seeded by (seed, epoch), and the model's
 own randomness (drop-path) is restored from the checkpoint, so a run interrupted after any epoch
 and resumed from `<out>/last.pt` continues exactly as an uninterrupted one, on CPU and CUDA.
+`last.pt` is read with `torch.load(weights_only=True)`: tensors and plain values only, never code.
 """
 from __future__ import annotations
 
 import json
 import logging
 import math
+import shutil
 import time
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field, fields
@@ -26,15 +28,16 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from .data import CIFAR10_CLASSES, ArrayDataset, ImageArrays, even_spread, load_cifar10
-from .errors import ConfigError
+from .errors import CheckpointError, ConfigError
 from .evaluate import evaluate
-from .io import atomic_path, atomic_write_text
-from .models import ModelInfo, describe_model, save_model_folder
+from .io import atomic_folder, atomic_path, atomic_write_text, check_output_folder
+from .models import ModelInfo, describe_model, load_torch_file, write_model_files
 from .registry import Registry
 
 log = logging.getLogger(__name__)
 
 ARCH = "timm.models.vision_transformer.VisionTransformer"
+TEACHER_FILES = ("config.json", "last.pt")  # what marks a folder train_teacher wrote
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR10_STD = (0.2470, 0.2435, 0.2616)
 
@@ -184,13 +187,15 @@ def train_teacher(preset: str | TeacherPreset = "vit_tiny_cifar10", *, recipe: T
     preset = PRESETS.get(preset) if isinstance(preset, str) else preset
     recipe = recipe or preset.recipe
     device = torch.device(device)
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+        raise ConfigError(f"limit (--limit) must be a positive number of images, got {limit!r}")
+    out = check_output_folder(out, "the teacher's folder (--out)", ours=TEACHER_FILES)
     # read the data before creating anything: a missing data folder leaves no output folder behind
     train = load_cifar10("train", root)
     test = load_cifar10("test", root)
     if limit is not None:
         train = train.subset(torch.randperm(len(train), generator=torch.Generator().manual_seed(recipe.seed))[:limit])
         test = test.subset(even_spread(len(test), limit))  # what `sardfq eval --limit` evaluates
-    out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(recipe.seed)
     model = preset.build().to(device)
@@ -215,7 +220,16 @@ def train_teacher(preset: str | TeacherPreset = "vit_tiny_cifar10", *, recipe: T
     identity = {"preset": preset.name, "arch": preset.config(), "recipe": asdict(recipe), "limit": limit}
     if last.is_file():
         # RNG states must stay CPU ByteTensors: load everything on the CPU, the model moves itself
-        state = torch.load(last, map_location="cpu", weights_only=False)
+        try:  # weights_only: a checkpoint holds tensors and plain values, and may run no code
+            state = load_torch_file(last)
+        except CheckpointError as exc:  # it names code to run
+            raise CheckpointError(f"cannot resume: {exc}. Delete it to train from scratch") from None
+        except Exception as exc:  # a damaged file
+            raise CheckpointError(f"cannot resume from {last}: {exc.__class__.__name__}: "
+                                  f"{str(exc).splitlines()[0]}. Delete it to train from scratch") from None
+        if not isinstance(state, dict):
+            raise CheckpointError(f"cannot resume from {last}: it holds a {type(state).__name__}, not a "
+                                  "training state. Delete it to train from scratch")
         if state.get("identity") == identity:
             model.load_state_dict(state["model"])
             optimizer.load_state_dict(state["optimizer"])
@@ -281,9 +295,12 @@ def _write_model_folder(model, preset: TeacherPreset, recipe: TeacherRecipe, his
               "parameters": sum(p.numel() for p in fresh.parameters()),
               "epochs_done": len(history), "train_hours": sum(h["epoch_s"] for h in history) / 3600,
               "log": history}
-    atomic_write_text(out / "README.md", model_card({**record, "config": info.arch_config,
-                                                     "mean": info.mean, "std": info.std}))
-    save_model_folder(fresh, info, out, extra=record, dtype=torch.float16)  # config.json last
+    card = model_card({**record, "config": info.arch_config, "mean": info.mean, "std": info.std})
+    with atomic_folder(out, ours=TEACHER_FILES) as tmp:  # the whole folder replaced at once
+        if (out / "last.pt").is_file():  # the resume state stays beside the model
+            shutil.copy2(out / "last.pt", tmp / "last.pt")
+        atomic_write_text(tmp / "README.md", card)
+        write_model_files(fresh, info, tmp, extra=record, dtype=torch.float16)
     return json.loads((out / "config.json").read_text())
 
 

@@ -1,14 +1,19 @@
 """The built book as a reader meets it: every page in a real headless Chromium, offline, at a desktop
 and a phone width. A page passes when it answers 200, every image loads, MathJax has rendered the
 math (no raw `\\(` or `\\[` left in the text), the console shows no error, nothing is fetched from
-outside 127.0.0.1, and at phone width the page does not scroll sideways. Screenshots of every page
-go to `_build/screenshots/<width>/`.
+outside 127.0.0.1, at phone width the page does not scroll sideways, no table is wider than its
+column unless it sits in a scroll box of its own, no image is wider than the text column, at desktop
+width the page is at most `MAX_SCREENS` screens tall, and a finding box (`.admonition.finding`)
+starts on the first screen (and, at desktop width, ends there). The intro and every page rendered
+from a results notebook (notebook metadata `sardfq.results_page: true`) must have one.
+Screenshots of every page go to `_build/screenshots/<width>/`.
 
 Chromium is Debian's package (`apt-get install chromium`; `make test` installs it when run as root),
 driven by playwright without any browser download; SARDFQ_CHROMIUM names another binary.
 """
 import functools
 import http.server
+import json
 import os
 import shutil
 import threading
@@ -19,7 +24,19 @@ from playwright.sync_api import sync_playwright
 
 ROOT = Path(__file__).resolve().parent.parent
 WIDTHS = {"desktop": 1280, "phone": 390}
+HEIGHT = 900  # px: one screen
+MAX_SCREENS = 8  # a page a reader can hold, at desktop width
 SCREENSHOTS = ROOT / "_build" / "screenshots"
+
+
+def results_pages(root: Path = ROOT) -> set[str]:
+    """The built pages that must open with a finding box: the intro, and each chapter whose notebook
+    says it is a results page (metadata `"sardfq": {"results_page": true}`)."""
+    pages = {"book/intro.html"}
+    for path in sorted((root / "notebooks").glob("[0-9][0-9]_*.ipynb")):
+        if json.loads(path.read_text()).get("metadata", {}).get("sardfq", {}).get("results_page"):
+            pages.add(f"book/chapters/{path.stem}.html")
+    return pages
 
 # Runs in the page after `load`: waits for MathJax's first typeset (if MathJax started) and for every
 # image, then reports what a reader would see wrong.
@@ -39,7 +56,26 @@ _INSPECT = """async () => {
   while (walker.nextNode()) text += walker.currentNode.nodeValue;
   const raw = [...text.matchAll(/\\\\[(\\[]/g)].map(m => text.slice(m.index, m.index + 40));
   const page = document.scrollingElement;
-  return {broken, raw, scrollWidth: page.scrollWidth, clientWidth: page.clientWidth};
+  // The text column: a table may be wider than it only inside a box that scrolls (auto or scroll),
+  // itself no wider than the column; an image never.
+  const column = document.querySelector('article') || document.body;
+  const right = column.getBoundingClientRect().right + 1;
+  const scrolls = el => ['auto', 'scroll'].includes(getComputedStyle(el).overflowX);
+  const wideTables = [...column.querySelectorAll('table')].filter(table => {
+    let box = table;
+    while (box !== column && !scrolls(box)) box = box.parentElement;
+    const outer = box === column ? table : box;
+    return outer.getBoundingClientRect().right > right ||
+        (box === column && table.scrollWidth > table.getBoundingClientRect().width + 1);
+  }).map(table => table.innerText.trim().slice(0, 40));
+  const wideImages = [...column.querySelectorAll('img')].filter(img =>
+      img.getBoundingClientRect().right > Math.min(right, page.clientWidth + 1)).map(img => img.getAttribute('src'));
+  const findings = [...document.querySelectorAll('.admonition.finding')].map(box => {
+    const r = box.getBoundingClientRect();
+    return {top: r.top + window.scrollY, bottom: r.bottom + window.scrollY};
+  });
+  return {broken, raw, scrollWidth: page.scrollWidth, clientWidth: page.clientWidth, wideTables, wideImages,
+          findings, scrollHeight: page.scrollHeight, innerHeight: window.innerHeight};
 }"""
 
 
@@ -88,9 +124,11 @@ def browser():
         chromium.close()
 
 
-def check_page(browser, url: str, width: int, screenshot: Path | None = None) -> list[str]:
-    """What a reader would find wrong with the page at `url` at this window width (empty: nothing)."""
-    context = browser.new_context(viewport={"width": width, "height": 900})
+def check_page(browser, url: str, width: int, screenshot: Path | None = None, *,
+               needs_finding: bool = False) -> list[str]:
+    """What a reader would find wrong with the page at `url` at this window width (empty: nothing);
+    `needs_finding`: the page must have a finding box."""
+    context = browser.new_context(viewport={"width": width, "height": HEIGHT})
     page = context.new_page()
     problems: list[str] = []
     local = url.split("/", 3)[:3]
@@ -114,6 +152,18 @@ def check_page(browser, url: str, width: int, screenshot: Path | None = None) ->
         problems += [f"raw math: {snippet!r}" for snippet in seen["raw"][:3]]
         if width < 600 and seen["scrollWidth"] > seen["clientWidth"] + 1:
             problems.append(f"scrolls sideways: {seen['scrollWidth']} px wide in a {seen['clientWidth']} px window")
+        problems += [f"table wider than its column: {text!r}" for text in seen["wideTables"]]
+        problems += [f"image wider than the column: {src}" for src in seen["wideImages"]]
+        screen = seen["innerHeight"]
+        if width >= 1000 and seen["scrollHeight"] > MAX_SCREENS * screen:
+            problems.append(f"too tall: {seen['scrollHeight']} px, {seen['scrollHeight'] / screen:.1f} screens "
+                            f"(at most {MAX_SCREENS})")
+        if needs_finding and not seen["findings"]:
+            problems.append("no finding box")
+        for box in seen["findings"][:1]:
+            if box["top"] >= screen or (width >= 1000 and box["bottom"] > screen):
+                problems.append(f"finding box not on the first screen: {box['top']:.0f}-{box['bottom']:.0f} px "
+                                f"in a {screen} px window")
         if screenshot is not None:
             screenshot.parent.mkdir(parents=True, exist_ok=True)
             page.screenshot(path=str(screenshot), full_page=True)
@@ -131,17 +181,23 @@ def test_every_page_reads_well_offline_at_desktop_and_phone_width(built_book, br
                    if not p.relative_to(html).parts[0].startswith("_") and "http-equiv" not in p.read_text()[:200])
     assert "book/chapters/02_apa.html" in pages and "book/api.html" in pages
     assert (html / "_static" / "mathjax" / "tex-mml-chtml.js").is_file()
+    findings = results_pages()
+    assert "book/intro.html" in findings and set(findings) <= set(pages), sorted(set(findings) - set(pages))
     failures = []
     with Served(html) as server:
         for name in pages:
             for label, width in WIDTHS.items():
                 shot = SCREENSHOTS / label / name.replace("/", "__").replace(".html", ".png")
-                failures += [f"{name} at {width} px: {p}" for p in check_page(browser, server.url + name, width, shot)]
+                failures += [f"{name} at {width} px: {p}" for p in check_page(
+                    browser, server.url + name, width, shot, needs_finding=name in findings)]
     assert not failures, "\n".join(failures)
 
 
 # The checker itself, on tiny pages: it passes a good one and flags each kind of fault.
-_GOOD = "<html><body><p>A figure:</p><img src='dot.png'></body></html>"
+_FINDING = "<div class='admonition finding'><p>Finding</p><p>what the outputs show</p></div>"
+_GOOD = ("<html><body><article>" + _FINDING + "<p>A figure:</p><img src='dot.png'>"
+         "<div style='overflow-x:auto'><table><tr><td style='min-width:2000px'>wide, in its own scroll box</td>"
+         "</tr></table></div></article></body></html>")
 _BAD = {
     "cdn_mathjax": ("<html><head><script defer src='https://cdn.jsdelivr.net/npm/mathjax@3/es5/tex-mml-chtml.js'>"
                     "</script></head><body><p>\\(Q(x) = s\\,x\\)</p></body></html>", "outside request"),
@@ -151,10 +207,18 @@ _BAD = {
     "script_error": ("<html><body><script>undefinedFunction()</script></body></html>", "script error"),
     "console_error": ("<html><body><script>console.error('THEBE_JS_URL declared twice')</script></body></html>",
                       "console error"),
+    "wide_table": ("<html><body><article style='width:300px'><table><tr><td style='min-width:600px'>x</td></tr>"
+                   "</table></article></body></html>", "table wider than its column"),
+    "wide_image": ("<html><body><article style='width:300px'><img src='dot.png' style='width:600px'></article>"
+                   "</body></html>", "image wider than the column"),
+    "tall": ("<html><body><div style='height:20000px'>long</div></body></html>", "too tall"),
+    "late_finding": ("<html><body><div style='height:1200px'>the question first</div>" + _FINDING
+                     + "</body></html>", "finding box not on the first screen"),
+    "no_finding": ("<html><body><p>no answer here</p></body></html>", "no finding box"),
 }
 
 
-def test_the_checker_flags_a_cdn_script_a_broken_image_raw_math_errors_and_sideways_scroll(tmp_path, browser):
+def test_the_checker_flags_each_fault_a_reader_would_meet(tmp_path, browser):
     from PIL import Image
 
     Image.new("RGB", (4, 4), "red").save(tmp_path / "dot.png")
@@ -162,10 +226,12 @@ def test_the_checker_flags_a_cdn_script_a_broken_image_raw_math_errors_and_sidew
     for name, (text, _) in _BAD.items():
         (tmp_path / f"{name}.html").write_text(text)
     with Served(tmp_path) as server:
-        assert check_page(browser, server.url + "good.html", 390) == []
+        for width in WIDTHS.values():
+            assert check_page(browser, server.url + "good.html", width, needs_finding=True) == []
         assert any("status 404" in p for p in check_page(browser, server.url + "absent.html", 390))
         for name, (_, expected) in _BAD.items():
-            problems = check_page(browser, server.url + f"{name}.html", 390)
+            width = 1280 if name == "tall" else 390
+            problems = check_page(browser, server.url + f"{name}.html", width, needs_finding=name == "no_finding")
             assert any(p.startswith(expected) for p in problems), (name, problems)
             if name == "cdn_mathjax":  # offline, the reader would see the TeX source
                 assert any(p.startswith("raw math") for p in problems), problems

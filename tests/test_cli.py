@@ -29,7 +29,7 @@ def test_eval_of_each_shipped_teacher_reproduces_its_recorded_accuracy(name, cif
 def test_eval_limit_prints_a_summary(cifar_root, capsys):
     assert main(["eval", "vit_tiny_cifar10", "--data", str(cifar_root), "--limit", "50"]) == 0
     out = capsys.readouterr().out
-    assert "vit_tiny_cifar10: top-1" in out and "on 50 images" in out
+    assert "vit_tiny_cifar10: top-1" in out and "top-5" in out and "on 50 images" in out
 
 
 @pytest.mark.parametrize("args, message", [

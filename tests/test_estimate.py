@@ -120,7 +120,7 @@ def test_cli_run_and_quantize_say_the_estimate_before_the_slow_work(tmp_path, mo
     commands = {"run": ["run", "vit_tiny_cifar10", "--n", "2", "--synth-iters", "3", "--recon-iters", "1",
                         "--bits", "w4a4", "--device", "cpu", "--no-progress"],
                 "quantize": ["quantize", "vit_tiny_cifar10", "--calib", str(tmp_path / "c.safetensors"),
-                             "--recon-iters", "1", "--device", "cpu", "--no-progress"]}
+                             "--recon-iters", "1", "--device", "cpu", "--no-progress", "--out", str(tmp_path / "q")]}
     said = {}
     for name, argv in commands.items():
         caplog.clear()

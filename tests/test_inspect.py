@@ -73,6 +73,7 @@ def test_switch_effects_pairs_sets_that_differ_only_in_the_components():
     apa = switch_effects(frame, ["apa"], ["m"]).iloc[0]
     assert apa["diff"] == 10 and apa["sd"] == 0 and apa["up"] == apa["pairs"] == 7 and apa["down"] == 0
     assert apa["seeds"] == [0, 1] and apa["on"] - apa["off"] == 10
+    assert apa["ci_low"] == apa["ci_high"] == 10 and apa["p_value"] == pytest.approx(2 / 2 ** 7)
     both = switch_effects(frame, ["msr", "sl"], ["m"]).iloc[0]
     assert both["pairs"] == 3 and both["diff"] == 2 and both["low"] == both["high"] == 2
     lines = describe_effects(switch_effects(frame, ["apa"], ["m", "seed"]), "APA", {"m": -1, "seed": +1}, "better")
@@ -237,5 +238,6 @@ def test_plots_of_the_study():
     fig = viz.plot_metric_scatter(frame, ["content.set_diversity", "features.frechet"])
     assert "Spearman -1.00" in fig.axes[1].get_title()
     table = correlations(frame, n_boot=50)
+    assert table["p_value"].between(0, 1).all()
     fig = viz.plot_correlations(table)
-    assert len(fig.axes[0].patches) == len(table)
+    assert [t.get_text() for t in fig.axes[0].get_yticklabels()] == list(table["metric"])  # a row per metric

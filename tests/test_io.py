@@ -58,3 +58,48 @@ def test_synthesis_config_and_methods_do_not_import_each_other():
 
     assert not imported("synthesis/config.py") & {"methods", "loop"}
     assert not imported("synthesis/methods.py") & {"loop"}
+
+
+def test_atomic_path_refuses_what_is_not_a_regular_file(tmp_path):
+    from sardfq.errors import ConfigError
+
+    os.mkfifo(tmp_path / "fifo")
+    (tmp_path / "dir").mkdir()
+    (tmp_path / "to_null").symlink_to("/dev/null")  # replacing the link would be harmless; it is refused
+    (tmp_path / "file").write_text("x")
+    for name, kind in (("fifo", "special file"), ("dir", "a folder"), ("to_null", "special file"),
+                       ("file/below", "is a file, not a folder")):
+        with pytest.raises(ConfigError, match=kind):
+            atomic_write_text(tmp_path / name, "new")
+    assert sorted(os.listdir(tmp_path)) == ["dir", "fifo", "file", "to_null"]
+    assert os.path.islink(tmp_path / "to_null") and (tmp_path / "file").read_text() == "x"
+
+
+def test_atomic_folder_replaces_a_folder_whole_or_not_at_all(tmp_path):
+    from sardfq.errors import ConfigError
+    from sardfq.io import atomic_folder
+
+    target = tmp_path / "out"
+    with atomic_folder(target, ours=("marker",)) as tmp:
+        (tmp / "marker").write_text("old")
+        (tmp / "old_only").write_text("x")
+    assert sorted(os.listdir(target)) == ["marker", "old_only"]
+    with pytest.raises(RuntimeError):
+        with atomic_folder(target, ours=("marker",)) as tmp:
+            (tmp / "marker").write_text("new")
+            raise RuntimeError("killed midway")
+    assert (target / "marker").read_text() == "old" and os.listdir(tmp_path) == ["out"]
+    with atomic_folder(target, ours=("marker",)) as tmp:
+        (tmp / "marker").write_text("new")
+    assert os.listdir(target) == ["marker"] and (target / "marker").read_text() == "new"  # no old file left
+    assert os.listdir(tmp_path) == ["out"]
+    (tmp_path / "foreign").mkdir()
+    (tmp_path / "foreign" / "notes.txt").write_text("mine")
+    with pytest.raises(ConfigError, match="did not write"):
+        with atomic_folder(tmp_path / "foreign", ours=("marker",)):
+            pytest.fail("a foreign folder must be refused before anything is written")
+    (tmp_path / "a_file").write_text("x")
+    with pytest.raises(ConfigError, match="not a folder"):
+        with atomic_folder(tmp_path / "a_file", ours=("marker",)):
+            pass
+    assert sorted(os.listdir(tmp_path)) == ["a_file", "foreign", "out"]

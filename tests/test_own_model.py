@@ -263,6 +263,9 @@ def test_run_own_vit_folder_then_eval_the_quantized_folder(own_vit, own_data, tm
     evaluated = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert evaluated["n_images"] == 10
     assert evaluated["top1"] == pytest.approx(record["quantized"]["top1"])
+    assert main(["eval", quantized, "--data", str(own_data)]) == 0
+    line = capsys.readouterr().out  # five classes: every image is a top-5 hit, so the line says top-1 only
+    assert "top-1" in line and "top-5" not in line
 
 
 @pytest.mark.slow

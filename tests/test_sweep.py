@@ -83,7 +83,7 @@ def test_sweep_row_with_an_unknown_key_fails_before_any_run(row, message, tmp_pa
     spec = SweepSpec.from_dict({"name": "bad", "experiment": "test_sweep:fake_experiment",
                                 "grid": [{"seed": [0]}, {"design": [row]}]})
     with pytest.raises(sardfq.ConfigError) as info:
-        run_sweep(spec, results_dir=tmp_path, progress=False)
+        run_sweep(spec, allow_code=True, results_dir=tmp_path, progress=False)
     assert message in str(info.value)
     assert not (tmp_path / "bad").exists()
 
@@ -91,14 +91,14 @@ def test_sweep_row_with_an_unknown_key_fails_before_any_run(row, message, tmp_pa
 def test_sweep_runs_then_skips(tmp_path, monkeypatch):
     monkeypatch.setenv("SARDFQ_FAKE_LOG", str(tmp_path / "calls.log"))
     spec = _spec(tmp_path, seeds=(0, 1))
-    report = run_sweep(spec, results_dir=tmp_path / "results", progress=False)
+    report = run_sweep(spec, allow_code=True, results_dir=tmp_path / "results", progress=False)
     assert report.ok and len(report.completed) == 4 and not report.skipped
     records = sorted((tmp_path / "results" / "toy").glob("*.json"))
     assert len(records) == 4
     for path in records:
         record = json.loads(path.read_text())
         assert record["run_id"] == path.stem and record["sweep"] == "toy"
-    again = run_sweep(spec, results_dir=tmp_path / "results", progress=False)
+    again = run_sweep(spec, allow_code=True, results_dir=tmp_path / "results", progress=False)
     assert len(again.skipped) == 4 and not again.completed
     assert len((tmp_path / "calls.log").read_text().split()) == 4
 
@@ -106,19 +106,20 @@ def test_sweep_runs_then_skips(tmp_path, monkeypatch):
 def test_failed_run_is_recorded_apart_and_retried(tmp_path):
     spec = SweepSpec.from_dict({"name": "f", "experiment": "test_sweep:fake_experiment",
                                 "grid": {"synthesis.method": "noise", "seed": [0, 99]}})
-    report = run_sweep(spec, results_dir=tmp_path, progress=False)
+    report = run_sweep(spec, allow_code=True, results_dir=tmp_path, progress=False)
     assert len(report.completed) == 1 and list(report.failed.values()) == ["RuntimeError: seed 99 always fails"]
     failed = list((tmp_path / "f").glob("*.failed.json"))
     assert len(failed) == 1 and "seed 99" in json.loads(failed[0].read_text())["error"]
-    assert len(run_sweep(spec, results_dir=tmp_path, progress=False).failed) == 1  # retried, not skipped
+    again = run_sweep(spec, allow_code=True, results_dir=tmp_path, progress=False)
+    assert len(again.failed) == 1  # retried, not skipped
 
 
 def test_truncated_record_is_rerun(tmp_path):
     spec = load_sweep(_spec(tmp_path, seeds=(0,)))
-    run_sweep(spec, results_dir=tmp_path / "r", progress=False)
+    run_sweep(spec, allow_code=True, results_dir=tmp_path / "r", progress=False)
     victim = next((tmp_path / "r" / "toy").glob("*.json"))
     victim.write_text(victim.read_text()[:20])  # as if a non-atomic writer had been killed
-    report = run_sweep(spec, results_dir=tmp_path / "r", progress=False)
+    report = run_sweep(spec, allow_code=True, results_dir=tmp_path / "r", progress=False)
     assert report.completed == [victim.stem]
     assert json.loads(victim.read_text())["run_id"] == victim.stem
 
@@ -130,7 +131,8 @@ def test_killed_sweep_resumes_with_remaining_runs_only(tmp_path):
     log = tmp_path / "calls.log"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")]),
            "SARDFQ_FAKE_DELAY": "0.4", "SARDFQ_FAKE_LOG": str(log)}
-    cmd = [sys.executable, "-m", "sardfq", "sweep", str(spec), "--results", str(tmp_path / "results")]
+    cmd = [sys.executable, "-m", "sardfq", "sweep", str(spec), "--results", str(tmp_path / "results"),
+           "--allow-code"]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 60
     while time.time() < deadline and len(list(folder.glob("*.json"))) < 3:
@@ -158,7 +160,7 @@ def test_killed_sweep_resumes_with_remaining_runs_only(tmp_path):
 @pytest.mark.slow
 def test_sweep_on_worker_processes(tmp_path):
     spec = load_sweep(_spec(tmp_path, seeds=(0, 1)))
-    report = run_sweep(spec, results_dir=tmp_path, workers=2, progress=False)
+    report = run_sweep(spec, allow_code=True, results_dir=tmp_path, workers=2, progress=False)
     assert report.ok and len(report.completed) == 4
     pids = {json.loads(p.read_text())["pid"] for p in (tmp_path / "toy").glob("*.json")}
     assert os.getpid() not in pids
@@ -170,17 +172,18 @@ def test_sweep_on_dask_local_cluster(tmp_path):
     spec = load_sweep(_spec(tmp_path, seeds=(0, 1)))
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=False,
                                   dashboard_address=None) as cluster:
-        report = run_sweep(spec, results_dir=tmp_path, scheduler=cluster.scheduler_address, progress=False)
+        report = run_sweep(spec, allow_code=True, results_dir=tmp_path, scheduler=cluster.scheduler_address,
+                           progress=False)
         assert report.ok and len(report.completed) == 4
         with distributed.Client(cluster) as client:  # an existing client works too; all skipped
-            again = run_sweep(spec, results_dir=tmp_path, client=client, progress=False)
+            again = run_sweep(spec, allow_code=True, results_dir=tmp_path, client=client, progress=False)
     assert len(again.skipped) == 4
     assert len(list((tmp_path / "toy").glob("*.json"))) == 4
 
 
 def test_execute_run_reports_errors_instead_of_raising():
     run = SweepSpec.from_dict({"name": "e", "grid": {"seed": 99}, "experiment": "test_sweep:fake_experiment"}).runs()[0]
-    outcome = execute_run(run, experiment="test_sweep:fake_experiment")
+    outcome = execute_run(run, experiment="test_sweep:fake_experiment", allow_code=True)
     assert "seed 99 always fails" in outcome["error"]
 
 

@@ -140,3 +140,59 @@ def test_gain_vs_property_has_a_panel_per_property_and_a_point_per_teacher_and_b
                     for o in coll.get_offsets() if len(coll.get_offsets()))
     assert (3.0, 1.5) in points and (6.0, -3.0) in points
     plt.close("all")
+
+
+def _legend_clear_of_axes(fig) -> bool:
+    fig.canvas.draw()
+    legends = [ax.get_legend() for ax in fig.axes if ax.get_legend()] + list(fig.legends)
+    return bool(legends) and not any(legend.get_window_extent().overlaps(ax.get_window_extent())
+                                     for legend in legends for ax in fig.axes)
+
+
+def test_legends_sit_outside_the_data_of_the_chapters_plots():
+    history = [{"iteration": i, "ce": 1.0 / i, "apa": 0.1 / i} for i in range(1, 20)]
+    figures = [viz.plot_loss_history({"sardfq": history}, terms=["ce", "apa"]),
+               viz.plot_reconstruction([{"block": "blocks.0", "mse_before": 0.4, "mse_after": 0.3}]),
+               viz.plot_weight_quantization(torch.randn(2, 16), torch.randn(2, 16).round(), channel=0),
+               viz.plot_soft_targets(torch.softmax(torch.randn(2, 4), 1), list("abcd"), labels=["x", "y"])]
+    assert all(_legend_clear_of_axes(fig) for fig in figures)
+    fig, ax = plt.subplots(figsize=(6, 3.5), layout="constrained")  # a line a notebook adds joins the legend
+    ax.plot([0, 1], [0, 1], label="curve")
+    ax.axhline(0.5, label="floor")
+    viz.legend_below(ax)
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["curve", "floor"] and _legend_clear_of_axes(fig)
+    plt.close("all")
+
+
+def test_intervals_headroom_map_and_gain_vs_headroom_figures():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import pandas as pd
+
+    rows = pd.DataFrame([{"label": l, "group": g, "difference": d, "ci_low": d - 1, "ci_high": d + 1,
+                          "excludes_zero": abs(d) > 1} for l, g, d in (("a", "x", 2.0), ("b", "x", 0.5), ("a", "y", -3.0))])
+    fig = viz.plot_intervals(rows, label="label", group="group", title="t")
+    assert [t.get_text() for t in fig.axes[0].get_yticklabels()] == ["a", "b"]
+    assert fig.get_size_inches()[0] <= viz.BOOK_WIDTH
+    table = pd.DataFrame([{"model": m, "setting": s, "recon_iters": r, "headroom": h}
+                          for m, s, r, h in (("t1", "w4a4", 0, 1.0), ("t1", "w4a2", 0, 9.0), ("t2", "w4a4", 0, -2.0),
+                                             ("t1", "w4a4", 20, 0.5), ("t2", "w4a2", 20, 5.0))])
+    fig = viz.plot_headroom_map(table, settings=["w4a4", "w4a2"])
+    maps = [ax for ax in fig.axes if ax.get_title()]
+    assert len(maps) == 2 and maps[0].collections[0].get_clim() == maps[1].collections[0].get_clim()  # one scale
+    points = pd.DataFrame([{"model": "t1", "setting": "w4a2", "group": "cells", "headroom": 9.0, "headroom_low": 8.0,
+                            "headroom_high": 10.0, "gain": -5.0, "gain_low": -6.0, "gain_high": -4.0}])
+    fig = viz.plot_gain_vs_headroom(points, fit=(-1.65, 0.74))
+    assert any("fitted" in t.get_text() for t in fig.legends[0].get_texts()) if fig.legends else \
+        any("fitted" in t.get_text() for t in fig.axes[0].get_legend().get_texts())
+
+
+def test_speedup_plot_has_a_bar_per_row_from_zero():
+    rows = [{"runtime": "pytorch eager", "bits": "fp32", "threads": 1, "throughput_speedup": 1.0},
+            {"runtime": "onnxruntime", "bits": "w8a8", "threads": 1, "throughput_speedup": 2.5}]
+    ax = viz.plot_speedups(rows, title="t").axes[0]
+    assert [p.get_width() for p in ax.patches] == pytest.approx([1.0, 2.5]) and ax.get_xlim()[0] == 0
+    ticks = {t.get_text(): t.get_position()[1] for t in ax.get_yticklabels()}
+    assert ticks["pytorch eager, fp32"] > ticks["onnxruntime, w8a8"]  # the first row on top
+    plt.close("all")

@@ -23,13 +23,24 @@ import numpy as np
 
 from ..errors import ConfigError
 from ..evaluate import PerImage
-from ..experiments.records import read_records
+from ..experiments.records import bad_record, read_records, record_setting
 
 METRICS = {  # name: (per-image values of a record's quantized model, unit, scale, higher is better)
     "top1": ("correct", "pp", 100.0, True),
     "agreement": ("agree", "pp", 100.0, True),
     "kl": ("kl", "nats", 1.0, False),
 }
+
+
+MAX_BOOT = 1_000_000  # [choice] bootstrap resamples: 500 times the default, seconds per image-seed
+
+
+def check_boot(n_boot) -> int:
+    """The number of bootstrap resamples, 1..MAX_BOOT; else a ConfigError naming --boot."""
+    if isinstance(n_boot, bool) or not isinstance(n_boot, int) or not 1 <= n_boot <= MAX_BOOT:
+        raise ConfigError(f"n_boot (--boot) must be a number of bootstrap resamples from 1 to {MAX_BOOT:,} "
+                          f"(2000 is plenty for a 95% interval), got {n_boot!r}")
+    return n_boot
 
 
 @dataclass
@@ -81,6 +92,7 @@ def compare_per_image(a: Mapping[int, PerImage], b: Mapping[int, PerImage], *, m
     """Compare per-image outcomes `{seed: PerImage}` of two sources (see the module docstring)."""
     if metric not in METRICS:
         raise ConfigError(f"metric must be one of {', '.join(METRICS)}, got {metric!r}")
+    check_boot(n_boot)
     attr, unit, scale, higher = METRICS[metric]
     seeds = sorted(set(a) & set(b))
     if not seeds:
@@ -126,28 +138,42 @@ def per_image_by_seed(records: Iterable[Mapping], *, name: str = "") -> dict[int
     """`{seed: PerImage}` of the quantized models of experiment records (one record per seed)."""
     out: dict[int, PerImage] = {}
     for record in records:
-        seed = record["config"]["seed"]
+        try:
+            seed, per_image = record["config"]["seed"], record["quantized"].get("per_image")
+        except (KeyError, TypeError, AttributeError) as exc:
+            raise bad_record(f"record {record.get('run_id')}", exc) from None
         if seed in out:
             raise ConfigError(f"{name or 'a source'} has several records for seed {seed} "
                               f"(e.g. {record.get('run_id')}): narrow the selection (--results, --model, --bits)")
-        per_image = record["quantized"].get("per_image")
         if not per_image:
             raise ConfigError(f"record {record.get('run_id')} has no per-image results (written before they "
                               "were kept): run it again to compare it")
-        out[seed] = PerImage.from_dict(per_image)
+        try:
+            out[seed] = PerImage.from_dict(per_image)
+        except ConfigError as exc:
+            raise bad_record(f"record {record.get('run_id')}", exc) from None
     return out
 
 
 def select_records(results: str | os.PathLike | Iterable, variant: str, *, model: str | None = None,
                    bits: str | None = None, where=None) -> list[dict]:
     """Experiment records under `results` (folders searched recursively, or record dicts) of one
-    calibration source (`variant`, e.g. "sardfq", "psaq", "sardfq[apa+sl]"), model and bit-width."""
+    calibration source (`variant`, e.g. "sardfq", "psaq", "sardfq[apa+sl]"), model and quantization
+    setting (`bits`: `w4a4`, or `w4a4-attn2` for the attention map at other bits; see
+    `QuantConfig.label`)."""
     paths = [results] if isinstance(results, (str, os.PathLike, Mapping)) else list(results)
     for item in paths:
         if not isinstance(item, Mapping) and not Path(item).exists():
             raise ConfigError(f"results path {item} does not exist")
-    chosen = [r for r, _ in read_records(paths) if r.get("kind") == "experiment" and r.get("variant") == variant
-              and (model is None or r["config"]["model"] == model) and (bits is None or r.get("bits") == bits)]
+    chosen = []
+    for r, f in read_records(paths):
+        if r.get("kind") != "experiment" or r.get("variant") != variant:
+            continue
+        if not isinstance(r.get("config"), Mapping):
+            raise bad_record(f or f"record {r.get('run_id')}", KeyError("config"))
+        in_setting = bits is None or (r.get("bits") == bits.split("-")[0] and record_setting(r) == bits)
+        if (model is None or r["config"].get("model") == model) and in_setting:
+            chosen.append(r)
     if not chosen:
         raise ConfigError(f"no experiment record of {variant!r}"
                           f"{f' for {model}' if model else ''}{f' at {bits}' if bits else ''} in {where or results}")
@@ -159,9 +185,55 @@ def compare(results, a: str, b: str, *, model: str | None = None, bits: str | No
             seed: int = 0) -> list[Comparison]:
     """Compare calibration sources `a` and `b` (variants) on the records under `results`:
     `a - b` per metric with 95% CIs, paired by seed and image."""
+    check_boot(n_boot)  # before reading any record
     if isinstance(results, (str, os.PathLike)) and not Path(results).exists():
         raise ConfigError(f"results path {results} does not exist")
     records = [r for r, _ in read_records(results)]  # read once, for both sources
     by_seed = {v: per_image_by_seed(select_records(records, v, model=model, bits=bits, where=results), name=v) for v in (a, b)}
     return [compare_per_image(by_seed[a], by_seed[b], metric=m, names=(a, b), n_boot=n_boot, seed=seed)
             for m in metrics]
+
+
+def cell_differences(results, *, contrasts, models=None, bits=None, n_boot: int = 2000):
+    """One row per (model, bits, contrast a - b) with the top-1 difference in points, its 95% CI,
+    the seeds and images behind it: a pandas DataFrame. `bits` is the quantization setting
+    (`QuantConfig.label`: `w4a4`, or `w4a4-attn2` with the attention map at other bits). Pairs that
+    lack records are left out."""
+    import pandas as pd
+
+    from ..experiments.records import load_results
+
+    check_boot(n_boot)
+    frame = load_results(results)
+    if frame.empty:
+        raise ConfigError(f"no experiment records in {results}")
+    rows = []
+    for (model, bit), group in frame.groupby(["model", "setting"], sort=False):  # bits, or e.g. w4a4-attn2
+        if (models is not None and model not in models) or (bits is not None and bit not in bits):
+            continue
+        have = set(group["variant"])
+        for a, b in contrasts:
+            if a not in have or b not in have:
+                continue
+            c = compare(list(group["file"]), a, b, model=model, bits=bit, metrics=("top1",), n_boot=n_boot)[0]
+            rows.append({"model": model, "bits": bit, "contrast": f"{a} - {b}", "difference": c.difference,
+                         "ci_low": c.ci[0], "ci_high": c.ci[1], "excludes_zero": c.excludes_zero,
+                         "seeds": len(c.seeds), "images": c.n_images, "verdict": c.verdict})
+    return pd.DataFrame(rows, columns=["model", "bits", "contrast", "difference", "ci_low", "ci_high",
+                                       "excludes_zero", "seeds", "images", "verdict"])
+
+
+def ci_side(gains):
+    """Per `zoo_gains` row, where its 95% CI lies: 'above' zero, 'below' zero, or 'level' (it holds
+    zero): the one reading of an interval that the verdicts, the headline and the book share."""
+    import numpy as np
+    import pandas as pd
+
+    excludes = gains["excludes_zero"].astype(bool)
+    return pd.Series(np.where(excludes & (gains["ci_low"] > 0), "above",
+                              np.where(excludes, "below", "level")), index=gains.index)
+
+
+def interval(row) -> str:
+    """'+1.2 [+0.3, +2.1]' for a row with difference, ci_low and ci_high (points)."""
+    return f"{row['difference']:+.1f} [{row['ci_low']:+.1f}, {row['ci_high']:+.1f}]"

@@ -268,6 +268,8 @@ def _as_images(images, info: ModelInfo, what: str) -> tuple[Tensor, dict]:
         raise CheckpointError(f"the {what} {meta.get('path', '')} holds images of size "
                               f"{tuple(images.shape[1:])} but {info.name} takes {tuple(info.input_size)}"
                               .replace("  ", " "))
+    if not images.is_floating_point() or not bool(torch.isfinite(images).all()):
+        raise ConfigError(f"the {what} must hold finite floating-point pixels (no NaN or infinity)")
     meta["n"] = len(images)
     return images.float().cpu(), meta
 
@@ -418,3 +420,36 @@ _NEEDS_REAL = {
     "content": {"patch_diversity": False, "flat_share": False, "set_diversity": False},
     "calibration": {"range_log2_ratio": True, "block_mse": True, "output_kl": True, "agreement": True},
 }
+
+
+@torch.no_grad()
+def attention_quantizer_table(model: nn.Module, info: ModelInfo, sets: Mapping[str, Tensor | CalibrationSet],
+                              reference: Tensor, *, config: QuantConfig, seed: int = 0):
+    """What calibrating on each set does to the post-softmax attention quantizer of every block:
+    the scale it picks, the largest attention weight the set shows there, and, on the `reference`
+    images (real ones), the share of each attention row's mass that survives the quantizer (the
+    rest rounds to zero) and the quantizer's root-mean-square error. One row per (set, block), a
+    pandas DataFrame. A set whose attention is more peaked than real images' picks a larger
+    scale, and with few bits its grid then rounds the small weights of real rows to zero."""
+    import pandas as pd
+
+    blocks = list(range(len(attention_blocks(model))))
+
+    def maps(images):
+        with record_attention(model, blocks, detach=True) as recorder:
+            model(images.float())
+            return {b: recorder.maps[b].clone() for b in blocks}  # B, heads, N, N
+
+    real = maps(reference)
+    rows = []
+    for name, calib in sets.items():
+        images = calib.images if isinstance(calib, CalibrationSet) else calib
+        q_model = quantize(model, info, config, images, seed=seed)
+        own = maps(images)
+        for b, block in enumerate(attention_blocks(q_model)):
+            qz = block.attn.attn_quant
+            kept = qz.fake_quant(real[b])
+            rows.append({"set": name, "block": b, "scale": float(qz.scale), "set max": float(own[b].amax()),
+                         "real mass kept": float(kept.sum(-1).mean()),
+                         "rmse on real": float((kept - real[b]).pow(2).mean().sqrt())})
+    return pd.DataFrame(rows)

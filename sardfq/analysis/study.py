@@ -21,7 +21,7 @@ from ..experiments.config import ExperimentConfig
 from ..experiments.run import run_experiment
 from ..io import read_record, write_json_atomic
 from ..models import load_model
-from ..stats import bootstrap_ci, spearman
+from ..stats import bootstrap_ci, bootstrap_mean_ci, permutation_p_value, sign_flip_p_value, spearman
 from .diagnostics import FLAT_STD, N_REFERENCE, REFERENCE_SEED, InspectReport, inspect_calibration, needs_real_data
 
 log = logging.getLogger(__name__)
@@ -63,7 +63,8 @@ def study(results_dir: str | os.PathLike = "results", *, bits: str = "w4a4", swe
 
     Returns a pandas DataFrame, one row per set: model, variant, seed, path, q_top1 / agreement
     (mean over the set's records at `bits`, in %), runs, recreated (whether the accuracy is a rerun's,
-    see `recreate_sets`), then every metric as `group.metric`.
+    see `recreate_sets`), record_top1 (the sweep records' own top-1, what the results chapters
+    report: it differs from q_top1 only for a re-created set), then every metric as `group.metric`.
     Reports are cached as JSON in `cache_dir` (default `<results_dir>/inspect/`) and read back when
     present (even when the set itself is gone), so a rerun only inspects new sets; delete them to
     measure again after changing the metrics. `limit`: at most this many sets (for quick runs).
@@ -82,6 +83,7 @@ def study(results_dir: str | os.PathLike = "results", *, bits: str = "w4a4", swe
     if not records:
         raise CheckpointError(f"no experiment records at {bits} under {results_dir}"
                               + (f" in {', '.join(sweeps)}" if sweeps else ""))
+    swept = {path: list(runs) for path, runs in records.items()}
     records.update(reruns)  # a re-created set is judged by its own rerun, not the lost set's record
     options = {"bits": bits, "n_ref": n_ref, "reference_seed": reference_seed, "flat": FLAT_STD}
     # a set counts when it is on disk or was inspected before (its report keeps every metric)
@@ -115,14 +117,17 @@ def study(results_dir: str | os.PathLike = "results", *, bits: str = "w4a4", swe
         rows.append({"model": name, "variant": first["variant"], "seed": first["config"]["seed"],
                      "path": path, "q_top1": 100 * float(np.mean([r["quantized"]["top1"] for r in runs])),
                      "agreement": 100 * float(np.mean([r["quantized"]["agreement"] for r in runs])),
-                     "runs": len(runs), "recreated": runs[0]["kind"] == "rerun", **report.values()})
+                     "runs": len(runs), "recreated": runs[0]["kind"] == "rerun",
+                     "record_top1": 100 * float(np.mean([r["quantized"]["top1"] for r in swept[path]])),
+                     **report.values()})
     return pd.DataFrame(rows)
 
 
 def correlations(frame, target: str = "q_top1", *, n_boot: int = 2000, seed: int = 0):
     """Spearman correlation of every metric column of a `study` frame with `target`, with a
-    percentile-bootstrap 95% CI: one row per metric (metric, needs_real_data, spearman, ci_low,
-    ci_high, n), strongest first. With a handful of sets the intervals are wide."""
+    percentile-bootstrap 95% CI and a two-sided permutation p-value: one row per metric (metric,
+    needs_real_data, spearman, ci_low, ci_high, p_value, n), strongest first. With a handful of sets
+    the intervals are wide."""
     import pandas as pd
 
     rows = []
@@ -131,7 +136,7 @@ def correlations(frame, target: str = "q_top1", *, n_boot: int = 2000, seed: int
         low, high = bootstrap_ci(data[column], data[target], n_boot=n_boot, seed=seed)
         rows.append({"metric": column, "needs_real_data": needs_real_data(column),
                      "spearman": spearman(data[column], data[target]), "ci_low": low, "ci_high": high,
-                     "n": len(data)})
+                     "p_value": permutation_p_value(data[column], data[target], seed=seed), "n": len(data)})
     out = pd.DataFrame(rows)
     return out.reindex(out["spearman"].abs().sort_values(ascending=False).index).reset_index(drop=True)
 
@@ -153,15 +158,18 @@ def switches(variant: str) -> frozenset | None:
     return on
 
 
-def switch_effects(frame, components, metrics):
+def switch_effects(frame, components, metrics, *, n_boot: int = 2000, seed: int = 0):
     """Paired effect of turning `components` (e.g. ["apa"] or ["msr", "sl"]) on together, from a
     `study` frame of SARDFQ ablation sets. A pair is two sets of the same seed whose variants differ
     only in `components` (all of them on against all off), the other switches equal; sets without a
     partner are left out (no pair at all: ConfigError). One row per metric: off / on (mean over the
     pairs), diff (mean of the paired on - off differences), sd (their standard deviation, NaN for
     one pair), low / high (the smallest and largest difference), up / down (how many pairs have
-    on > off / on < off), pairs, seeds. No interval or test: the ablation has a handful of sets
-    per seed."""
+    on > off / on < off), ci_low / ci_high (percentile bootstrap 95% interval of diff, resampling
+    pairs), p_value (exact two-sided sign-flip p of diff over the pairs), pairs, seeds.
+    The interval and p treat the pairs as independent. They are not fully: the pairs of one seed
+    start from the same noise and labels. A test that took the seed as its unit could not go below
+    2 / 2^seeds (0.25 with three seeds)."""
     import pandas as pd
 
     components = frozenset(components)
@@ -180,10 +188,12 @@ def switch_effects(frame, components, metrics):
     out = []
     for metric in metrics:
         diff = np.array([b[metric] - a[metric] for a, b in pairs], dtype=float)
+        low, high = bootstrap_mean_ci(diff, n_boot=n_boot, seed=seed)
         out.append({"metric": metric, "off": float(np.mean([a[metric] for a, _ in pairs])),
                     "on": float(np.mean([b[metric] for _, b in pairs])), "diff": diff.mean(),
                     "sd": diff.std(ddof=1) if len(diff) > 1 else np.nan, "low": diff.min(),
                     "high": diff.max(), "up": int((diff > 0).sum()), "down": int((diff < 0).sum()),
+                    "ci_low": low, "ci_high": high, "p_value": sign_flip_p_value(diff, seed=seed),
                     "pairs": len(diff), "seeds": sorted({int(b["seed"]) for _, b in pairs})})
     return pd.DataFrame(out)
 

@@ -187,7 +187,7 @@ def plot_loss_history(history: Sequence[Mapping[str, float]] | Mapping[str, Sequ
     ax.tick_params(labelsize=FONT)
     if logy:  # a plain log axis for positive losses; symlog only where a term reaches zero or below
         ax.set_yscale("log") if lowest > 0 else ax.set_yscale("symlog", linthresh=1e-3)
-    ax.legend(fontsize=FONT)
+    legend_below(ax)
     return fig
 
 
@@ -226,7 +226,8 @@ def plot_soft_targets(targets: Tensor, class_names: Sequence[str], *, labels: Se
     sns.barplot(data=pd.DataFrame(rows), x="class", y="probability", hue="target", ax=ax, palette=palette, saturation=1)
     ax.tick_params(axis="x", rotation=45, labelsize=FONT)
     ax.set_xlabel("")
-    ax.legend(fontsize=FONT)
+    ax.legend(fontsize=FONT, loc="lower left", bbox_to_anchor=(0, 1.01), ncols=len(labels), frameon=False,
+              borderaxespad=0)  # above the bars, never over them
     return fig
 
 
@@ -304,6 +305,8 @@ def plot_versus_paper(ours: Mapping[str, float], paper: Mapping[str, float], *, 
     fig, ax = _figure(ax, figsize=(6, 3.5))
     sns.barplot(data=pd.DataFrame(rows), x="method", y="top1", hue="source", ax=ax, errorbar=None, saturation=1,
                 palette={"this project": METHOD_COLORS["sardfq"], "paper": METHOD_COLORS["paper"]})
+    sns.move_legend(ax, "upper center", bbox_to_anchor=(0.5, -0.1), ncols=2, frameon=False, title=None,
+                    fontsize=FONT)  # below the axes: never over a bar
     ax.set_xlabel("")
     ax.set_ylabel(ylabel)
     if title:
@@ -322,9 +325,10 @@ def plot_weight_quantization(weight: Tensor, quantized: Tensor, *, channel: int 
     for i, level in enumerate(torch.unique(q).tolist()):
         ax.axvline(level, color=METHOD_COLORS["sardfq"], linewidth=1, alpha=0.8,
                    label="quantized levels" if i == 0 else None)
-    ax.set_xlabel("weight value")
-    ax.set_ylabel("count")
-    ax.legend(fontsize=FONT)
+    ax.set_xlabel("weight value", fontsize=FONT)
+    ax.set_ylabel("count", fontsize=FONT)
+    ax.tick_params(labelsize=FONT)
+    legend_below(ax)
     if title:
         ax.set_title(title, fontsize=TITLE_FONT)
     return fig
@@ -344,7 +348,7 @@ def plot_reconstruction(blocks: Sequence[Mapping[str, float]], *, ax=None, title
     ax.set_xlabel("block", fontsize=FONT)
     ax.set_ylabel("output MSE vs FP", fontsize=FONT)
     ax.tick_params(labelsize=FONT)
-    ax.legend(fontsize=FONT)
+    legend_below(ax)
     if title:
         ax.set_title(title, fontsize=TITLE_FONT)
     return fig
@@ -353,9 +357,10 @@ def plot_reconstruction(blocks: Sequence[Mapping[str, float]], *, ax=None, title
 # ------------------------------------------------------------------ calibration-set inspection
 def plot_feature_projection(features: Mapping[str, Tensor], *, ax=None, title: str | None = None):
     """Features of several sets ({source: (N, D)}, e.g. `sardfq.inspect.class_token_features`)
-    projected on the first two principal components of all of them together, one colour per source:
-    synthetic sets far from the real cloud are semantically distorted."""
-    fig, ax = _figure(ax, figsize=(5, 4))
+    projected on the first two principal components of all of them together, one colour and marker
+    per source (a reference set, named "... reference", as black crosses): synthetic sets far from
+    the real cloud are semantically distorted. The legend sits outside the data."""
+    fig, ax = _figure(ax, figsize=(6, 3.3))
     names = list(features)
     stacked = torch.cat([features[n].double() for n in names])
     centred = stacked - stacked.mean(0)
@@ -365,58 +370,89 @@ def plot_feature_projection(features: Mapping[str, Tensor], *, ax=None, title: s
     start = 0
     for name in names:
         n = len(features[name])
-        ax.scatter(points[start:start + n, 0], points[start:start + n, 1], s=14, alpha=0.75,
-                   color=method_color(name), label=f"{name} ({n})", edgecolors="none")
+        color, marker = source_style(name)
+        cross = marker in "x+"  # a reference: light, under the sets
+        ax.scatter(points[start:start + n, 0], points[start:start + n, 1], s=14 if cross else 22,
+                   alpha=0.45 if cross else 0.85, color=color, marker=marker, label=f"{name} ({n})",
+                   edgecolors=None if cross else "none", linewidths=0.8 if cross else 0, zorder=2 if cross else 3)
         start += n
-    ax.set_xlabel(f"PC 1 ({100 * explained[0]:.0f}% of variance)")
-    ax.set_ylabel(f"PC 2 ({100 * explained[1]:.0f}%)")
-    ax.legend(fontsize=7, markerscale=1.2)
+    ax.set_xlabel(f"PC 1 ({100 * explained[0]:.0f}% of variance)", fontsize=FONT)
+    ax.set_ylabel(f"PC 2 ({100 * explained[1]:.0f}%)", fontsize=FONT)
+    ax.tick_params(labelsize=FONT)
+    ax.legend(fontsize=FONT, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False, markerscale=1.4)
     if title:
-        ax.set_title(title, fontsize=10)
+        ax.set_title(title, fontsize=TITLE_FONT)
     return fig
 
 
 def plot_metric_scatter(frame, metrics: Sequence[str], *, target: str = "q_top1", hue: str = "variant",
                         ncols: int = 4, ylabel: str = "W4A4 top-1 (%)"):
     """One scatter per metric column of a `sardfq.inspect.study` frame against `target`, one colour
-    per calibration source, the Spearman correlation in each title."""
+    and marker per calibration source, the metric (group and name on two lines, so a title fits its
+    panel) and its Spearman correlation in each title; one legend below the panels, shared y."""
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
-    fig, axes = _grid(len(metrics), ncols, size=2.6)
-    axes = list(axes)
-    for ax, metric in zip(axes, metrics):
-        ax.set_axis_on()
+    ncols = max(1, min(ncols, len(metrics)))
+    nrows = math.ceil(len(metrics) / ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(BOOK_WIDTH, 2.3 * nrows + 0.5), sharey=True, squeeze=False,
+                             layout="constrained")
+    for ax in axes.flat[len(metrics):]:
+        ax.set_axis_off()
+    for ax, metric in zip(axes.flat, metrics):
         for source, rows in frame.groupby(hue, sort=False):
-            ax.scatter(rows[metric], rows[target], s=18, color=method_color(source), label=source)
-        ax.set_title(f"{metric}\nSpearman {spearman(frame[metric], frame[target]):+.2f}", fontsize=8)
-        ax.tick_params(labelsize=7)
-        ax.set_ylabel(ylabel, fontsize=7)
-    handles, labels = axes[0].get_legend_handles_labels() if metrics else ([], [])
+            color, marker = source_style(source)
+            ax.scatter(rows[metric], rows[target], s=20, color=color, marker=marker, label=source)
+        group, _, short = metric.partition(".")
+        ax.set_title(f"{group}\n{short or group}\nSpearman {spearman(frame[metric], frame[target]):+.2f}",
+                     fontsize=FONT)
+        ax.tick_params(labelsize=FONT - 1)
+        ax.xaxis.set_major_locator(MaxNLocator(3))
+    for row in axes:
+        row[0].set_ylabel(ylabel, fontsize=FONT)
+    handles, labels = axes.flat[0].get_legend_handles_labels() if metrics else ([], [])
     if handles:
-        fig.legend(handles, labels, fontsize=7, loc="outside lower center", ncols=len(labels))
+        fig.legend(handles, labels, fontsize=FONT, loc="outside lower center", ncols=len(labels), frameon=False)
     return fig
 
 
-def plot_correlations(table, *, ax=None, title: str | None = None):
-    """Spearman correlation of each metric with accuracy and its bootstrap CI (a `correlations`
-    table): data-free metrics in one colour, those that need real images in another."""
-    fig, ax = _figure(ax, figsize=(6, 0.28 * len(table) + 1))
-    y = np.arange(len(table))[::-1]
-    colors = [METHOD_COLORS["real"] if real else METHOD_COLORS["sardfq"] for real in table["needs_real_data"]]
-    err = np.vstack([table["spearman"] - table["ci_low"], table["ci_high"] - table["spearman"]])
-    ax.barh(y, table["spearman"], color=colors, alpha=0.8)
-    ax.errorbar(table["spearman"], y, xerr=np.nan_to_num(err), fmt="none", ecolor="black", elinewidth=1,
-                capsize=2)
-    ax.axvline(0, color="black", linewidth=0.8)
-    ax.set_yticks(y, table["metric"], fontsize=7)
-    ax.set_xlim(-1.05, 1.05)
-    ax.set_xlabel("Spearman correlation with quantized top-1 (95% bootstrap CI)")
-    from matplotlib.patches import Patch
+def plot_correlations(tables, *, title: str | None = None):
+    """Spearman correlation of each metric with accuracy and its 95% bootstrap CI (`correlations`
+    tables; a mapping {study name: table} draws one panel per study side by side, sharing the metric
+    rows of the first): a marker and interval per metric, not a bar from zero, coloured by whether a
+    data-free user can compute it, filled where the interval excludes zero. The legend sits below."""
+    import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
 
-    ax.legend(handles=[Patch(color=METHOD_COLORS["sardfq"], label="data-free"),
-                       Patch(color=METHOD_COLORS["real"], label="needs real images")], fontsize=7,
-              loc="lower right")
+    tables = tables if isinstance(tables, Mapping) else {"": tables}
+    order = list(next(iter(tables.values()))["metric"])
+    fig, axes = plt.subplots(1, len(tables), figsize=(BOOK_WIDTH, 0.22 * len(order) + 1.4), sharey=True,
+                             squeeze=False, layout="constrained")
+    y = np.arange(len(order))
+    colours = {True: METHOD_COLORS["real"], False: METHOD_COLORS["sardfq"]}
+    for ax, (name, table) in zip(axes[0], tables.items()):
+        rows = table.set_index("metric").loc[order].reset_index()
+        rows = rows.assign(difference=rows["spearman"],
+                           excludes_zero=(rows["ci_low"] > 0) | (rows["ci_high"] < 0))
+        for real in (False, True):
+            part = rows["needs_real_data"].astype(bool).to_numpy() == real
+            if part.any():
+                _intervals(ax, y[part], rows[part], color=colours[real], label=None, horizontal=True)
+        ax.axvline(0, color="black", linewidth=0.8)
+        ax.set_xlim(-1.05, 1.05)
+        ax.set_xlabel("Spearman with top-1, 95% CI", fontsize=FONT)
+        ax.tick_params(labelsize=FONT)
+        if name:
+            ax.set_title(name, fontsize=TITLE_FONT)
+    axes[0][0].set_yticks(y, order, fontsize=FONT)
+    axes[0][0].invert_yaxis()
+    handles = [Line2D([], [], marker="o", linestyle="", color=colours[False], label="data-free"),
+               Line2D([], [], marker="o", linestyle="", color=colours[True], label="needs real images"),
+               Line2D([], [], marker="o", linestyle="", markerfacecolor="white", markeredgecolor="black",
+                      label="hollow: the CI holds 0")]
+    fig.legend(handles=handles, fontsize=FONT, loc="outside lower center", ncols=3, frameon=False)
     if title:
-        ax.set_title(title, fontsize=10)
+        fig.suptitle(title, fontsize=TITLE_FONT)
     return fig
 
 
@@ -467,10 +503,14 @@ def plot_gain_vs_property(table, properties: Sequence[str], *, contrast: str = "
     import matplotlib.pyplot as plt
 
     rows = table[table["contrast"] == contrast]
-    fig, axes = plt.subplots(1, len(properties), figsize=(BOOK_WIDTH, 2.9), layout="constrained",
+    ncols = min(2, len(properties))  # two panels a row: each wide enough for its teachers' names
+    nrows = math.ceil(len(properties) / ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(BOOK_WIDTH, 2.6 * nrows + 0.6), layout="constrained",
                              sharey=True, squeeze=False)
+    for ax in axes.flat[len(properties):]:
+        ax.set_axis_off()
     palette = dict(zip(dict.fromkeys(rows["bits"]), ["#0173b2", "#d55e00", "#029e73", "#cc78bc"]))
-    for ax, prop in zip(axes[0], properties):
+    for ax, prop in zip(axes.flat, properties):
         for bits, part in rows.groupby("bits", sort=False):
             _intervals(ax, part[prop].to_numpy(float), part, color=palette[bits], label=bits, horizontal=False)
         for model, points in rows.groupby("model", sort=False):  # one name per teacher, by its highest point
@@ -480,7 +520,9 @@ def plot_gain_vs_property(table, properties: Sequence[str], *, contrast: str = "
         ax.axhline(0, color="black", linewidth=0.8)
         ax.set_xlabel((labels or {}).get(prop, prop.replace("_", " ")), fontsize=FONT)
         ax.tick_params(labelsize=FONT)
-    axes[0][0].set_ylabel(f"{contrast} (top-1 points)", fontsize=FONT)
+        ax.margins(x=0.25)  # room for the names of the teachers at the edges
+    for row in axes:
+        row[0].set_ylabel(f"{contrast} (points)", fontsize=FONT)
     handles, names = axes[0][0].get_legend_handles_labels()
     keep = dict(zip(names, handles))
     fig.legend(keep.values(), keep.keys(), fontsize=FONT, loc="outside lower center", ncols=len(keep),
@@ -488,3 +530,256 @@ def plot_gain_vs_property(table, properties: Sequence[str], *, contrast: str = "
     if title:
         fig.suptitle(title, fontsize=TITLE_FONT)
     return fig
+
+
+# ------------------------------------------------------------------ calibration-set study, continued
+SOURCE_MARKERS = {"noise": "s", "psaq": "^", "sardfq": "o", "real": "D"}
+
+
+def source_style(name: str) -> tuple[str, str]:
+    """(colour, marker) of a calibration source: its `method_color` and a marker of its own, so
+    sources stay apart in grey scale too; a reference set ("real reference", ...) is black crosses,
+    never a colour a source has."""
+    if name.endswith("reference"):
+        return "black", "x"
+    return method_color(name), SOURCE_MARKERS.get(name.split("[")[0], "o")
+
+
+def show_image_rows(rows: Mapping[str, Tensor], info: ModelInfo, *,
+                    captions: Mapping[str, Sequence[str]] | None = None, size: float = 0.95):
+    """Several sets in one figure, a row each ({name: (N, C, H, W) normalized images}), the set's
+    name at the left of its row and an optional caption under each image."""
+    import matplotlib.pyplot as plt
+
+    names = list(rows)
+    cols = max(len(rows[n]) for n in names)
+    size = min(size, (BOOK_WIDTH - 0.8) / cols)
+    fig, axes = plt.subplots(len(names), cols, figsize=(size * cols + 0.8, (size + 0.25) * len(names)),
+                             squeeze=False, layout="constrained")
+    for r, name in enumerate(names):
+        pixels = to_display(rows[name], info)
+        for c in range(cols):
+            ax = axes[r, c]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            for spine in ax.spines.values():
+                spine.set_visible(False)
+            if c >= len(pixels):
+                continue
+            ax.imshow(pixels[c], interpolation="nearest")
+            if captions is not None:
+                ax.set_xlabel(captions[name][c], fontsize=FONT - 1, labelpad=1)
+        axes[r, 0].set_ylabel(name, fontsize=FONT)
+    return fig
+
+
+def show_attention_rows(rows: Mapping[str, tuple[Tensor, Tensor]], info: ModelInfo, grid: tuple[int, int], *,
+                        alpha: float = 0.6, size: float = 0.95, cmap: str = "magma"):
+    """Attention maps over their images, a row per set ({name: (images, maps (N, h*w))}), every
+    map on one colour scale from 0 to the largest weight of any (one colour bar): rows compare
+    directly, and a diffuse set is not stretched to look as peaked as a concentrated one."""
+    import matplotlib.pyplot as plt
+
+    names = list(rows)
+    cols = max(len(rows[n][0]) for n in names)
+    size = min(size, (BOOK_WIDTH - 1.6) / cols)
+    up = {}
+    for name in names:
+        images, maps = rows[name]
+        maps = maps.detach().float().cpu().view(len(images), 1, *grid)
+        up[name] = torch.nn.functional.interpolate(maps, size=tuple(images.shape[-2:]), mode="bilinear",
+                                                   align_corners=False)[:, 0].numpy()
+    top = max(float(u.max()) for u in up.values())
+    fig, axes = plt.subplots(len(names), cols, figsize=(size * cols + 1.6, size * len(names) + 0.2),
+                             squeeze=False, layout="constrained")
+    shown = None
+    for r, name in enumerate(names):
+        pixels = to_display(rows[name][0], info)
+        for c in range(cols):
+            ax = axes[r, c]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            for spine in ax.spines.values():
+                spine.set_visible(False)
+            if c >= len(pixels):
+                continue
+            ax.imshow(pixels[c], interpolation="nearest")
+            shown = ax.imshow(up[name][c], cmap=cmap, alpha=alpha, interpolation="bilinear", vmin=0.0, vmax=top)
+        axes[r, 0].set_ylabel(name, fontsize=FONT)
+    bar = fig.colorbar(shown, ax=axes, shrink=0.8, aspect=25)
+    bar.set_label("class-token attention", fontsize=FONT)
+    bar.ax.tick_params(labelsize=FONT - 1)
+    return fig
+
+
+def plot_claim_effects(rows, *, title: str | None = None):
+    """Paired effects of switching a method's parts on, against the claims made for them
+    (`sardfq.analysis.report.claim_effects` rows: question, claim, label, difference, ci_low, ci_high,
+    excludes_zero): one panel per question, stacked on one shared axis, a row per metric, the
+    difference with its 95% CI in standard deviations of the metric across the sets, signed so that
+    right of zero is the way the paper claims and left is against it; one colour per claim, filled
+    where the CI excludes zero. The legend sits below the panels."""
+    import matplotlib.pyplot as plt
+
+    questions = list(dict.fromkeys(rows["question"]))
+    claims = list(dict.fromkeys(rows["claim"]))
+    palette = dict(zip(claims, [METHOD_COLORS["sardfq"], "#d55e00", METHOD_COLORS["real"]]))
+    counts = [int((rows["question"] == q).sum()) for q in questions]
+    fig, axes = plt.subplots(len(questions), 1, figsize=(BOOK_WIDTH, 0.2 * sum(counts) + 0.55 * len(questions) + 1.1),
+                             sharex=True, squeeze=False, layout="constrained", gridspec_kw={"height_ratios": counts})
+    lim = float(np.nanmax(np.abs(rows[["ci_low", "ci_high"]].to_numpy(float)))) * 1.1 or 1.0
+    for ax, question in zip(axes[:, 0], questions):
+        part = rows[rows["question"] == question].reset_index(drop=True)
+        y = np.arange(len(part))
+        for claim in claims:
+            mask = (part["claim"] == claim).to_numpy()
+            if mask.any():
+                _intervals(ax, y[mask], part[mask], color=palette[claim], label=claim, horizontal=True)
+        ax.axvline(0, color="black", linewidth=0.8)
+        ax.set_xlim(-lim, lim)
+        ax.set_ylim(len(part) - 0.5, -0.5)
+        ax.set_yticks(y, part["label"], fontsize=FONT)
+        ax.tick_params(labelsize=FONT)
+        ax.set_title(f"{question} on - off: against the claim  <  0  >  as claimed", fontsize=TITLE_FONT)
+    axes[-1, 0].set_xlabel("paired difference, in standard deviations of the metric across the sets", fontsize=FONT)
+    handles, labels = [], []
+    for ax in axes[:, 0]:
+        for h, l in zip(*ax.get_legend_handles_labels()):
+            if l not in labels:
+                handles.append(h)
+                labels.append(l)
+    fig.legend(handles, [f"claimed: {l}" for l in labels], fontsize=FONT, loc="outside lower center",
+               ncols=len(labels), frameon=False, title="filled: the 95% CI excludes 0", title_fontsize=FONT)
+    if title:
+        fig.suptitle(title, fontsize=TITLE_FONT)
+    return fig
+
+
+# ------------------------------------------------------------------ the results pages (chapter 06)
+def plot_intervals(rows, *, label: str = "label", group: str | None = None, title: str | None = None,
+                   xlabel: str = "difference in top-1 (points), 95% CI", colors: Mapping[str, str] | None = None,
+                   legend_title: str = "filled: the interval excludes 0"):
+    """A dot plot of differences with their intervals (rows with difference, ci_low, ci_high and
+    excludes_zero), one line per `label` value, one colour per `group` value, a line at zero: the
+    standard figure for "how much does A change against B", in place of bars from zero."""
+    import pandas as pd
+
+    rows = rows.reset_index(drop=True)
+    labels = list(dict.fromkeys(rows[label]))
+    groups = list(dict.fromkeys(rows[group])) if group else [None]
+    fig, ax = _figure(None, figsize=(BOOK_WIDTH, 0.9 + 0.32 * len(labels) * max(1, len(groups)) ** 0.5))
+    step = 0.7 / max(1, len(groups))
+    palette = ["#0173b2", "#d55e00", "#029e73", "#cc78bc", "#ca9161", "#949494"]
+    for k, name in enumerate(groups):
+        part = rows if name is None else rows[rows[group] == name]
+        y = np.array([labels.index(v) for v in part[label]], float) + (k - (len(groups) - 1) / 2) * step
+        color = (colors or {}).get(name, palette[k % len(palette)])
+        _intervals(ax, y, pd.DataFrame(part), color=color, label=str(name) if name is not None else "", horizontal=True)
+    ax.axvline(0, color="black", linewidth=0.8)
+    ax.set_yticks(range(len(labels)), labels, fontsize=FONT)
+    ax.invert_yaxis()
+    ax.set_xlabel(xlabel, fontsize=FONT)
+    if group:
+        handles, names = ax.get_legend_handles_labels()
+        fig.legend(handles, names, fontsize=FONT, loc="outside lower center", ncols=min(4, len(groups)),
+                   title=legend_title, title_fontsize=FONT, frameon=False)
+    if title:
+        ax.set_title(title, fontsize=TITLE_FONT)
+    return fig
+
+
+def plot_headroom_map(table, *, value: str = "headroom", settings: Sequence[str] | None = None,
+                      labels: Mapping[str, str] | None = None, title: str | None = None):
+    """Heat maps of `value` (real - PSAQ-ViT by default, `sardfq.analysis.headroom.headroom_map`
+    rows): teachers down, quantization settings across, one panel per reconstruction length, one
+    colour scale shared by the panels (diverging, centred on zero), each cell annotated."""
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    settings = list(settings) if settings is not None else list(dict.fromkeys(table["setting"]))
+    models = list(dict.fromkeys(sorted(table["model"])))
+    lengths = sorted(table["recon_iters"].unique())
+    limit = float(np.nanmax(np.abs(table[value].to_numpy(float)))) or 1.0
+    fig, axes = plt.subplots(len(lengths), 1, figsize=(BOOK_WIDTH, 0.6 + (0.45 * len(models) + 0.9) * len(lengths)),
+                             layout="constrained", squeeze=False)
+    for ax, length in zip(axes[:, 0], lengths):
+        part = table[table["recon_iters"] == length].pivot_table(index="model", columns="setting", values=value)
+        grid = part.reindex(index=models, columns=settings)
+        sns.heatmap(grid, annot=True, fmt=".1f", cmap="RdBu_r", vmin=-limit, vmax=limit, center=0, ax=ax,
+                    annot_kws={"fontsize": FONT}, cbar_kws={"label": f"{value} (points)", "shrink": 0.9},
+                    yticklabels=[(labels or {}).get(m, m) for m in models])
+        ax.set_title(f"{'calibration only' if length == 0 else f'{length} reconstruction steps per block'}",
+                     fontsize=TITLE_FONT)
+        ax.set_xlabel("")
+        ax.set_ylabel("")
+        ax.tick_params(axis="x", rotation=30, labelsize=FONT)
+        ax.tick_params(axis="y", rotation=0, labelsize=FONT)
+    if title:
+        fig.suptitle(title, fontsize=TITLE_FONT)
+    return fig
+
+
+def plot_gain_vs_headroom(cells, *, fit: tuple[float, float] | None = None, group: str = "group",
+                          labels: Mapping[str, str] | None = None, title: str | None = None):
+    """SARDFQ - PSAQ-ViT against real - PSAQ-ViT, every cell with both 95% CIs (rows with
+    headroom, headroom_low, headroom_high, gain, gain_low, gain_high, model, setting and `group`),
+    one colour per group, the line a hypothesis fitted before (`fit`: intercept, slope) dashed, and
+    the line where SARDFQ would close the whole headroom (gain = headroom) dotted."""
+    fig, ax = _figure(None, figsize=(BOOK_WIDTH, 4.2))
+    palette = ["#949494", "#0173b2", "#d55e00", "#029e73"]
+    for k, (name, part) in enumerate(cells.groupby(group, sort=False)):
+        x, y = part["headroom"].to_numpy(float), part["gain"].to_numpy(float)
+        ax.errorbar(x, y, xerr=[x - part["headroom_low"], part["headroom_high"] - x],
+                    yerr=[y - part["gain_low"], part["gain_high"] - y], fmt="o", color=palette[k % 4],
+                    ecolor=palette[k % 4], elinewidth=0.8, capsize=2, markersize=5, label=str(name))
+        for r in part.itertuples():
+            if r.headroom >= 4:  # name the cells that leave room; the zoo's cluster near zero stays quiet
+                ax.annotate(f"{(labels or {}).get(r.model, r.model)} {r.setting}", (r.headroom, r.gain),
+                            xytext=(4, -10), textcoords="offset points", fontsize=FONT - 1)
+    right = float(np.nanmax(cells["headroom_high"].to_numpy(float))) * 1.05
+    xs = np.array([0.0, right])
+    if fit is not None:
+        ax.plot(xs, fit[0] + fit[1] * xs, linestyle="--", color="black", linewidth=1,
+                label=f"headroom hypothesis, fitted on the zoo: {fit[0]:+.2f} {fit[1]:+.3f} x")
+    ax.plot(xs, xs, linestyle=":", color="#029e73", linewidth=1, label="SARDFQ closes the whole headroom")
+    ax.axhline(0, color="black", linewidth=0.6)
+    ax.set_xlim(min(0.0, float(np.nanmin(cells["headroom_low"]))) - 0.5, right)
+    ax.set_xlabel("real − PSAQ-ViT: the headroom (top-1 points, 95% CI)", fontsize=FONT)
+    ax.set_ylabel("SARDFQ − PSAQ-ViT (points, 95% CI)", fontsize=FONT)
+    ax.tick_params(labelsize=FONT)
+    ax.legend(fontsize=FONT, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncols=2, frameon=False)
+    if title:
+        ax.set_title(title, fontsize=TITLE_FONT)
+    return fig
+
+
+def plot_speedups(rows: Sequence[Mapping], *, key: str = "throughput_speedup", ax=None, title: str | None = None):
+    """Speed-up against the first row (bars from zero, a line at 1), one bar per row of a speed
+    table (`benchmarks/bench_export.py` rows: runtime, bits, threads and the `key` ratio). Rows at
+    several thread counts get one colour per thread count."""
+    fig, ax = _figure(ax, figsize=(BOOK_WIDTH, 0.35 * len(rows) + 1.2))
+    threads = list(dict.fromkeys(r["threads"] for r in rows))
+    colours = dict(zip(threads, [METHOD_COLORS["sardfq"], METHOD_COLORS["psaq"], METHOD_COLORS["real"]]))
+    labels = [f"{r['runtime']}, {r['bits']}" + (f" ({r['threads']} threads)" if len(threads) > 1 else "")
+              for r in rows]
+    y = np.arange(len(rows))[::-1]
+    ax.barh(y, [r[key] for r in rows], color=[colours[r["threads"]] for r in rows])
+    ax.axvline(1.0, color="black", linewidth=0.8)
+    ax.set_yticks(y, labels)
+    ax.set_xlim(left=0)
+    ax.set_xlabel("speed-up against PyTorch eager FP32 (same threads)", fontsize=FONT)
+    ax.tick_params(labelsize=FONT)
+    if title:
+        ax.set_title(title, fontsize=TITLE_FONT)
+    return fig
+
+
+# ------------------------------------------------------------------ shared
+def legend_below(ax) -> None:
+    """The axis's legend (every labelled artist, those a notebook adds included) under its x label,
+    outside the data (constrained layout makes room), side by side where the axis is wide enough."""
+    handles, labels = ax.get_legend_handles_labels()
+    if handles:
+        wide = ax.get_position().width * ax.figure.get_figwidth() > 4.5  # inches: room for entries side by side
+        ax.legend(handles, labels, fontsize=FONT, loc="upper center", bbox_to_anchor=(0.5, -0.2),
+                  ncols=min(len(labels), 3) if wide else 1, frameon=False)

@@ -1,15 +1,16 @@
 """The teacher-zoo study: where does SARDFQ help, and which property of a teacher decides it?
 
 Two verbs:
-- `teacher_properties(name)`: what might decide it, measured on the teacher alone: depth, width,
-  heads, patch grid, parameters, FP accuracy, and how peaked its real class-token attention is
-  against the GMM priors that APA pulls it towards (entropy, top-patch weight, peaks).
+- `teacher_properties(name)` (measured in `sardfq.analysis.attention_stats`): what might decide it,
+  measured on the teacher alone: depth, width, heads, patch grid, parameters, FP accuracy, and how
+  peaked its real class-token attention is against the GMM priors that APA pulls it towards.
 - `zoo_gains(results)`: per teacher and bit-width, paired differences with 95% CIs
-  (`sardfq.compare`): SARDFQ - PSAQ-ViT, SARDFQ - noise, and the noise -> real gap (how much the
-  calibration data matters at all on that teacher).
+  (`sardfq.analysis.compare.cell_differences`): SARDFQ - PSAQ-ViT, SARDFQ - noise, and the noise ->
+  real gap (how much the calibration data matters at all on that teacher).
 Together (`zoo_table`) they give one row per teacher and bit-width, which the results chapter
 plots gain against property. Three readings of those rows:
-- `ci_side`: where each interval lies (above zero, below, or holding it), the one reading of a CI;
+- `ci_side` (from `compare`): where each interval lies (above zero, below, or holding it), the one
+  reading of a CI;
 - `claim_verdicts`: the paper's orderings (noise < PSAQ-ViT < SARDFQ < real), each as holds /
   reversed / not resolved by its 95% CI;
 - `rank_agreement`: do the teachers' gains follow the order of a property (Spearman's rho, with
@@ -21,18 +22,10 @@ from __future__ import annotations
 
 import math
 
-import torch
-
-from ..data import heldout_dataset
 from ..errors import ConfigError
-from ..experiments.records import load_results
-from ..models import load_model
 from ..stats import permutation_p_value, smallest_p_value, spearman
-from ..synthesis.config import K_APA
-from ..synthesis.losses import apa_blocks
-from ..synthesis.priors import draw_priors
-from .attention_stats import attention_statistics, patch_attention
-from .compare import compare
+from .attention_stats import teacher_properties  # noqa: F401  (the zoo's first verb; measured there)
+from .compare import cell_differences, ci_side
 
 CONTRASTS = (("sardfq", "psaq"), ("sardfq", "noise"), ("real", "noise"))
 # The paper's claims as (a, b): "a scores above b" (its Table 1 order; real images are the ceiling).
@@ -43,60 +36,12 @@ ABLATION_CONTRASTS = (("sardfq", "sardfq[msr+sl]"), ("sardfq", "sardfq[apa+sl]")
                       ("sardfq[apa]", "sardfq[none]"), ("sardfq[msr]", "sardfq[none]"), ("sardfq[sl]", "sardfq[none]"))
 
 
-@torch.no_grad()
-def teacher_properties(name: str, *, root=None, n_images: int = 256, seed: int = 0,
-                       device="cpu") -> dict:
-    """Architecture, accuracy and attention shape of teacher `name` (a model name or folder).
-
-    The attention statistics are measured on `n_images` held-out CIFAR-10 training images (never
-    calibration images) in the blocks APA aligns, and on GMM priors drawn for the same blocks."""
-    model, info = load_model(name, device=device)
-    blocks = apa_blocks(info.num_blocks)
-    data = heldout_dataset(info, root, limit=n_images)
-    images = torch.stack([data[i][0] for i in range(len(data))])
-    real = patch_attention(model, images, blocks)
-    priors = draw_priors("gmm", n_images, {b: info.num_heads[b] for b in blocks},
-                         {b: info.patch_grid for b in blocks}, generator=torch.Generator().manual_seed(seed),
-                         k_max=K_APA)
-    real_stats = attention_statistics(torch.cat([real[b].flatten(0, 1) for b in blocks]), info.patch_grid)
-    prior_stats = attention_statistics(torch.cat([priors[b].flatten(0, 1) for b in blocks]), info.patch_grid)
-    width = getattr(model, "embed_dim", None)
-    return {
-        "model": name, "depth": info.num_blocks, "width": width, "heads": info.num_heads[0],
-        "grid": info.patch_grid[0], "apa_blocks": len(blocks),
-        "parameters": sum(p.numel() for p in model.parameters()),
-        "real_entropy": real_stats["entropy"], "prior_entropy": prior_stats["entropy"],
-        "uniform_entropy": real_stats["uniform_entropy"],
-        # > 0: real attention is more peaked than the priors APA pulls it towards
-        "entropy_gap": prior_stats["entropy"] - real_stats["entropy"],
-        "real_max_weight": real_stats["max_weight"], "prior_max_weight": prior_stats["max_weight"],
-        "real_peaks": real_stats["peaks"], "prior_peaks": prior_stats["peaks"],
-        "attention_images": n_images,
-    }
 
 
 def zoo_gains(results, *, contrasts=CONTRASTS, models=None, bits=None, n_boot: int = 2000):
-    """One row per (model, bits, contrast a - b) with the top-1 difference in points, its 95% CI,
-    the seeds and images behind it: a pandas DataFrame. Pairs that lack records are left out."""
-    import pandas as pd
-
-    frame = load_results(results)
-    if frame.empty:
-        raise ConfigError(f"no experiment records in {results}")
-    rows = []
-    for (model, bit), group in frame.groupby(["model", "bits"], sort=False):
-        if (models is not None and model not in models) or (bits is not None and bit not in bits):
-            continue
-        have = set(group["variant"])
-        for a, b in contrasts:
-            if a not in have or b not in have:
-                continue
-            c = compare(list(group["file"]), a, b, model=model, bits=bit, metrics=("top1",), n_boot=n_boot)[0]
-            rows.append({"model": model, "bits": bit, "contrast": f"{a} - {b}", "difference": c.difference,
-                         "ci_low": c.ci[0], "ci_high": c.ci[1], "excludes_zero": c.excludes_zero,
-                         "seeds": len(c.seeds), "images": c.n_images, "verdict": c.verdict})
-    return pd.DataFrame(rows, columns=["model", "bits", "contrast", "difference", "ci_low", "ci_high",
-                                       "excludes_zero", "seeds", "images", "verdict"])
+    """`sardfq.analysis.compare.cell_differences` with the zoo's contrasts by default: per teacher
+    and bit-width, SARDFQ - PSAQ-ViT, SARDFQ - noise and real - noise with 95% CIs."""
+    return cell_differences(results, contrasts=contrasts, models=models, bits=bits, n_boot=n_boot)
 
 
 def zoo_table(gains, properties):
@@ -106,15 +51,7 @@ def zoo_table(gains, properties):
     return gains.merge(pd.DataFrame(list(properties)), on="model", how="left")
 
 
-def ci_side(gains):
-    """Per `zoo_gains` row, where its 95% CI lies: 'above' zero, 'below' zero, or 'level' (it holds
-    zero): the one reading of an interval that the verdicts, the headline and the book share."""
-    import numpy as np
-    import pandas as pd
 
-    excludes = gains["excludes_zero"].astype(bool)
-    return pd.Series(np.where(excludes & (gains["ci_low"] > 0), "above",
-                              np.where(excludes, "below", "level")), index=gains.index)
 
 
 def claim_verdicts(gains):

@@ -24,14 +24,20 @@ import dataclasses
 import hashlib
 import json
 from dataclasses import dataclass, field, fields
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 from ..errors import ConfigError
 from ..io import to_plain
 from ..models import DEFAULT_MODEL, model_slug
 from ..quant.config import QuantConfig, ReconConfig, parse_bits
-from ..registry import reject_unknown
+from ..registry import Registry, reject_unknown
 from ..synthesis.config import METHODS, PAPER_NAMES, SynthesisConfig
+
+# The experiment functions a sweep may name (`experiment: NAME` in a sweep file), each registered
+# where it is defined (`sardfq.experiments.run` registers `run_experiment` when the wing is
+# imported): a file names code only by a registered name. The registry lives here, below the
+# runner and the sweeps, so that `sweep` finds an experiment without importing `run`.
+EXPERIMENTS: Registry[Callable] = Registry("experiment")
 
 NESTED: dict[str, type] = {"synthesis": SynthesisConfig, "quant": QuantConfig, "recon": ReconConfig}
 # the synthesis fields an experiment's name and table columns show; the others are its "design"

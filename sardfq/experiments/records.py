@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
+from ..errors import ConfigError
 from ..io import read_record, write_json_atomic
 from ..models import DEFAULT_MODEL
 from .config import ExperimentConfig, non_default
@@ -106,6 +107,13 @@ def read_records(paths) -> list[tuple[dict, str]]:
     return records
 
 
+def bad_record(where: str, exc: Exception) -> ConfigError:
+    """The error for an experiment record that cannot be read (a key missing, a damaged value):
+    it names the file (or run) and what to do about it."""
+    return ConfigError(f"{where or 'a record'} is not a readable experiment record ({type(exc).__name__}: "
+                       f"{exc}); rerun that run, or move the file out of the results folder")
+
+
 def load_results(paths: str | os.PathLike | Iterable = "results"):
     """Experiment records as a pandas DataFrame, one row per run: model, variant, method, switches,
     design (the non-default synthesis options, then reconstruction's as `recon_*`), bits, seed, sizes, FP and quantized top-1/top-5 (in
@@ -120,30 +128,43 @@ def load_results(paths: str | os.PathLike | Iterable = "results"):
     for record, f in read_records(paths):
         if record.get("kind") != "experiment":
             continue
-        cfg = ExperimentConfig.from_dict(record["config"])  # any record version
-        s, q = cfg.synthesis, record["quantized"]
-        heldout, calib = record.get("heldout") or {}, record.get("calibration") or {}
-        rows[record.get("run_id") or id(record)] = {
-            "model": cfg.model, "variant": cfg.variant, "method": s.method,
-            "apa": s.apa, "msr": s.msr, "sl": s.sl,
-            "design": _design(cfg),
-            "bits": cfg.bits, "seed": cfg.seed, "n": s.n, "synth_iters": s.iterations,
-            "recon_iters": cfg.recon.iters, "eval_images": q["n_images"],
-            "fp_top1": 100 * record["fp"]["top1"], "fp_top5": 100 * record["fp"]["top5"],
-            "q_top1": 100 * q["top1"], "q_top5": 100 * q["top5"],
-            "agreement": 100 * q["agreement"] if q.get("agreement") is not None else None,
-            "heldout_fp_top1": 100 * heldout["fp"]["top1"] if heldout else None,
-            "heldout_q_top1": 100 * heldout["quantized"]["top1"] if heldout else None,
-            "synth_ms_per_iter": calib.get("median_ms_per_iteration") or None,
-            "calibration_path": _locate(record.get("calibration_path"), f),
-            "seconds": sum(record.get("timings", {}).values()), "device": record.get("device"),
-            "run_id": record.get("run_id"), "file": f,
-        }
-    columns = ["model", "variant", "method", "apa", "msr", "sl", "design", "bits", "seed", "n",
+        try:
+            rows[record.get("run_id") or id(record)] = _row(record, f)
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:  # ConfigError included
+            raise bad_record(f or str(record.get("run_id", "")), exc) from None
+    columns = ["model", "variant", "method", "apa", "msr", "sl", "design", "bits", "setting", "seed", "n",
                "synth_iters", "recon_iters", "eval_images", "fp_top1", "fp_top5", "q_top1", "q_top5",
                "agreement", "heldout_fp_top1", "heldout_q_top1", "synth_ms_per_iter", "calibration_path",
                "seconds", "device", "run_id", "file"]
     return pd.DataFrame(list(rows.values()), columns=columns)
+
+
+def record_setting(record: Mapping) -> str:
+    """A record's quantization setting as `QuantConfig.label` names it (`w4a4`, `w4a4-attn2`)."""
+    return ExperimentConfig.from_dict(record["config"]).quant.label
+
+
+def _row(record: Mapping, f: str) -> dict:
+    """One `load_results` row of an experiment record."""
+    cfg = ExperimentConfig.from_dict(record["config"])  # any record version
+    s, q = cfg.synthesis, record["quantized"]
+    heldout, calib = record.get("heldout") or {}, record.get("calibration") or {}
+    return {
+        "model": cfg.model, "variant": cfg.variant, "method": s.method,
+        "apa": s.apa, "msr": s.msr, "sl": s.sl,
+        "design": design_label(cfg),
+        "bits": cfg.bits, "setting": cfg.quant.label, "seed": cfg.seed, "n": s.n, "synth_iters": s.iterations,
+        "recon_iters": cfg.recon.iters, "eval_images": q["n_images"],
+        "fp_top1": 100 * record["fp"]["top1"], "fp_top5": 100 * record["fp"]["top5"],
+        "q_top1": 100 * q["top1"], "q_top5": 100 * q["top5"],
+        "agreement": 100 * q["agreement"] if q.get("agreement") is not None else None,
+        "heldout_fp_top1": 100 * heldout["fp"]["top1"] if heldout else None,
+        "heldout_q_top1": 100 * heldout["quantized"]["top1"] if heldout else None,
+        "synth_ms_per_iter": calib.get("median_ms_per_iteration") or None,
+        "calibration_path": _locate(record.get("calibration_path"), f),
+        "seconds": sum(record.get("timings", {}).values()), "device": record.get("device"),
+        "run_id": record.get("run_id"), "file": f,
+    }
 
 
 def _locate(path: str | None, record_file: str) -> str | None:
@@ -201,7 +222,8 @@ def quickstart_table(results: list[ExperimentResult]) -> list[str]:
     return lines
 
 
-def _design(cfg) -> str:
-    """The settings that set a run apart from the defaults of its method and sizes, as text."""
+def design_label(cfg) -> str:
+    """The settings that set a run apart from the defaults of its method and sizes, as text
+    (`default`, `apa_weight=10.0`, ...): the `design` column of `load_results`."""
     recon = {f"recon_{k}": v for k, v in non_default(cfg.recon, skip=("iters", "seed")).items()}
     return ", ".join(f"{k}={v}" for k, v in [*sorted(cfg.design.items()), *sorted(recon.items())]) or "default"

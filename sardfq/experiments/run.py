@@ -26,7 +26,7 @@ from torch import nn
 from ..calibset import CalibrationSet
 from ..data import cache_dir, eval_dataset, heldout_dataset
 from ..errors import CheckpointError
-from ..evaluate import evaluate
+from ..evaluate import evaluate, reference_outputs
 from ..io import read_record, write_json_atomic
 from ..models import (DEFAULT_MODEL, ModelInfo, device_description, load_model, model_fingerprint,
                       model_slug, resolve_device)
@@ -35,12 +35,13 @@ from ..quant.config import QuantConfig, ReconConfig
 from ..quant.reconstruction import reconstruct
 from ..synthesis.loop import synthesize
 from ..version import library_versions
-from .config import ExperimentConfig
+from .config import EXPERIMENTS, ExperimentConfig
 from .records import ExperimentResult
 
 log = logging.getLogger(__name__)
 
 
+@EXPERIMENTS.register("run_experiment")
 def run_experiment(config: ExperimentConfig, *, out_dir: str | os.PathLike | None = None,
                    calibration_dir: str | os.PathLike | None = None, progress: bool = True,
                    keep_models: bool = False) -> ExperimentResult:
@@ -71,7 +72,8 @@ def run_experiment(config: ExperimentConfig, *, out_dir: str | os.PathLike | Non
                                              seed=config.seed, progress=progress, timings=timings)
     with stage("q_eval"):
         quantized = evaluate_model(q_model, fp_model, dataset, name=f"{config.model} {config.bits}",
-                                   batch_size=config.eval_batch_size, device=device, progress=progress)
+                                   batch_size=config.eval_batch_size, device=device, progress=progress,
+                                   reference_logits=fp_logits(config, fp_model, dataset, device=device))
     log.info("%s %s %s top-1 %.2f%%", config.model, config.variant, config.bits, 100 * quantized["top1"])
     heldout = {}
     if config.heldout_limit:
@@ -82,7 +84,9 @@ def run_experiment(config: ExperimentConfig, *, out_dir: str | os.PathLike | Non
                        "quantized": evaluate_model(q_model, fp_model, selection,
                                                    name=f"{config.model} {config.bits} heldout",
                                                    batch_size=config.eval_batch_size, device=device,
-                                                   progress=progress)}
+                                                   progress=progress,
+                                                   reference_logits=fp_logits(config, fp_model, selection,
+                                                                              device=device, split="heldout"))}
     result = ExperimentResult(
         config=config, fp=fp, quantized=quantized, calibration_path=str(calib_path),
         calibration=_summarize_metadata(calib.metadata), timings=timings, versions=library_versions(),
@@ -138,11 +142,25 @@ def quantize_model(fp_model: nn.Module, info: ModelInfo, calib: CalibrationSet, 
 
 
 def evaluate_model(q_model: nn.Module, fp_model: nn.Module, dataset, *, name: str, batch_size: int,
-                   device, progress: bool = True) -> dict:
-    """The quantized model's accuracy on `dataset`, with its agreement with the FP model and each
-    image's outcome (what `sardfq compare` pairs)."""
+                   device, progress: bool = True, reference_logits=None) -> dict:
+    """The quantized model's accuracy on `dataset`, with its agreement with the FP model (or with
+    the FP model's `reference_logits` on it) and each image's outcome (what `sardfq compare` pairs)."""
     return evaluate(q_model, dataset, name=name, batch_size=batch_size, reference=fp_model, device=device,
-                    progress=progress).to_dict()
+                    progress=progress, reference_logits=reference_logits).to_dict()
+
+
+_FP_LOGITS: dict[tuple, torch.Tensor] = {}  # this process's FP outputs, by evaluation subset
+
+
+def fp_logits(config: ExperimentConfig, fp_model: nn.Module, dataset, *, device, split: str = "test"):
+    """The FP model's logits on the evaluation subset, computed once per process: every run of a
+    sweep on the same model and images reuses them (the same numbers as running it again)."""
+    key = (str(_fp_cache_path(config, split)), len(dataset), config.eval_batch_size, str(device))
+    if key not in _FP_LOGITS:
+        if len(_FP_LOGITS) >= 4:  # a sweep visits a few models; keep memory bounded
+            _FP_LOGITS.pop(next(iter(_FP_LOGITS)))
+        _FP_LOGITS[key] = reference_outputs(fp_model, dataset, batch_size=config.eval_batch_size, device=device)
+    return _FP_LOGITS[key]
 
 
 def run_or_load(config: ExperimentConfig, results_dir: str | os.PathLike | None = None, *,

@@ -11,17 +11,23 @@ A sweep file (YAML) names the sweep, fixed parameters and a grid:
         - {synthesis.apa: true, synthesis.prior: laplace}
       bits: [w4a4, w6a6]                 # 'wXaY' sets quant.w_bits and quant.a_bits
       seed: [0, 1, 2]
-    # notebook: notebooks/05_w4a4_calibration.ipynb   # optional: run this notebook per run
-    # experiment: mypackage.module:function          # optional: another experiment function
+    # experiment: run_experiment                     # optional: a registered experiment function
 
 Keys are `ExperimentConfig` fields; a field of a nested config is a dotted key
 (`synthesis.apa_weight: 10.0`) or a nested mapping (`synthesis: {apa_weight: 10.0}`), merged key
 by key with the fixed parameters. Every run is validated before any run starts: an unknown key is a
-ConfigError naming it. Every run is an `ExperimentConfig` given to `run_experiment` (or to the
-`experiment` function),
-or, with a notebook, a papermill execution of that notebook with the run's parameters (the
-notebook's `parameters` cell must declare each one; a declared `result_path` receives the path
-where the notebook should save its `ExperimentResult`).
+ConfigError naming it, and a grid of more than `MAX_RUNS` runs is refused before it is expanded.
+Every run is an `ExperimentConfig` given to `run_experiment` (or to the `experiment` function),
+or, with a notebook (`run_sweep(notebook=...)`, `sardfq sweep --notebook NB`), a papermill
+execution of that notebook with the run's parameters (the notebook's `parameters` cell must declare
+each one; a declared `result_path` receives the path where the notebook should save its
+`ExperimentResult`).
+
+A sweep file is data: reading and running it imports nothing it names. `experiment` is a name in
+the `EXPERIMENTS` registry (`run_experiment`). Code chosen by the file's author, an `experiment:
+module:function` plugin (imported, a `.py` file of the working folder included) or a `notebook:`
+key, runs only with `run_sweep(..., allow_code=True)` / `sardfq sweep --allow-code`; a notebook
+named by the person running the sweep (`--notebook`) needs no opt-in.
 
 Guarantees:
 - a record `results/<sweep>/<run-id>.json` exists only for a finished run: it is written by the
@@ -40,6 +46,7 @@ executed notebooks still come back to, and are written by, the machine that runs
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import importlib
@@ -47,6 +54,7 @@ import inspect
 import itertools
 import json
 import logging
+import math
 import os
 import tempfile
 import time
@@ -57,15 +65,21 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
 from ..errors import ConfigError, SardfqError
-from ..io import atomic_write_text, read_record, write_json_atomic
+from ..io import atomic_write_text, check_folder, read_record, write_json_atomic
 from ..registry import reject_unknown
-from .config import NESTED, ExperimentConfig, merge, nest
+from .config import EXPERIMENTS, NESTED, ExperimentConfig, merge, nest
 
 log = logging.getLogger(__name__)
 
-DEFAULT_EXPERIMENT = "sardfq.experiments.run:run_experiment"
+DEFAULT_EXPERIMENT = "run_experiment"
+# the paths earlier sweep files wrote for the default, which name sardfq's own function
+_OWN_PATHS = {"sardfq.experiments.run:run_experiment": DEFAULT_EXPERIMENT,
+              "sardfq.experiment:run_experiment": DEFAULT_EXPERIMENT}
 CALIBRATION_FOLDER = "calibration"  # <results>/calibration/<synthesis-id>.safetensors
 _SPEC_KEYS = {"name", "fixed", "grid", "notebook", "experiment", "description"}
+MAX_RUNS = 10_000  # [choice] runs in one sweep: 80x the zoo study's 120; counted before expanding
+SCHEDULER_TIMEOUT_S = 10  # [choice] to reach a Dask scheduler, which answers in well under a second
+_ALLOW_CODE = "sardfq sweep --allow-code (Python: run_sweep(..., allow_code=True))"
 
 
 @dataclass(frozen=True)
@@ -97,9 +111,12 @@ class SweepSpec:
             if not isinstance(block, Mapping):
                 raise ConfigError(f"sweep {self.name!r}: each grid block must be a mapping of "
                                   f"parameter -> list of values, got {block!r}")
-        if ":" not in self.experiment:
-            raise ConfigError(f"sweep {self.name!r}: 'experiment' must be 'module:function', "
-                              f"got {self.experiment!r}")
+        if not isinstance(self.experiment, str) or not self.experiment:
+            raise ConfigError(f"sweep {self.name!r}: 'experiment' must be the name of a registered experiment "
+                              f"({', '.join(EXPERIMENTS.names())}), got {self.experiment!r}")
+        if self.notebook is not None and not isinstance(self.notebook, str):
+            raise ConfigError(f"sweep {self.name!r}: 'notebook' must be a path, got {self.notebook!r}")
+        object.__setattr__(self, "experiment", _OWN_PATHS.get(self.experiment, self.experiment))
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any], *, default_name: str = "sweep") -> "SweepSpec":
@@ -128,8 +145,18 @@ class SweepSpec:
             raise ConfigError(f"sweep {self.name!r}: no run has {key} = {value!r}")
         return dataclasses.replace(self, grid=tuple(blocks))
 
+    def count(self) -> int:
+        """How many runs the grid expands to (before duplicates are removed), without expanding it."""
+        return sum(math.prod(len(v) if isinstance(v, list) else 1 for v in block.values())
+                   for block in (self.grid or ({},)))
+
     def runs(self) -> list[Run]:
-        """The grid expanded into runs (duplicates removed, in grid order), each validated."""
+        """The grid expanded into runs (duplicates removed, in grid order), each validated; a grid of
+        more than `MAX_RUNS` runs is a ConfigError, raised before it is expanded."""
+        count = self.count()
+        if count > MAX_RUNS:
+            raise ConfigError(f"sweep {self.name!r} expands to {count:,} runs, more than the {MAX_RUNS:,} a sweep "
+                              "may hold: split it into several sweep files, or run part of it (--only KEY=VALUE)")
         runs: dict[str, Run] = {}
         for params in expand_grid(self.grid, self.fixed):
             if self.notebook is None:
@@ -238,17 +265,31 @@ def is_complete(path: Path, run: Run) -> bool:
     return record is not None and record.get("run_id") == run.run_id
 
 
-def resolve_function(target: str) -> Callable:
-    module, _, name = target.partition(":")
+def resolve_experiment(name: str, *, allow_code: bool = False) -> Callable:
+    """The experiment function a sweep names: a name in `EXPERIMENTS`, or, only with `allow_code`,
+    a `module:function` path, imported (what a plugin is; a module of the working folder too)."""
+    name = _OWN_PATHS.get(name, name)
+    if name in EXPERIMENTS:
+        return EXPERIMENTS.get(name)
+    if ":" not in name:
+        return EXPERIMENTS.get(name)  # an UnknownNameError with the closest names
+    if not allow_code:
+        raise ConfigError(f"experiment {name!r} names Python code to import and run; a sweep runs only "
+                          f"registered experiments ({', '.join(EXPERIMENTS.names())}) unless you allow "
+                          f"code with {_ALLOW_CODE}")
+    module, _, attr = name.partition(":")
     try:
-        return getattr(importlib.import_module(module), name)
+        fn = getattr(importlib.import_module(module), attr)
     except (ImportError, AttributeError) as exc:
-        raise ConfigError(f"cannot import experiment function {target!r}: {exc}") from exc
+        raise ConfigError(f"cannot import experiment function {name!r}: {exc}") from exc
+    if not callable(fn):
+        raise ConfigError(f"experiment {name!r} is a {type(fn).__name__}, not a function")
+    return fn
 
 
 def execute_run(run: Run, *, experiment: str = DEFAULT_EXPERIMENT, notebook: str | None = None,
                 out_dir: str | None = None, calibration_dir: str | None = None,
-                threads: int | None = None) -> dict:
+                threads: int | None = None, allow_code: bool = False) -> dict:
     """Run one point of a sweep where this function is called (this process, a worker process or a
     Dask worker) and return `{"record": ..., "notebook": executed notebook text or None}`; nothing
     is written to the results folder here. Errors come back as `{"error": traceback}`."""
@@ -259,7 +300,7 @@ def execute_run(run: Run, *, experiment: str = DEFAULT_EXPERIMENT, notebook: str
     start = time.perf_counter()
     try:
         if notebook is None:
-            fn = resolve_function(experiment)
+            fn = resolve_experiment(experiment, allow_code=allow_code)
             extra = {}
             if calibration_dir is not None and "calibration_dir" in inspect.signature(fn).parameters:
                 extra["calibration_dir"] = calibration_dir
@@ -334,14 +375,18 @@ def _remove_stale_temporaries(folder: Path, older_than_s: float = 600.0) -> None
 
 def run_sweep(spec: SweepSpec | str | os.PathLike, *, results_dir: str | os.PathLike = "results",
               workers: int = 1, scheduler: str | None = None, client=None, notebook: str | None = None,
-              progress: bool = True) -> SweepReport:
+              allow_code: bool = False, force: bool = False, progress: bool = True) -> SweepReport:
     """Run every run of `spec` that has no record yet under `results_dir/<name>/`.
 
     - `workers=1`, no scheduler: one run after the other in this process;
     - `workers=N`: N worker processes on this machine (torch threads split between them);
     - `scheduler='local'`: a Dask LocalCluster of `workers` processes; `scheduler=ADDRESS`: a
-      running Dask scheduler; `client=`: an existing `dask.distributed.Client`.
-    `notebook` overrides the sweep file's notebook. Returns what was skipped, run and failed.
+      running Dask scheduler (reached within `SCHEDULER_TIMEOUT_S`, before anything is written);
+      `client=`: an existing `dask.distributed.Client`.
+    `notebook` runs that notebook per run (overriding the sweep file's). `allow_code` lets the sweep
+    file name code of its own: an `experiment: module:function` plugin, a `notebook:` key (see the
+    module docstring). `force` runs calibration sets above `MAX_IMAGES` images
+    (`SynthesisConfig.check_size`). Returns what was skipped, run and failed.
     """
     from tqdm.auto import tqdm
 
@@ -349,18 +394,25 @@ def run_sweep(spec: SweepSpec | str | os.PathLike, *, results_dir: str | os.Path
         spec = load_sweep(spec)
     if notebook is not None:
         spec = dataclasses.replace(spec, notebook=str(notebook))
+    elif spec.notebook is not None and not allow_code:
+        raise ConfigError(f"sweep {spec.name!r} names a notebook to execute ({spec.notebook}), which is code; "
+                          f"run it with --notebook {spec.notebook} (Python: notebook=...) or allow the sweep "
+                          f"file's code with {_ALLOW_CODE}")
     if spec.notebook is not None and not Path(spec.notebook).is_file():
         raise ConfigError(f"sweep {spec.name!r}: notebook {spec.notebook} does not exist")
-    if not isinstance(workers, int) or workers < 1:
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise ConfigError(f"workers: must be a positive integer, got {workers!r}")
     if spec.notebook is None:
-        resolve_function(spec.experiment)  # fail before starting anything
+        resolve_experiment(spec.experiment, allow_code=allow_code)  # fail before starting anything
     start = time.perf_counter()
     runs = spec.runs()  # every run validated before anything is written
-    results_dir = Path(results_dir)
+    if spec.notebook is None and runs:
+        try:
+            max(runs, key=lambda r: r.params["synthesis"]["n"]).config().synthesis.check_size(force=force)
+        except ConfigError as exc:
+            raise ConfigError(f"sweep {spec.name!r}: {exc}") from None
+    results_dir = check_folder(results_dir, "the results folder")
     folder = results_dir / spec.name
-    folder.mkdir(parents=True, exist_ok=True)
-    _remove_stale_temporaries(folder)
     report = SweepReport(spec.name, str(results_dir), [r.run_id for r in runs])
     todo = []
     for run in runs:
@@ -371,13 +423,11 @@ def run_sweep(spec: SweepSpec | str | os.PathLike, *, results_dir: str | os.Path
     log.info("sweep %s: %d runs, %d done before, %d to run", spec.name, len(runs), len(report.skipped),
              len(todo))
     # calibration sets are shared by all sweeps of this results folder (see run_experiment)
-    kwargs = {"experiment": spec.experiment, "notebook": spec.notebook,
+    kwargs = {"experiment": spec.experiment, "notebook": spec.notebook, "allow_code": allow_code,
               "calibration_dir": str(results_dir / CALIBRATION_FOLDER)}
 
     def out_dir(run: Run) -> str:
         return str(folder / run.run_id)
-
-    bar = tqdm(total=len(todo), desc=f"sweep {spec.name}", unit="run", disable=not progress)
 
     def finish(run: Run, outcome: dict) -> None:
         if _write_outcome(results_dir, spec, run, outcome):
@@ -388,16 +438,22 @@ def run_sweep(spec: SweepSpec | str | os.PathLike, *, results_dir: str | os.Path
             log.error("sweep %s: %s failed: %s", spec.name, run.run_id, report.failed[run.run_id])
         bar.update(1)
 
-    try:
-        if todo and (client is not None or scheduler is not None):
-            _run_dask(todo, finish, out_dir, kwargs, workers=workers, scheduler=scheduler, client=client)
+    with contextlib.ExitStack() as stack:
+        dask = todo and (client is not None or scheduler is not None)
+        if dask and client is None:  # reach the cluster before the results folder is made
+            client = stack.enter_context(_dask_client(scheduler, workers))
+        folder.mkdir(parents=True, exist_ok=True)
+        _remove_stale_temporaries(folder)
+        bar = stack.enter_context(tqdm(total=len(todo), desc=f"sweep {spec.name}", unit="run",
+                                       disable=not progress))
+        if dask:
+            threads = max(1, (os.cpu_count() or 1) // workers) if scheduler == "local" else None
+            _run_dask(todo, finish, out_dir, kwargs, client=client, threads=threads)
         elif todo and workers > 1:
             _run_processes(todo, finish, out_dir, kwargs, workers=workers)
         else:
             for run in todo:
                 finish(run, execute_run(run, out_dir=out_dir(run), **kwargs))
-    finally:
-        bar.close()
     report.seconds = round(time.perf_counter() - start, 3)
     return report
 
@@ -415,30 +471,35 @@ def _run_processes(todo, finish, out_dir, kwargs, *, workers: int) -> None:
             finish(futures[future], future.result())
 
 
-def _run_dask(todo, finish, out_dir, kwargs, *, workers: int, scheduler: str | None, client) -> None:
-    from distributed import Client, LocalCluster, as_completed
+@contextlib.contextmanager
+def _dask_client(scheduler: str, workers: int):
+    """A Dask client of a LocalCluster of `workers` processes (`scheduler='local'`) or of the
+    scheduler at address `scheduler`; an address where no scheduler answers within
+    `SCHEDULER_TIMEOUT_S` is a ConfigError."""
+    from distributed import Client, LocalCluster
 
-    cluster = None
-    own_client = client is None
-    if client is None:
-        if scheduler == "local":
-            cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                                   dashboard_address=None)
-            client = Client(cluster)
-        else:
-            client = Client(scheduler)
-    threads = max(1, (os.cpu_count() or 1) // workers) if cluster is not None else None
+    if scheduler == "local":
+        with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
+                          dashboard_address=None) as cluster, Client(cluster) as client:
+            yield client
+        return
     try:
-        futures = {}
-        for run in todo:
-            key = f"sardfq-{run.run_id}-{uuid.uuid4().hex[:8]}"
-            future = client.submit(execute_run, run, out_dir=out_dir(run), threads=threads, key=key,
-                                   pure=False, **kwargs)
-            futures[future] = run
-        for future in as_completed(list(futures)):
-            finish(futures[future], future.result())
-    finally:
-        if own_client:
-            client.close()
-        if cluster is not None:
-            cluster.close()
+        client = Client(scheduler, timeout=SCHEDULER_TIMEOUT_S)
+    except (OSError, TimeoutError, ValueError, TypeError) as exc:  # refused, timed out, not an address
+        raise ConfigError(f"--scheduler {scheduler}: no Dask scheduler answered there ({exc}); start one "
+                          "with `dask scheduler`, or use --scheduler local") from None
+    with client:
+        yield client
+
+
+def _run_dask(todo, finish, out_dir, kwargs, *, client, threads: int | None) -> None:
+    from distributed import as_completed
+
+    futures = {}
+    for run in todo:
+        key = f"sardfq-{run.run_id}-{uuid.uuid4().hex[:8]}"
+        future = client.submit(execute_run, run, out_dir=out_dir(run), threads=threads, key=key,
+                               pure=False, **kwargs)
+        futures[future] = run
+    for future in as_completed(list(futures)):
+        finish(futures[future], future.result())

@@ -24,8 +24,9 @@ from torch import Tensor, nn
 
 from ..calibset import CalibrationSet, calibration_images
 from ..errors import CheckpointError, ConfigError, SardfqError
-from ..io import atomic_path, atomic_write_text
-from ..models import ModelInfo, arch_kwargs_from_json, build_architecture, check_architecture, load_model
+from ..io import atomic_folder, atomic_path, atomic_write_text
+from ..models import (ModelInfo, arch_kwargs_from_json, build_architecture, check_architecture, check_state_dict,
+                      load_model)
 from .calibration import calibrate
 from .config import QuantConfig
 from .placement import build_quant_model
@@ -96,23 +97,23 @@ def _meta(q_model: nn.Module) -> dict:
 
 
 def save_quantized(q_model: nn.Module, folder: str | os.PathLike) -> Path:
-    """Write `q_model` to `folder` (created): safetensors weights + JSON config. Returns the folder."""
+    """Write `q_model` to `folder`: safetensors weights + JSON config. The folder is replaced whole
+    and at once (`sardfq.io.atomic_folder`), so a crash leaves the old folder or the new one, never
+    new weights beside an old config; an existing `folder` must be a saved quantized model or
+    empty. Returns the folder."""
     from safetensors.torch import save_file
 
     meta = _meta(q_model)
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in q_model.state_dict().items()}
     record = {"format": FORMAT, "format_version": FORMAT_VERSION, "model": meta["model"],
               "model_kwargs": meta["model_kwargs"], "quant_config": meta["config"].to_dict(),
               "bits": meta["config"].name, "info": meta["info"].to_dict(),
               "calibration": meta.get("calibration"), "reconstruction": meta.get("reconstruction")}
-    # each file atomically, the config (what marks a complete folder) last: a crash never leaves a
-    # folder that looks complete
-    with atomic_path(folder / WEIGHTS_FILE) as tmp:
-        save_file(state, str(tmp), metadata={"format": FORMAT})
-    atomic_write_text(folder / CONFIG_FILE, json.dumps(record, indent=1))
-    return folder
+    with atomic_folder(folder, ours=(CONFIG_FILE,)) as tmp:
+        with atomic_path(tmp / WEIGHTS_FILE) as weights:
+            save_file(state, str(weights), metadata={"format": FORMAT})
+        atomic_write_text(tmp / CONFIG_FILE, json.dumps(record, indent=1))
+    return Path(folder)
 
 
 def is_quantized_folder(path: str | os.PathLike) -> bool:
@@ -132,28 +133,36 @@ def load_quantized(folder: str | os.PathLike, *, device: str | torch.device = "c
                               f"{WEIGHTS_FILE} (write one with sardfq.save_quantized or `sardfq quantize --out`)")
     try:
         record = json.loads(config_path.read_text())
+        if not isinstance(record, dict):
+            raise ValueError(f"it holds a {type(record).__name__}, not a JSON object")
         if record.get("format") != FORMAT:
             raise ValueError(f"format is {record.get('format')!r}, not {FORMAT!r}")
         if record.get("format_version") != FORMAT_VERSION:
             raise ValueError(f"format version {record.get('format_version')} (this sardfq reads {FORMAT_VERSION})")
+        if not isinstance(record.get("quant_config"), dict):
+            raise ValueError("its quant_config is not a JSON object")
         config = QuantConfig.from_dict(record["quant_config"])
         name, kwargs = record["model"], record["model_kwargs"]
+        saved_info = record.get("info") or {}
+        if not isinstance(name, str) or not isinstance(kwargs, dict) or not isinstance(saved_info, dict):
+            raise ValueError("model must be a name, model_kwargs and info JSON objects")
     except (ValueError, KeyError, TypeError, ConfigError) as exc:
         raise CheckpointError(f"could not read {config_path}: {exc}") from exc
     try:
         state = load_file(str(weights_path))
     except Exception as exc:  # truncated or foreign files raise many different types
         raise CheckpointError(f"could not read {weights_path}: {exc}") from exc
-    saved_info = record.get("info") or {}
-    if saved_info.get("arch"):  # the architecture itself: no need for the model's name to resolve
-        try:
+    try:  # the architecture through the same checks as a model folder's (sardfq.models)
+        if saved_info.get("arch"):  # the architecture itself: no need for the model's name to resolve
             fp_model = build_architecture(saved_info["arch"], saved_info.get("arch_config"))
             info = ModelInfo.from_dict(saved_info)
-        except (SardfqError, TypeError) as exc:
-            raise CheckpointError(f"{config_path}: cannot rebuild the model: {exc}") from None
-    else:  # folders written before ModelInfo.arch
-        fp_model, info = load_model(name, pretrained=False, **{k: arch_kwargs_from_json(k, v) for k, v in kwargs.items()})
+        else:  # folders written before ModelInfo.arch
+            fp_model, info = load_model(name, pretrained=False,
+                                        **{str(k): arch_kwargs_from_json(k, v) for k, v in kwargs.items()})
+    except (SardfqError, TypeError) as exc:
+        raise CheckpointError(f"{config_path}: cannot rebuild the model: {exc}") from None
     q_model = quantize(fp_model, info, config)
+    check_state_dict(q_model, state, weights_path)
     try:
         q_model.load_state_dict(state, strict=True)
     except RuntimeError as exc:

@@ -104,6 +104,12 @@ class QuantConfig:
         """The bit setting as a short name, e.g. `w4a4` (`wfp` / `afp` for full precision)."""
         return f"w{self.w_bits or 'fp'}a{self.a_bits or 'fp'}"
 
+    @property
+    def label(self) -> str:
+        """`name`, plus the post-softmax map's bits where they differ from the activations'
+        (`w4a4-attn2`): the quantization setting as tables and comparisons name it."""
+        return self.name + ("" if self.attn_bits == self.a_bits else f"-attn{self.attn_bits or 'fp'}")
+
     @classmethod
     def from_name(cls, name: str, **kwargs) -> "QuantConfig":
         """`QuantConfig.from_name("w4a4")`: a bit setting by name, other fields from `kwargs`."""
@@ -141,6 +147,7 @@ TRAINABLE = ("weights", "biases", "act_scales")
 # at W3/W4 (200 at W6), and W4A4 is the paper's main setting; the paper's notes say 100. 0 means
 # calibration only.
 RECON_ITERS = 1000
+MAX_RECON_ITERS = 1_000_000  # [choice] 1000 times the default: more is a mistake, not an experiment
 
 
 @dataclass(frozen=True)
@@ -165,8 +172,8 @@ class ReconConfig:
     autocast: str | None = None
 
     def __post_init__(self):
-        if isinstance(self.iters, bool) or not isinstance(self.iters, int) or self.iters < 0:
-            raise ConfigError(f"ReconConfig.iters must be an integer >= 0, got {self.iters!r}")
+        if isinstance(self.iters, bool) or not isinstance(self.iters, int) or not 0 <= self.iters <= MAX_RECON_ITERS:
+            raise ConfigError(f"ReconConfig.iters must be an integer in 0..{MAX_RECON_ITERS:,}, got {self.iters!r}")
         if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int) or self.batch_size < 1:
             raise ConfigError(f"ReconConfig.batch_size must be an integer >= 1, got {self.batch_size!r}")
         if not isinstance(self.lr, (int, float)) or not math.isfinite(self.lr) or self.lr <= 0:

@@ -161,7 +161,7 @@ def reconstruct(q_model: nn.Module, fp_model: nn.Module,
     if not isinstance(config, ReconConfig):
         raise ConfigError(f"config must be a ReconConfig, got {type(config).__name__}")
     start = time.perf_counter()
-    images = calibration_images(calib)
+    images = calibration_images(calib, (getattr(q_model, "sardfq_quant", None) or {}).get("info"))
     device = model_device(q_model)
     fp_model.eval()
     q_model.eval()  # dropout / drop-path off: the block is fitted as it runs at inference

@@ -11,13 +11,15 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import asdict, dataclass
-from typing import Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from ..errors import ConfigError, UnknownNameError
-from ..models import ModelInfo
 from ..precision import check_autocast
 from ..registry import Registry, reject_unknown
 from .msr import K_MSR, QUADRANTS
+
+if TYPE_CHECKING:  # a type only: the config reads info's fields, so it needs no model code
+    from ..models import ModelInfo
 
 METHODS: Registry[type] = Registry("synthesis method")  # name -> a `sardfq.synthesis.methods.Method` subclass
 PRIORS: Registry[Callable] = Registry("attention prior")  # name -> a draw function (sardfq.synthesis.priors)
@@ -38,6 +40,14 @@ PAPER_NAMES = {"a1": "apa_weight"}
 # patches shrinks like 1 / P^2.
 TEACHER_APA_WEIGHT = 100.0
 TEACHER_PATCHES = 64
+
+# [choice] Sizes that are mistakes rather than experiments. The paper calibrates on 32 images:
+# more than MAX_IMAGES (32 times that; hours of optimization on a CPU) is refused by the commands
+# unless forced (`check_size`, --force); more than HARD_MAX_IMAGES (60 GB of 224-pixel images), or
+# more than MAX_ITERATIONS steps (1000 times the paper's), by the config itself.
+MAX_IMAGES = 1024
+HARD_MAX_IMAGES = 100_000
+MAX_ITERATIONS = 1_000_000
 
 
 @dataclass(frozen=True)
@@ -94,6 +104,10 @@ class SynthesisConfig:
             self._fail("seed", "must be an integer >= 0")
         if isinstance(self.k_msr, bool) or not isinstance(self.k_msr, int) or not 1 <= self.k_msr <= QUADRANTS:
             self._fail("k_msr", f"must be an integer in 1..{QUADRANTS} (regions are the quadrants of a 2x2 grid)")
+        if self.n > HARD_MAX_IMAGES:
+            self._fail("n", f"must be at most {HARD_MAX_IMAGES:,} images (the paper uses 32)")
+        if self.iterations > MAX_ITERATIONS:
+            self._fail("iterations", f"must be at most {MAX_ITERATIONS:,} (the paper uses 1000)")
         if self.iterations < self.rounds:
             self._fail("iterations", f"must be at least rounds ({self.rounds})")
         if self.apa_weight is not None and not (math.isfinite(self.apa_weight) and self.apa_weight >= 0):
@@ -122,6 +136,13 @@ class SynthesisConfig:
 
     def _fail(self, name: str, why: str):
         raise ConfigError(f"SynthesisConfig.{name} {why}; got {getattr(self, name)!r}")
+
+    def check_size(self, *, force: bool = False) -> None:
+        """A ConfigError when `n` is above `MAX_IMAGES` and not `force`d: what the commands ask
+        before starting a job of hours (`sardfq synthesize/run/sweep --force` goes ahead)."""
+        if self.n > MAX_IMAGES and not force:
+            raise ConfigError(f"SynthesisConfig.n = {self.n:,} images is more than {MAX_IMAGES:,} (the paper "
+                              f"calibrates on 32), a job of hours; pass --force (Python: force=True) if you mean it")
 
     @property
     def switches(self) -> dict[str, bool] | None:

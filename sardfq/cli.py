@@ -278,6 +278,7 @@ def _read_config_file(path: str) -> dict:
 
 def _run_run(args: argparse.Namespace) -> None:
     from .experiments.config import ExperimentConfig
+    from .experiments.estimate import estimate_experiment
     from .experiments.run import run_experiment
 
     if args.quickstart:
@@ -295,6 +296,9 @@ def _run_run(args: argparse.Namespace) -> None:
     # one road: the file, then the options typed, nested, merged and checked once
     config = ExperimentConfig.from_dict(file_values, typed)  # every option checked before any slow work
     config.synthesis.check_size(force=args.force)
+    if args.out is not None:  # refused before the estimate's warm-up too (and again when written)
+        check_output_folder(args.out, "--out", ours=RUN_FILES)
+    _log_estimate(estimate_experiment(config))
     if args.out is None:
         r = run_experiment(config, progress=args.progress).to_dict()
     else:
@@ -433,6 +437,7 @@ def _add_synthesize(sub) -> None:
 
 def _run_synthesize(args: argparse.Namespace) -> None:
     from .experiments.config import nest
+    from .experiments.estimate import estimate_synthesis
     from .models import load_model, model_slug
     from .synthesis import SynthesisConfig, save_image_grid, synthesize
 
@@ -446,6 +451,7 @@ def _run_synthesize(args: argparse.Namespace) -> None:
     check_output_file(out, "--out")  # both files checked before the work that fills them
     check_output_file(out.with_suffix(".png"), "the image grid beside --out")
     model, info = load_model(args.model, checkpoint=args.checkpoint, device=device)
+    _log_estimate(estimate_synthesis(model, info, config, device=device, data_root=args.data))
     calib = synthesize(model, info, config, device=device, data_root=args.data, progress=args.progress)
     calib.save(out)
     png = save_image_grid(calib, info, out.with_suffix(".png"))
@@ -485,6 +491,7 @@ def _run_quantize(args: argparse.Namespace) -> None:
 
     from .calibset import CalibrationSet
     from .experiments.config import ExperimentConfig
+    from .experiments.estimate import estimate_reconstruction
     from .experiments.run import quantize_model
     from .models import load_model, model_slug
     from .quant.api import CONFIG_FILE as QUANT_CONFIG
@@ -504,6 +511,7 @@ def _run_quantize(args: argparse.Namespace) -> None:
     calib = CalibrationSet.load(args.calib)
     fp_model, info = load_model(args.model, checkpoint=args.checkpoint, device=device)
     timings = {"load": time.perf_counter() - began}
+    _log_estimate(estimate_reconstruction(fp_model, info, calib, config.quant, config.recon, seed=config.seed))
     q_model, reconstruction = quantize_model(fp_model, info, calib, config.quant, config.recon, seed=config.seed,
                                              progress=args.progress, timings=timings)
     blocks = reconstruction.get("blocks", [])
@@ -568,6 +576,12 @@ def _run_inspect(args: argparse.Namespace) -> None:
 
 
 # ------------------------------------------------------------------------------------- helpers
+def _log_estimate(estimate) -> None:
+    """Say how long a long run will take before it starts (None: a short run, nothing said)."""
+    if estimate is not None:
+        logging.getLogger("sardfq").info("estimated: %s", estimate)
+
+
 # Options for config fields come from the dataclasses: one option per field, `--field-name`, its
 # type, default and help (the field's comment or docstring entry) read from the class. Listed here:
 # fields whose option has another name (aliases after the first, the names the README documents

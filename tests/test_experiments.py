@@ -288,6 +288,7 @@ def test_runs_share_a_calibration_dir_and_report_the_heldout_split(cifar_root, t
 
 
 def test_cli_run_builds_the_config_from_options_and_a_config_file(tmp_path, monkeypatch, capsys):
+    import sardfq.experiments.estimate as estimate
     import sardfq.experiments.run as experiment
     from sardfq.cli import main
 
@@ -298,6 +299,7 @@ def test_cli_run_builds_the_config_from_options_and_a_config_file(tmp_path, monk
         return _result(config.synthesis.method, config.seed, 0.25)
 
     monkeypatch.setattr(experiment, "run_experiment", fake_run)
+    monkeypatch.setattr(estimate, "estimate_experiment", lambda config: None)  # the default run is long
     (tmp_path / "c.json").write_text(json.dumps({"synthesis": {"method": "psaq", "n": 8, "prior": "laplace"},
                                                  "recon.iters": 7, "seed": 3}))
     assert main(["run", "--config", str(tmp_path / "c.json"), "--bits", "w6a6", "--limit", "10",

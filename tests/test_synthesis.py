@@ -105,6 +105,96 @@ def test_bf16_autocast_stays_close_to_float32(tiny, method):
     assert (bf16.images - fp32.images).abs().mean() < 0.05
 
 
+@pytest.mark.parametrize("overrides", [dict(method="sardfq"), dict(method="psaq"),
+                                       dict(method="sardfq", apa=False, msr=False, sl=False),
+                                       dict(method="sardfq", deep_only=False, n=3, batch_size=2)])
+def test_class_token_tail_gives_the_plain_path_images_bit_for_bit(tiny, overrides):
+    # 32 images: every pass has 32 rows or more and takes the shortcut; 2 + 1 images: none does
+    model, info = tiny
+    config = SynthesisConfig(**{"n": 32, "iterations": 3, "seed": 1, **overrides})
+    fast, plain = (synthesize(model, info, config, progress=False, shortcuts=on) for on in (True, False))
+    assert fast.metadata["shortcuts"] == ["class_token_tail"] and plain.metadata["shortcuts"] == []
+    assert torch.equal(fast.images, plain.images)
+    assert [h["total"] for h in fast.metadata["history"]] == [h["total"] for h in plain.metadata["history"]]
+
+
+def test_class_token_tail_on_the_teacher_at_the_sizes_of_a_run(teacher):
+    # 32 images and their MSR crops: the row counts of the products a real run multiplies
+    model, info = teacher
+    config = SynthesisConfig(n=32, iterations=2, seed=3)
+    fast, plain = (synthesize(model, info, config, progress=False, shortcuts=on) for on in (True, False))
+    assert fast.metadata["shortcuts"] == ["class_token_tail"]
+    assert torch.equal(fast.images, plain.images)
+
+
+def test_class_token_tail_applies_to_plain_class_token_vits_only(tiny, tiny_swin):
+    from sardfq.synthesis.shortcuts import class_token_tail, supports_class_token_tail
+
+    model, info = tiny
+    assert supports_class_token_tail(model) and not supports_class_token_tail(tiny_swin[0])
+    torch.manual_seed(0)
+    distilled, _ = sardfq.load_model("deit_tiny_distilled_patch16_224", pretrained=False, img_size=32,
+                                     patch_size=8, depth=1)
+    assert not supports_class_token_tail(distilled)  # its head reads two tokens
+    pooled = copy.deepcopy(model)
+    pooled.global_pool = "avg"
+    assert not supports_class_token_tail(pooled)
+    from sardfq.synthesis.shortcuts import MIN_ROWS
+
+    x = torch.randn(MIN_ROWS, *info.input_size)
+    model.eval()
+    tokens = []
+    hook = model.blocks[-1].mlp.fc1.register_forward_hook(lambda _m, args, _out: tokens.append(args[0].shape[1]))
+    with torch.no_grad(), class_token_tail(model) as on:
+        inside = model(x)
+        model(x[:MIN_ROWS - 1])
+    hook.remove()
+    assert on and tokens == [1, model.patch_embed.num_patches + 1]  # a short pass runs whole
+    assert torch.equal(inside, model(x).detach())  # and the hooks are gone on exit
+    assert not model.blocks[-1].attn.proj._forward_pre_hooks and not model.blocks[-1].norm2._forward_pre_hooks
+    with class_token_tail(tiny_swin[0]) as on:
+        assert not on
+    assert synthesize(*tiny_swin, SynthesisConfig(n=2, iterations=2), progress=False).metadata["shortcuts"] == []
+
+
+def test_bf16_mlp_policy_rounds_the_mlp_and_projection_products_only(tiny):
+    from sardfq.precision import Bf16Linears, autocast
+
+    model, info = tiny
+    model.eval()
+    x = torch.randn(2, *info.input_size)
+    outputs = {}
+    hooks = [m.register_forward_hook(lambda _m, _a, out, n=n: outputs.setdefault(n, []).append(out))
+             for n, m in model.named_modules() if n.endswith(("qkv", "fc1"))]
+    with torch.no_grad():
+        model(x)
+        with autocast("bf16-mlp", "cpu", model) as mode:
+            model(x)
+    for h in hooks:
+        h.remove()
+    assert isinstance(mode, Bf16Linears) and len(mode.layers) == 3 * len(model.blocks)
+    assert id(model.head.weight) not in mode.layers and id(model.blocks[0].attn.qkv.weight) not in mode.layers
+    qkv, fc1 = outputs["blocks.0.attn.qkv"], outputs["blocks.0.mlp.fc1"]
+    assert torch.equal(*qkv)  # upstream of every rounded product: float32 as before
+    assert fc1[1].dtype == torch.float32 and not torch.equal(*fc1)
+    assert torch.allclose(*fc1, rtol=0.02, atol=0.02)
+    assert not torch.equal(*outputs["blocks.1.attn.qkv"])  # downstream of a rounded MLP
+
+
+def test_bf16_mlp_synthesis_stays_close_and_is_its_own_run(tiny):
+    model, info = tiny
+    runs = {a: synthesize(model, info, SynthesisConfig(n=4, iterations=3, seed=2, autocast=a), progress=False)
+            for a in (None, "bf16-mlp")}
+    assert not torch.equal(runs[None].images, runs["bf16-mlp"].images)
+    assert (runs["bf16-mlp"].images - runs[None].images).abs().mean() < 0.05
+    assert all(p.requires_grad for p in model.parameters())
+    base = sardfq.ExperimentConfig()
+    mixed = base.replace(synthesis={"autocast": "bf16-mlp"})
+    assert mixed.run_id() != base.run_id() and mixed.synthesis_id() != base.synthesis_id()
+    with pytest.raises(sardfq.ConfigError, match="ReconConfig.autocast"):
+        sardfq.ReconConfig(autocast="bf16-mlp")  # reconstruction's linears are quantized: no policy there
+
+
 def test_chunks_and_metadata(tiny):
     model, info = tiny
     calib = synthesize(model, info, SynthesisConfig(method="psaq", n=5, batch_size=2, iterations=2),

@@ -183,7 +183,7 @@ class ReconConfig:
         if unknown:
             raise ConfigError(f"ReconConfig.train: unknown {unknown}; choose among {TRAINABLE}")
         object.__setattr__(self, "train", train)
-        check_autocast(self.autocast, "ReconConfig.autocast")
+        check_autocast(self.autocast, "ReconConfig.autocast", mixed=False)
 
     def to_dict(self) -> dict:
         return {**asdict(self), "train": list(self.train)}

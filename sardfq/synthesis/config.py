@@ -80,8 +80,10 @@ class SynthesisConfig:
     flip_p: float = 0.5  # [PSAQ-ViT code]
     real_prior_images: int = 256  # [choice] real images behind prior="real"
     prior_scale: float = SCALE_MAX  # [choice] widest gmm/laplace component, as a fraction of the grid side
-    autocast: str | None = None  # [choice] None (float32) or "bf16" (autocast of the forward
-    #   passes); float32 by default: bf16 cost W4A4 accuracy on every seed (results/bf16_check)
+    autocast: str | None = None  # [choice] None (float32), "bf16" (autocast of the forward
+    #   passes) or "bf16-mlp" (bf16 products in the MLPs and attention output projections only;
+    #   attention maps, head and elementwise ops in float32); float32 by default: bf16 cost W4A4
+    #   accuracy on every seed (results/bf16_check)
 
     def __post_init__(self):
         for name, registry in (("method", METHODS), ("prior", PRIORS)):

@@ -26,6 +26,7 @@ from ..models import ModelInfo
 from ..precision import autocast
 from ..version import library_versions
 from .config import METHODS, SynthesisConfig
+from .shortcuts import class_token_tail
 
 if TYPE_CHECKING:  # the methods register themselves into METHODS when the wing is imported
     from .methods import Method
@@ -47,12 +48,13 @@ def _round_lengths(iterations: int, rounds: int) -> list[int]:
 
 def synthesize(model: nn.Module, info: ModelInfo, config: SynthesisConfig = SynthesisConfig(), *,
                device: str | torch.device = "cpu", data_root: str | os.PathLike | None = None,
-               progress: bool = True) -> CalibrationSet:
+               progress: bool = True, shortcuts: bool = True) -> CalibrationSet:
     """Synthesize `config.n` calibration images for `model` with `config.method`.
 
     Deterministic for a given seed on the CPU. Raises FloatingPointError (naming the iteration and
     the loss term) if a loss becomes NaN or infinite. The model runs on `device` and is handed back
-    where it was, in the training mode it had.
+    where it was, in the training mode it had. `shortcuts=False` turns off the bit-exact shortcuts
+    of `sardfq.synthesis.shortcuts` (the same images, slower: for tests and benchmarks).
     """
     device = torch.device(device)
     began = time.perf_counter()
@@ -70,14 +72,15 @@ def synthesize(model: nn.Module, info: ModelInfo, config: SynthesisConfig = Synt
         images, labels, targets, finals, history = [], [], [], [], []
         step_seconds: list[float] = []
         loop_seconds = 0.0
+        used: set[str] = set()  # the shortcuts switched on (short passes still run whole)
         with tqdm(total=total_steps, desc=f"synthesize {config.label}", leave=False,
                   disable=not progress or not total_steps) as bar:
             for chunk, size in enumerate(sizes):
                 start = method.start(size)
                 if method.optimizes:
                     t0 = time.perf_counter()
-                    start, final, chunk_history = _optimize(method, model, info, start,
-                                                            generator, bar, chunk, step_seconds)
+                    start, final, chunk_history = _optimize(method, model, info, start, generator, bar,
+                                                            chunk, step_seconds, shortcuts, used)
                     loop_seconds += time.perf_counter() - t0
                     finals.append(final)
                     history.extend(chunk_history)
@@ -108,6 +111,7 @@ def synthesize(model: nn.Module, info: ModelInfo, config: SynthesisConfig = Synt
         "apa_weight": method.config.apa_weight,
         "lr": method.config.lr,
         "device": str(device),
+        "shortcuts": sorted(used),
         "history": history,
         "config": config.to_dict(),
         "versions": library_versions(),
@@ -120,10 +124,12 @@ def synthesize(model: nn.Module, info: ModelInfo, config: SynthesisConfig = Synt
 
 def _optimize(method: Method, model: nn.Module, info: ModelInfo,
               images: Tensor, generator: torch.Generator, bar, chunk: int,
-              step_seconds: list[float]) -> tuple[Tensor, dict[str, float], list[dict]]:
+              step_seconds: list[float], shortcuts: bool = True,
+              used: set[str] | None = None) -> tuple[Tensor, dict[str, float], list[dict]]:
     """Adam on the pixels of one chunk; returns (images, final loss terms, history).
 
-    Appends the wall time of each step to `step_seconds`."""
+    Appends the wall time of each step to `step_seconds`, and the names of the shortcuts switched
+    on to `used`."""
     images = images.detach().clone().requires_grad_(True)
     config = method.config  # with its model-dependent defaults resolved
     lr = config.lr
@@ -134,7 +140,10 @@ def _optimize(method: Method, model: nn.Module, info: ModelInfo,
     history: list[dict] = []
     values: dict[str, float] = {}
     step = 0
-    with method.capture() as captured:
+    # the tail shortcut is entered after the capture, so that hooks there see every token
+    with method.capture() as captured, class_token_tail(model, shortcuts and method.class_token_logits) as tail:
+        if tail and used is not None:
+            used.add("class_token_tail")
         for rnd, steps in enumerate(_round_lengths(config.iterations, config.rounds)):
             warmup = int(config.warmup_fraction * steps)
             limit = config.jitter_px[min(rnd, len(config.jitter_px) - 1)]
@@ -150,7 +159,7 @@ def _optimize(method: Method, model: nn.Module, info: ModelInfo,
                     batch = torch.roll(batch, shifts=(shift, shift), dims=(2, 3))
                 if flip:
                     batch = batch.flip(3)
-                with autocast(config.autocast, images.device):
+                with autocast(config.autocast, images.device, model):
                     logits = model(batch)
                 terms = method.loss_terms(logits.float(), batch, captured, shift=shift, flip=flip)
                 total = sum(method.weights[k] * v for k, v in terms.items())

@@ -40,6 +40,10 @@ class Method:
 
     optimizes = True
     weights: dict[str, float] = {}
+    # True when the losses read, of the last block's output, only the class token's logits (what
+    # the method captures inside the attention is not affected): the loop may then skip the rest
+    # (sardfq.synthesis.shortcuts.class_token_tail)
+    class_token_logits = False
 
     def __init__(self, model: nn.Module, info: ModelInfo, config: SynthesisConfig, *,
                  generator: torch.Generator, device: torch.device,
@@ -112,6 +116,8 @@ class RealMethod(Method):
 class PsaqMethod(Method):
     """PSAQ-ViT: maximize patch-similarity entropy in every block, with hard-label CE and TV."""
 
+    class_token_logits = True  # the entropy's features are taken at the output projection's input
+
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.weights = {"entropy": self.config.entropy_weight, "ce": 1.0,
@@ -131,6 +137,8 @@ class PsaqMethod(Method):
 @METHODS.register("sardfq")
 class SardfqMethod(Method):
     """SARDFQ: APA (attention priors) + MSR (region crops) + SL (soft labels), each switchable."""
+
+    class_token_logits = True  # APA's maps are taken inside the attention, the labels from the logits
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)

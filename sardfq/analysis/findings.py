@@ -84,15 +84,14 @@ def _said(row) -> str:
 
 def switch_sentences(ablation_gains, paper_alone: float | None = None) -> str:
     """What APA adds, in the full method and alone, per teacher of the zoo ablation, with CIs."""
-    said = _said
     lines = []
     for model, part in ablation_gains.groupby("model", sort=False):
         row = part.set_index("contrast")
         if not {"sardfq - sardfq[msr+sl]", "sardfq[apa] - sardfq[none]"} <= set(row.index):
             continue
         paper = f" (paper, DeiT-S at W4A4: {paper_alone:+.1f} alone)" if paper_alone is not None else ""
-        lines.append(f"On `{model}`, APA in the full method {said(row.loc['sardfq - sardfq[msr+sl]'])}; "
-                     f"APA alone {said(row.loc['sardfq[apa] - sardfq[none]'])}{paper}.")
+        lines.append(f"On `{model}`, APA in the full method {_said(row.loc['sardfq - sardfq[msr+sl]'])}; "
+                     f"APA alone {_said(row.loc['sardfq[apa] - sardfq[none]'])}{paper}.")
     return "\n\n".join(lines)
 
 

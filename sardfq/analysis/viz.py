@@ -545,6 +545,15 @@ def source_style(name: str) -> tuple[str, str]:
     return method_color(name), SOURCE_MARKERS.get(name.split("[")[0], "o")
 
 
+def _bare(axes) -> None:
+    """No ticks and no frame on any of `axes` (a grid of images: empty cells stay blank)."""
+    for ax in axes.flat:
+        ax.set_xticks([])
+        ax.set_yticks([])
+        for spine in ax.spines.values():
+            spine.set_visible(False)
+
+
 def show_image_rows(rows: Mapping[str, Tensor], info: ModelInfo, *,
                     captions: Mapping[str, Sequence[str]] | None = None, size: float = 0.95):
     """Several sets in one figure, a row each ({name: (N, C, H, W) normalized images}), the set's
@@ -556,19 +565,12 @@ def show_image_rows(rows: Mapping[str, Tensor], info: ModelInfo, *,
     size = min(size, (BOOK_WIDTH - 0.8) / cols)
     fig, axes = plt.subplots(len(names), cols, figsize=(size * cols + 0.8, (size + 0.25) * len(names)),
                              squeeze=False, layout="constrained")
+    _bare(axes)
     for r, name in enumerate(names):
-        pixels = to_display(rows[name], info)
-        for c in range(cols):
-            ax = axes[r, c]
-            ax.set_xticks([])
-            ax.set_yticks([])
-            for spine in ax.spines.values():
-                spine.set_visible(False)
-            if c >= len(pixels):
-                continue
-            ax.imshow(pixels[c], interpolation="nearest")
+        for c, pixel in enumerate(to_display(rows[name], info)):
+            axes[r, c].imshow(pixel, interpolation="nearest")
             if captions is not None:
-                ax.set_xlabel(captions[name][c], fontsize=FONT - 1, labelpad=1)
+                axes[r, c].set_xlabel(captions[name][c], fontsize=FONT - 1, labelpad=1)
         axes[r, 0].set_ylabel(name, fontsize=FONT)
     return fig
 
@@ -593,18 +595,12 @@ def show_attention_rows(rows: Mapping[str, tuple[Tensor, Tensor]], info: ModelIn
     fig, axes = plt.subplots(len(names), cols, figsize=(size * cols + 1.6, size * len(names) + 0.2),
                              squeeze=False, layout="constrained")
     shown = None
+    _bare(axes)
     for r, name in enumerate(names):
-        pixels = to_display(rows[name][0], info)
-        for c in range(cols):
-            ax = axes[r, c]
-            ax.set_xticks([])
-            ax.set_yticks([])
-            for spine in ax.spines.values():
-                spine.set_visible(False)
-            if c >= len(pixels):
-                continue
-            ax.imshow(pixels[c], interpolation="nearest")
-            shown = ax.imshow(up[name][c], cmap=cmap, alpha=alpha, interpolation="bilinear", vmin=0.0, vmax=top)
+        for c, pixel in enumerate(to_display(rows[name][0], info)):
+            axes[r, c].imshow(pixel, interpolation="nearest")
+            shown = axes[r, c].imshow(up[name][c], cmap=cmap, alpha=alpha, interpolation="bilinear",
+                                      vmin=0.0, vmax=top)
         axes[r, 0].set_ylabel(name, fontsize=FONT)
     bar = fig.colorbar(shown, ax=axes, shrink=0.8, aspect=25)
     bar.set_label("class-token attention", fontsize=FONT)

@@ -125,7 +125,7 @@ def _run_export(args: argparse.Namespace) -> None:
 def _add_train_teacher(sub) -> None:
     from .teacher import PRESETS
 
-    p = sub.add_parser("train-teacher", help="train a CIFAR-10 teacher of the zoo from scratch (resumable)")
+    p = sub.add_parser("train-teacher", help="train a teacher of the zoo (CIFAR-10 or Tiny-ImageNet-200) from scratch (resumable)")
     p.add_argument("--preset", default="vit_tiny_cifar10", choices=PRESETS.names(),
                    help="architecture and recipe (default: the embedded teacher's)")
     p.add_argument("--data", help="data folder (default: $SARDFQ_DATA)")
@@ -148,9 +148,11 @@ def _run_train_teacher(args: argparse.Namespace) -> None:
     preset = PRESETS.get(args.preset)
     overrides = {k: v for k, v in (("epochs", args.epochs), ("batch_size", args.batch_size), ("lr", args.lr),
                                    ("seed", args.seed), ("bf16", args.bf16)) if v is not None}
+    if args.epochs is not None:  # a shorter run keeps its warm-up inside it
+        overrides["warmup_epochs"] = min(preset.recipe.warmup_epochs, args.epochs)
     result = train_teacher(preset, recipe=preset.recipe.replace(**overrides), root=args.data, out=args.out,
                            device=resolve_device(args.device, what="--device"), limit=args.limit)
-    _emit(args, result, [f"{args.preset} saved to {args.out}: CIFAR-10 test top-1 "
+    _emit(args, result, [f"{args.preset} saved to {args.out}: {preset.data.title} test top-1 "
                          f"{100 * result['test_top1']:.2f}% on {result['test_images']} images after "
                          f"{result['epochs_done']} epochs"])
 

@@ -1,9 +1,12 @@
-"""Data sets: CIFAR-10 (tarballs of JPEGs or torchvision's pickles), ImageNet validation folders,
-and a user's own ImageFolder (`DIR/val/<class>/*.png`, `DIR/train/...`) for a model of any classes.
+"""Data sets: CIFAR-10 (tarballs of JPEGs or torchvision's pickles), Tiny-ImageNet-200 (its official
+layout, the official zip, or tarballs of that layout), ImageNet validation folders, and a user's own
+ImageFolder (`DIR/val/<class>/*.png`, `DIR/train/...`) for a model of any classes.
 
-The root comes from an argument or the `SARDFQ_DATA` environment variable. CIFAR-10 is decoded once
-and cached as uint8 arrays (under `SARDFQ_CACHE`, default `~/.cache/sardfq`), since decoding
-60,000 JPEGs takes longer than any evaluation.
+The root comes from an argument or the `SARDFQ_DATA` environment variable. CIFAR-10 and
+Tiny-ImageNet are decoded once and cached as uint8 arrays (under `SARDFQ_CACHE`, default
+`~/.cache/sardfq`), since decoding 60,000 (110,000) JPEGs takes longer than any evaluation. Both
+are held class by class (`ARRAY_DATASETS`, `load_arrays`), so an even spread of indices is an even
+spread of classes.
 
 Reading a data folder runs no code from it: images are decoded by Pillow, and torchvision's pickled
 CIFAR-10 batches are read by an unpickler that builds only plain containers and numpy arrays
@@ -14,9 +17,11 @@ from __future__ import annotations
 
 import hashlib
 import io
+import logging
 import os
 import pickle
 import tarfile
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -30,11 +35,15 @@ from .errors import ConfigError, DataNotFoundError
 from .io import atomic_path
 from .models import CIFAR10_CLASSES, ModelInfo
 
+log = logging.getLogger(__name__)
+
 SPLITS = ("train", "test")
 _HOW_TO_PROVIDE = (
     "Pass the folder with --data DIR (Python: root=DIR) or set SARDFQ_DATA=DIR. CIFAR-10 may be "
     "given as train.tar.gz/test.tar.gz of JPEGs (train/<class>/*.jpg), as those folders extracted, "
-    "or as torchvision's cifar-10-batches-py; ImageNet as an ImageFolder-style val/ directory; "
+    "or as torchvision's cifar-10-batches-py; Tiny-ImageNet-200 as DIR/tiny-imagenet-200/ in its "
+    "official layout (train/, val/, wnids.txt, words.txt), as DIR/tiny-imagenet-200.zip, or as "
+    "DIR/tiny-imagenet-200/train.tar.gz and val.tar.gz of that layout; ImageNet as an ImageFolder-style val/ directory; "
     "a model with its own classes as DIR/val/<class name>/<images> (and DIR/train/... for real images)."
 )
 
@@ -102,21 +111,26 @@ def load_cifar10(split: str = "test", root: str | os.PathLike | None = None) -> 
     )
 
 
-def _cached(source: Path, split: str, decode) -> ImageArrays:
-    stat = source.stat()
-    key = hashlib.sha1(f"{source.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:12]
-    path = cache_dir() / "cifar10" / f"{split}-{key}.npz"
+def _cached(source: Path, split: str, decode, dataset: str = "cifar10", key: str | None = None) -> ImageArrays:
+    """`decode()`'s arrays, from the cache when `source` (a file, or `key` for a folder) is unchanged.
+    The cache is written only after a whole decode, atomically: an interrupted or failed decode
+    leaves nothing that could be read as complete."""
+    if key is None:
+        stat = source.stat()
+        key = f"{source.resolve()}:{stat.st_size}:{stat.st_mtime_ns}"
+    path = cache_dir() / dataset / f"{split}-{hashlib.sha1(key.encode()).hexdigest()[:12]}.npz"
     if path.is_file():
         try:
-            with np.load(path) as npz:
+            with np.load(path) as npz:  # allow_pickle stays off: arrays of numbers and strings only
                 return ImageArrays(torch.from_numpy(npz["images"]), torch.from_numpy(npz["labels"]),
-                                   CIFAR10_CLASSES)
+                                   tuple(str(c) for c in npz["classes"]))
         except (OSError, ValueError, KeyError):
             pass  # a damaged cache entry is decoded again below
     arrays = decode()
     try:
         with atomic_path(path) as tmp, open(tmp, "wb") as fh:  # a crash never leaves half a cache
-            np.savez(fh, images=arrays.images.numpy(), labels=arrays.labels.numpy())
+            np.savez(fh, images=arrays.images.numpy(), labels=arrays.labels.numpy(),
+                     classes=np.array(arrays.classes, dtype=str))
     except (OSError, ConfigError):
         pass  # an unwritable cache only costs time
     return arrays
@@ -143,15 +157,19 @@ def _open_image(path: str):
         raise DataNotFoundError(f"image {path} cannot be decoded ({exc}); replace or remove it") from None
 
 
-def _stack(images: list[np.ndarray], labels: list[int], where: Path) -> ImageArrays:
+def _stack(images: list[np.ndarray], labels: list[int], where: Path,
+           classes: tuple[str, ...] = CIFAR10_CLASSES, names: list[str] | None = None) -> ImageArrays:
+    """Decoded (H, W, 3) images as one (N, 3, H, W) array; images of another size than the first are
+    an error naming one of them (`names`: the file of each image)."""
     if not images:
         raise DataNotFoundError(f"no images found in {where}. {_HOW_TO_PROVIDE}")
-    shapes = {image.shape for image in images}
-    if len(shapes) != 1:
-        raise DataNotFoundError(f"the images of {where} differ in size ({', '.join(map(str, sorted(shapes)[:3]))}); "
-                                "CIFAR-10 images are all 32x32")
+    odd = next((i for i, image in enumerate(images) if image.shape != images[0].shape), None)
+    if odd is not None:
+        which = f" ({names[odd]} is {images[odd].shape[1]}x{images[odd].shape[0]})" if names else ""
+        raise DataNotFoundError(f"the images of {where} differ in size{which}; the data set's images are all "
+                                f"{images[0].shape[1]}x{images[0].shape[0]}")
     array = np.stack(images).transpose(0, 3, 1, 2).copy()  # N, 3, H, W
-    return ImageArrays(torch.from_numpy(array), torch.tensor(labels, dtype=torch.int64), CIFAR10_CLASSES)
+    return ImageArrays(torch.from_numpy(array), torch.tensor(labels, dtype=torch.int64), tuple(classes))
 
 
 def _class_index(class_name: str, where: Path) -> int:
@@ -236,6 +254,166 @@ def _decode_pickles(folder: Path, split: str) -> ImageArrays:
         labels.extend(batch_labels)
     return ImageArrays(torch.from_numpy(np.concatenate(data)), torch.tensor(labels, dtype=torch.int64),
                        CIFAR10_CLASSES)
+
+
+# ------------------------------------------------------------------------------ Tiny-ImageNet-200
+TINY_IMAGENET = "tiny-imagenet-200"
+_TIN_PARTS = {"train": "train", "test": "val", "val": "val"}  # the labelled val split is the test set
+_IMAGE_SUFFIXES = (".jpeg", ".jpg", ".png")
+
+
+def load_tiny_imagenet(split: str = "test", root: str | os.PathLike | None = None) -> ImageArrays:
+    """Tiny-ImageNet-200 `split` ("train": 500 images a class; "test" or "val": the 10,000 labelled
+    validation images) as uint8 (N, 3, 64, 64) arrays held class by class, decoding once and caching.
+
+    Found under the data root as `tiny-imagenet-200/` in the official layout, as
+    `tiny-imagenet-200.zip` (the official archive), or as `tiny-imagenet-200/train.tar.gz` and
+    `val.tar.gz` holding that layout. Class `i` is the i-th of the sorted `wnids.txt`, named by the
+    first name `words.txt` gives it; greyscale JPEGs become RGB. A file that contradicts the layout
+    (a class outside `wnids.txt`, an unannotated validation image, a class with another count than
+    the others, an image that does not decode) is a `DataNotFoundError` naming it.
+    """
+    if split not in _TIN_PARTS:
+        raise ConfigError(f"split must be one of {tuple(_TIN_PARTS)}, got {split!r}")
+    part = _TIN_PARTS[split]
+    base = data_root(root)
+    folders = [base / TINY_IMAGENET, base] if base.name != TINY_IMAGENET else [base]
+    for folder in folders:
+        tarball = folder / f"{part}.tar.gz"
+        if tarball.is_file():
+            return _cached(tarball, part, lambda: _parse_tiny_imagenet(_tar_files(tarball, part), part, tarball),
+                           dataset=TINY_IMAGENET)
+        if (folder / part).is_dir() and (folder / "wnids.txt").is_file():
+            files = _folder_files(folder, part)
+            key = f"{folder.resolve()}:" + ";".join(f"{n}:{p.stat().st_size}:{p.stat().st_mtime_ns}"
+                                                    for n, p in sorted(files.items()))
+            return _cached(folder, part, lambda: _parse_tiny_imagenet(
+                {n: p.read_bytes for n, p in files.items()}, part, folder), dataset=TINY_IMAGENET, key=key)
+    archive = base / f"{TINY_IMAGENET}.zip"
+    if archive.is_file():
+        return _cached(archive, part, lambda: _parse_tiny_imagenet(_zip_files(archive, part), part, archive),
+                       dataset=TINY_IMAGENET)
+    looked = ", ".join(str(f) for f in folders)
+    raise DataNotFoundError(f"Tiny-ImageNet-200 {split} split not found: looked for {part}.tar.gz and "
+                            f"{part}/ beside wnids.txt in {looked}, and for {archive}. {_HOW_TO_PROVIDE}")
+
+
+def _relative(name: str, part: str) -> str | None:
+    """An archive member's path inside the data set (`wnids.txt`, `train/<wnid>/images/x.JPEG`),
+    or None when it belongs to neither `part` nor the class lists."""
+    parts = [p for p in name.replace("\\", "/").split("/") if p not in ("", ".")]
+    if parts and parts[0] == TINY_IMAGENET:
+        parts = parts[1:]
+    if parts in (["wnids.txt"], ["words.txt"]) or (len(parts) > 1 and parts[0] == part):
+        return "/".join(parts)
+    return None
+
+
+def _tar_files(tarball: Path, part: str) -> dict:
+    files = {}
+    try:
+        with tarfile.open(tarball, "r:gz") as tar:
+            for member in tar:  # read, never extracted: a member's path cannot reach outside
+                name = _relative(member.name, part) if member.isfile() else None
+                if name is not None:
+                    data = tar.extractfile(member).read()
+                    files[name] = lambda data=data: data
+    except (tarfile.TarError, OSError, EOFError) as exc:
+        raise DataNotFoundError(f"cannot read {tarball}: {exc}; re-download it. {_HOW_TO_PROVIDE}") from None
+    return files
+
+
+def _zip_files(archive: Path, part: str) -> dict:
+    import zipfile
+
+    try:
+        zf = zipfile.ZipFile(archive)
+        files = {}
+        for entry in zf.infolist():
+            name = None if entry.is_dir() else _relative(entry.filename, part)
+            if name is not None:
+                files[name] = lambda entry=entry: zf.read(entry)
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise DataNotFoundError(f"cannot read {archive}: {exc}; re-download it. {_HOW_TO_PROVIDE}") from None
+    return files
+
+
+def _folder_files(folder: Path, part: str) -> dict[str, Path]:
+    files = {name: folder / name for name in ("wnids.txt", "words.txt") if (folder / name).is_file()}
+    for path in (folder / part).rglob("*"):
+        if path.is_file():
+            files[path.relative_to(folder).as_posix()] = path
+    return files
+
+
+def _text(files: dict, name: str, where: Path) -> list[str]:
+    if name not in files:
+        raise DataNotFoundError(f"{where} has no {name}; Tiny-ImageNet-200's official layout holds "
+                                f"tiny-imagenet-200/{name}. {_HOW_TO_PROVIDE}")
+    try:
+        return [line.strip() for line in files[name]().decode("utf-8").splitlines() if line.strip()]
+    except (UnicodeDecodeError, OSError) as exc:
+        raise DataNotFoundError(f"{name} in {where} cannot be read as text ({exc})") from None
+
+
+def _parse_tiny_imagenet(files: dict, part: str, where: Path) -> ImageArrays:
+    """`files` (path inside the data set -> a function returning its bytes) as arrays of `part`."""
+    wnids = sorted(_text(files, "wnids.txt", where))
+    if len(set(wnids)) != len(wnids) or len(wnids) < 2:
+        raise DataNotFoundError(f"wnids.txt in {where} must list at least 2 distinct class ids, one a line")
+    words = dict(line.split("\t", 1) for line in _text(files, "words.txt", where) if "\t" in line) \
+        if "words.txt" in files else {}
+    classes = tuple(words.get(w, w).split(",")[0].strip() or w for w in wnids)
+    if len(set(classes)) != len(classes):  # two ids with one first name: keep the ids apart
+        classes = tuple(f"{c} ({w})" for c, w in zip(classes, wnids))
+    label_of = {w: i for i, w in enumerate(wnids)}
+    entries: list[tuple[int, str]] = []  # (label, file)
+    images = {n for n in files if n.startswith(f"{part}/") and n.lower().endswith(_IMAGE_SUFFIXES)}
+    if part == "train":
+        for name in images:
+            wnid = name.split("/")[1]
+            if wnid not in label_of:
+                raise DataNotFoundError(f"{name} in {where}: class folder {wnid} is not in wnids.txt")
+            entries.append((label_of[wnid], name))
+    else:
+        annotated = set()
+        for line in _text(files, "val/val_annotations.txt", where):
+            fields = line.split("\t")
+            name = f"val/images/{fields[0]}"
+            if len(fields) < 2 or fields[1] not in label_of:
+                raise DataNotFoundError(f"val/val_annotations.txt in {where}: the line {line!r} names "
+                                        f"{'no class' if len(fields) < 2 else 'class ' + fields[1]}, which is not in wnids.txt")
+            if name not in images:
+                raise DataNotFoundError(f"val/val_annotations.txt in {where} annotates {fields[0]}, "
+                                        "which is not among the validation images")
+            entries.append((label_of[fields[1]], name))
+            annotated.add(name)
+        unlabelled = sorted(images - annotated)
+        if unlabelled:
+            raise DataNotFoundError(f"{unlabelled[0]} in {where} has no line in val/val_annotations.txt "
+                                    f"({len(unlabelled)} images have none)")
+    counts = Counter(label for label, _ in entries)
+    usual = Counter(counts.values()).most_common(1)[0][0] if counts else 0
+    for label, wnid in enumerate(wnids):
+        if counts[label] != usual:
+            raise DataNotFoundError(f"class {wnid} has {counts[label]} {part} images in {where} where the "
+                                    f"others have {usual} (official: 500 train and 50 val a class); the "
+                                    "data set is incomplete or altered")
+    entries.sort()
+    log.info("decoding %d Tiny-ImageNet %s images from %s (once: the arrays are cached)", len(entries), part, where)
+    decoded = [_decode_jpeg(files[name](), f"{name} in {where}") for _, name in entries]
+    return _stack(decoded, [label for label, _ in entries], where, classes, [name for _, name in entries])
+
+
+ARRAY_DATASETS = {"cifar10": load_cifar10, "tinyimagenet": load_tiny_imagenet}
+
+
+def load_arrays(dataset: str, split: str = "test", root: str | os.PathLike | None = None) -> ImageArrays:
+    """`split` ("train" or "test") of a data set held as arrays (`ARRAY_DATASETS`: the teachers'
+    CIFAR-10 and Tiny-ImageNet-200; Tiny-ImageNet's test split is its labelled val split)."""
+    if dataset not in ARRAY_DATASETS:
+        raise ConfigError(f"dataset must be one of {', '.join(ARRAY_DATASETS)}, got {dataset!r}")
+    return ARRAY_DATASETS[dataset](split, root)
 
 
 def normalize(images: Tensor, info: ModelInfo) -> Tensor:
@@ -342,11 +520,11 @@ def image_folder(info: ModelInfo, split: str, root: str | os.PathLike | None = N
 def eval_dataset(info: ModelInfo, model: torch.nn.Module, root: str | os.PathLike | None = None,
                  *, limit: int | None = None) -> Dataset:
     """The test/validation set that matches the model's classes, normalized for it: CIFAR-10's test
-    split, ImageNet's validation folders, or the `val/` ImageFolder of a model with its own classes."""
+    split, Tiny-ImageNet-200's 10,000 validation images, ImageNet's validation folders, or the `val/` ImageFolder of a model with its own classes."""
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
         raise ConfigError(f"limit (--limit) must be a positive number of images, got {limit!r}")
-    if info.dataset == "cifar10":
-        dataset = ArrayDataset(load_cifar10("test", root), info)
+    if info.dataset in ARRAY_DATASETS:
+        dataset = ArrayDataset(load_arrays(info.dataset, "test", root), info)
     elif info.dataset == "imagenet":
         dataset = imagenet_val(info, model, root)
     else:
@@ -357,10 +535,11 @@ def eval_dataset(info: ModelInfo, model: torch.nn.Module, root: str | os.PathLik
 def heldout_dataset(info: ModelInfo, root: str | os.PathLike | None = None, *,
                     limit: int | None = None) -> Dataset:
     """The training images held out of calibration (`heldout_mask`), normalized for the model: the
-    set on which hyper-parameters are chosen. CIFAR-10 models only."""
-    if info.dataset != "cifar10":
-        raise ConfigError(f"a held-out selection split exists for CIFAR-10 models only, not {info.name}")
-    train = load_cifar10("train", root)
+    set on which hyper-parameters are chosen. CIFAR-10 and Tiny-ImageNet models only."""
+    if info.dataset not in ARRAY_DATASETS:
+        raise ConfigError(f"a held-out selection split exists for CIFAR-10 and Tiny-ImageNet models only, "
+                          f"not {info.name}")
+    train = load_arrays(info.dataset, "train", root)
     return _even_spread(ArrayDataset(train.subset(heldout_mask(len(train)).nonzero()[:, 0]), info), limit)
 
 
@@ -388,10 +567,10 @@ def real_images(info: ModelInfo, n: int, *, generator: torch.Generator,
 def real_image_source(info: ModelInfo, root: str | os.PathLike | None = None
                       ) -> tuple[Tensor, Callable[[Tensor], tuple[Tensor, Tensor]]]:
     """The training images the model may calibrate on: (indices allowed, load(indices) -> normalized
-    images and labels). CIFAR-10 never gives its held-out selection images; ImageNet models and models
-    with their own classes read a `train/` folder of class folders."""
-    if info.dataset == "cifar10":
-        train = load_cifar10("train", root)
+    images and labels). CIFAR-10 and Tiny-ImageNet never give their held-out selection images; ImageNet
+    models and models with their own classes read a `train/` folder of class folders."""
+    if info.dataset in ARRAY_DATASETS:
+        train = load_arrays(info.dataset, "train", root)
         allowed = (~heldout_mask(len(train))).nonzero()[:, 0]  # never the selection images
         return allowed, lambda index: (normalize(train.images[index], info), train.labels[index])
     dataset = _imagenet_train(info, root) if info.dataset == "imagenet" else _own_train(info, root)

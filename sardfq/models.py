@@ -24,7 +24,8 @@ names). `config.json` keys:
   the timm architecture's own);
 - `input_size`: `[3, H, W]`, that of the built model (default: read off the built model);
 - `dataset`: where its evaluation images come from: `"imagefolder"` (the default: `val/` of the
-  folder given with `--data`), `"cifar10"` or `"imagenet"`.
+  folder given with `--data`), `"cifar10"`, `"tinyimagenet"` (Tiny-ImageNet-200's validation images)
+  or `"imagenet"`.
 
 Other keys (a training recipe, a log) are kept for the reader and ignored. timm's own hub layout
 (`architecture`, `model_args`, `num_classes`, `label_names`, `pretrained_cfg.mean/std/input_size`)
@@ -69,7 +70,7 @@ DEFAULT_MODEL = "vit_tiny_cifar10"
 CONFIG_FILE = "config.json"  # a model folder: this file and WEIGHTS_FILE
 WEIGHTS_FILE = "model.safetensors"
 HF_HUB_PREFIX = "hf-hub:"
-DATASETS = ("cifar10", "imagenet", "imagefolder")
+DATASETS = ("cifar10", "tinyimagenet", "imagenet", "imagefolder")
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship",
                    "truck")
 
@@ -93,7 +94,7 @@ class ModelInfo:
 
     name: str
     family: str  # "vit" (ViT/DeiT: global attention with a class token) or "swin" (window attention)
-    dataset: str  # where its evaluation images come from: "cifar10", "imagenet" or "imagefolder"
+    dataset: str  # where its evaluation images come from: "cifar10", "tinyimagenet", "imagenet" or "imagefolder"
     input_size: tuple[int, int, int]  # C, H, W
     mean: tuple[float, ...]
     std: tuple[float, ...]

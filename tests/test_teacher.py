@@ -61,12 +61,17 @@ def test_an_interrupted_run_resumes_exactly_as_an_uninterrupted_one(cifar_root, 
 
 
 @pytest.mark.parametrize("name", PRESETS.names())
-def test_every_preset_trains_a_few_steps_on_the_cpu(name, cifar_root, tmp_path, one_torch_thread):
+def test_every_preset_trains_a_few_steps_on_the_cpu(name, request, tmp_path, one_torch_thread):
     preset = PRESETS.get(name)
+    # CIFAR-10 presets on the real files; Tiny-ImageNet ones on a small official-layout copy (4 classes)
+    root = request.getfixturevalue("tin_root" if preset.dataset == "tinyimagenet" else "cifar_root")
     recipe = preset.recipe.replace(epochs=1, warmup_epochs=0, batch_size=8, eval_images=8)
-    record = train_teacher(preset, recipe=recipe, root=cifar_root, out=tmp_path, limit=16, progress=False)
+    record = train_teacher(preset, recipe=recipe, root=root, out=tmp_path / "t", limit=12, progress=False)
     assert record["preset"] == name and record["config"]["depth"] == preset.arch["depth"]
-    assert record["log"][0]["loss"] > 0
+    assert record["log"][0]["loss"] > 0 and record["dataset"] == preset.dataset
+    model, info = sardfq.load_model(str(tmp_path / "t"))
+    assert info.input_size == (3, preset.data.img_size, preset.data.img_size)
+    assert info.class_names[:1] == (("goldfish",) if preset.dataset == "tinyimagenet" else ("airplane",))
 
 
 def test_the_zoo_differs_in_depth_width_grid_and_length():

@@ -65,6 +65,10 @@ def _run_eval(args: argparse.Namespace) -> None:
     dataset = eval_dataset(info, model, args.data, limit=args.limit)
     result = evaluate(model, dataset, name=args.model, batch_size=args.batch_size, device=device)
     record = result.to_dict()
+    if onnx_file:  # onnxruntime's integer kernels depend on the CPU: say which one ran them
+        from .version import cpu_info
+
+        record["cpu"] = cpu_info()
     # with 5 classes or fewer every image is a top-5 hit: the summary line leaves top-5 out (JSON keeps it)
     top5 = f"top-5 {100 * result.top5:.2f}%  " if info.num_classes > 5 else ""
     _emit(args, record, [
@@ -104,6 +108,9 @@ def _add_export(sub) -> None:
                    help="integer: what onnxruntime's CPU provider runs as integers (8-bit activations, or "
                         "weight-only); emulate: activations below 8 bits too, on 8-bit kernels, for "
                         "checking accuracy only (default: integer)")
+    p.add_argument("--no-check", dest="verify", action="store_false",
+                   help="skip the check that runs the file beside the PyTorch model on 16 fixed images and "
+                        "refuses to write it where their logits differ beyond the tolerance on this CPU")
     p.add_argument("--json", action="store_true", help="print one JSON object on the last line")
     p.set_defaults(func=_run_export)
 
@@ -111,14 +118,16 @@ def _add_export(sub) -> None:
 def _run_export(args: argparse.Namespace) -> None:
     from .quant.export import export_onnx, integer_op_counts
 
-    result = export_onnx(args.quantized, args.out, mode=args.mode)
+    result = export_onnx(args.quantized, args.out, mode=args.mode, verify=args.verify)
     fused = integer_op_counts(result.path)  # what onnxruntime actually runs, after its fusions
     record = {**result.to_dict(), "onnxruntime_integer_ops": fused}
     record.pop("metadata")
     ops = ", ".join(f"{n} {op}" for op, n in sorted(fused.items())) or "none"
+    check = f"  checked against the PyTorch model {result.check.summary()}" if result.check else \
+        "  not checked (--no-check)"
     _emit(args, record, [f"{result.model} {result.bits} -> {result.path} ({result.file_bytes / 1e6:.2f} MB, "
                          f"mode {result.mode}): {result.metadata['sardfq.summary']}",
-                         f"  onnxruntime CPU integer kernels after fusion: {ops}"])
+                         f"  onnxruntime CPU integer kernels after fusion: {ops}", check])
 
 
 # ------------------------------------------------------------------------------- train-teacher

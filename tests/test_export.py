@@ -130,14 +130,14 @@ def test_packed_weight_only_codes_dequantize_to_the_fake_quantized_weight(bits):
 
 
 @pytest.mark.parametrize("bits", [4, 8])
-def test_int8_weight_codes_dequantize_to_the_fake_quantized_weight(bits):
+def test_uint8_weight_codes_dequantize_to_the_fake_quantized_weight(bits):
     torch.manual_seed(bits)
     linear = torch.nn.Linear(48, 16)
     quantizer = sardfq.quant.UniformQuantizer(bits, "grid", channels=16, ndim=2, role="weight")
     sardfq.quant.calibrate_quantizer(quantizer, linear.weight.detach())
     act = torch.nn.Identity()
     module = ex.IntegerLinear(linear.weight, linear.bias, quantizer, act)
-    assert module.weight_codes.dtype == torch.int8 and module.weight_zero_point.dtype == torch.int8
+    assert module.weight_codes.dtype == torch.uint8 and module.weight_zero_point.dtype == torch.uint8
     dequantized = (module.weight_codes.float() - module.weight_zero_point.float()) * module.weight_scale
     assert torch.equal(dequantized.T, quantizer.fake_quant(linear.weight.detach()))
 
@@ -304,10 +304,14 @@ def test_cli_export_then_eval_the_onnx_file(teacher_w8a8_folder, cifar_root, tmp
     record = json.loads(proc.stdout.strip().splitlines()[-1])
     assert record["path"] == str(out) and out.is_file() and record["bits"] == "w8a8"
     assert record["onnxruntime_integer_ops"]["MatMulIntegerToFloat"] == record["counts"]["int8"] == 32
+    assert record["check"]["relative_difference"] < record["check"]["tolerance"]
     proc = _sardfq("eval", str(out), "--data", str(cifar_root), "--limit", "50", "--threads", "1", "--json")
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     assert result["n_images"] == 50 and 0.3 < result["top1"] <= result["top5"] <= 1.0
+    from sardfq.version import cpu_info
+
+    assert result["cpu"] == cpu_info()  # the CPU features the integer kernels ran with
     proc = _sardfq("eval", str(out), "--data", str(cifar_root), "--limit", "50", "--device", "cuda")
     assert proc.returncode == 2 and "runs in onnxruntime on the CPU" in proc.stderr
 
@@ -383,3 +387,77 @@ def test_the_readme_deploy_block_is_what_the_benchmark_prints_from_its_record(be
     assert block == ex.bench_report(bench_record, profile=False), (
         "README's deployment block is stale: paste sardfq.quant.export.bench_report(record, profile=False) "
         "of results/export/bench_export.json between its markers")
+
+
+def _saturating_vit():
+    """A one-block ViT whose patch embedding, quantized at W8A8, multiplies 8-bit input codes of 255
+    with weight codes at both ends of their range, equal in adjacent pairs: as uint8 x int8, each
+    pair sums to 2 * 255 * 127 or 2 * 255 * (-128), past the 32767 that a 16-bit pairwise sum holds."""
+    torch.manual_seed(0)
+    model, info = sardfq.load_model("deit_tiny_patch16_224", pretrained=False, img_size=32, patch_size=8,
+                                    depth=1, num_classes=10)
+    weight = model.patch_embed.proj.weight  # out, 3, 8, 8: K = 192 inputs a channel
+    k = torch.arange(weight[0].numel())
+    pattern = torch.where((k // 2) % 2 == 0, 1.0, -1.0)  # + + - - + + ...: pairs of one sign
+    with torch.no_grad():
+        weight.copy_(0.05 * pattern.view_as(weight[0]) * torch.linspace(0.5, 1.5, len(weight)).view(-1, 1, 1, 1))
+    images = torch.full((8, *info.input_size), 2.0) + 0.01 * torch.randn(8, *info.input_size)
+    q_model = sardfq.quantize(model, info, sardfq.QuantConfig.from_name("w8a8"), images)
+    return q_model, info, images
+
+
+@torch.no_grad()
+def test_a_matmul_whose_pairwise_sums_overflow_16_bits_is_exported_exactly(tmp_path):
+    q_model, info, images = _saturating_vit()
+    quant = q_model.patch_embed.proj
+    input_codes = torch.round(images / quant.a_quant.scale + quant.a_quant.zero_point).clamp(0, 255)
+    patches = input_codes.reshape(8, 3, 4, 8, 4, 8).permute(0, 2, 4, 1, 3, 5).reshape(-1, 1, 192)  # (c, kh, kw)
+    codes, _, _ = ex.weight_codes(quant.weight.reshape(len(quant.weight), -1), quant.w_quant)
+    signed = (codes - 128)[None]  # what a uint8 x int8 kernel would multiply
+    pairs = patches[..., 0::2] * signed[..., 0::2] + patches[..., 1::2] * signed[..., 1::2]
+    assert pairs.abs().max() > 32767 and (pairs.abs() > 32767).float().mean() > 0.2  # saturating, on purpose
+    result = sardfq.export_onnx(q_model, tmp_path / "model.onnx", verify=False)
+    # the integer sums are exact; what is left is a rounding flip of a later code now and then (the
+    # PyTorch model against its own export twin differs as much). A saturating int8 file: about 30%
+    check = ex.verify_export(result.path, q_model, info, images)
+    assert check.passed and check.relative_difference < 0.02 and check.agreement == 1
+
+
+def _wrong_grid(monkeypatch):
+    """Every integer linear written with its weight codes reversed along the input axis: a file
+    that cannot compute what the model does, on any CPU."""
+    init = ex.IntegerLinear.__init__
+
+    def shuffled(self, *args):
+        init(self, *args)
+        self.weight_codes = self.weight_codes.flip(0)
+
+    monkeypatch.setattr(ex.IntegerLinear, "__init__", shuffled)
+
+
+def test_the_export_checks_itself_and_writes_nothing_it_cannot_reproduce(tiny, w8a8, tmp_path, monkeypatch):
+    q_model, result = w8a8
+    check = result.check  # a faithful file passes, with what was compared and on which CPU
+    assert check.passed and check.images == ex.CHECK_IMAGES and check.relative_difference < ex.CHECK_TOLERANCE
+    assert check.cpu["cpu"] and check.cpu["cpus"] >= 1 and result.to_dict()["check"]["agreement"] == check.agreement
+    _wrong_grid(monkeypatch)
+    out = tmp_path / "wrong.onnx"
+    with pytest.raises(sardfq.ExportError, match=r"does not compute what .* agreement .* CPU .*--no-check") as err:
+        sardfq.export_onnx(q_model, out)
+    assert "\n" not in str(err.value) and not out.exists() and not list(tmp_path.iterdir())
+    unchecked = sardfq.export_onnx(q_model, out, verify=False)
+    assert out.is_file() and unchecked.check is None
+    assert not ex.verify_export(out, q_model, tiny[1]).passed
+
+
+def test_cli_export_fails_loudly_on_a_file_it_cannot_reproduce(tiny, tmp_path, capsys, monkeypatch):
+    folder = sardfq.save_quantized(_quantized(tiny, "w8a8"), tmp_path / "w8a8")
+    assert main(["export", str(folder), "--out", str(tmp_path / "ok.onnx")]) == 0
+    assert "checked against the PyTorch model on 16 check images" in capsys.readouterr().out
+    _wrong_grid(monkeypatch)
+    assert main(["export", str(folder), "--out", str(tmp_path / "bad.onnx")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "does not compute what" in err and "CPU" in err
+    assert not (tmp_path / "bad.onnx").exists()
+    assert main(["export", str(folder), "--out", str(tmp_path / "bad.onnx"), "--no-check"]) == 0
+    assert "not checked (--no-check)" in capsys.readouterr().out and (tmp_path / "bad.onnx").is_file()

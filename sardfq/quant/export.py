@@ -5,7 +5,7 @@ Each quantized layer is written from its own bit-widths:
 
 | layer                                   | in the file                                           | onnxruntime (CPU) runs    |
 |-----------------------------------------|-------------------------------------------------------|---------------------------|
-| Linear, weight and input quantized (A8) | uint8 QDQ input, int8 codes + per-channel DQ, MatMul  | `MatMulIntegerToFloat`    |
+| Linear, weight and input quantized (A8) | uint8 QDQ input, uint8 codes + per-channel DQ, MatMul | `MatMulIntegerToFloat`    |
 | Linear, weight only (A full precision)  | `com.microsoft.MatMulNBits` (2-, 4- or 8-bit blocks)  | `MatMulNBits`             |
 | q @ k^T (attn @ v), operands uniform A8 | uint8 QDQ on both operands, MatMul                    | `MatMulIntegerToFloat`    |
 | post-softmax log2 quantizer             | float ops: Div, Log, Round, Max, Mul, Exp             | float                     |
@@ -19,17 +19,21 @@ The patch embedding (a Conv2d whose kernel equals its stride) is written as patc
 that it is a Linear like the others.
 
 Exactness. Our uniform quantizers are asymmetric: `q = clamp(round(x / s) + z, 0, 2^b - 1)`,
-dequantized as `(q - z) * s`. Activations map onto uint8 with zero point `z` as they are. Weight
-codes are shifted into int8, `q - 2^(b-1)` with zero point `z - 2^(b-1)` per output channel, which
-dequantizes to the same values, so nothing is re-rounded: a symmetric int8 grid (zero point 0)
-could not hold an asymmetric 8-bit grid (`q - z` spans up to 255 - z > 127). onnxruntime fuses
-int8 weights with per-channel non-zero zero points into `MatMulIntegerToFloat` like symmetric
-ones. MatMulNBits is blockwise with power-of-two blocks; each block of a row gets that row's scale
+dequantized as `(q - z) * s`. Activations and weights both map onto uint8 with their zero points
+as they are (per tensor, and per output channel), so nothing is re-rounded. The weights are uint8,
+not int8, on purpose: on x86 CPUs without VNNI (AVX2 only), onnxruntime's uint8 x int8 kernel
+multiplies with `vpmaddubsw`, whose pairwise 16-bit sums saturate (2 * 255 * 128 > 32767), so a
+full-range int8 weight times a large activation is clipped (`results/export` measures what that
+cost on an AVX2-only AMD EPYC); its uint8 x uint8 kernel widens to 16 bits first (`vpmaddwd`) and
+sums exactly, as do the VNNI and ARM dot-product kernels. One file then computes the same on every CPU, and
+`export_onnx` checks that it does on the machine that writes it (`verify_export`). onnxruntime fuses
+uint8 weights with per-channel zero points into `MatMulIntegerToFloat` as it does int8 ones.
+MatMulNBits is blockwise with power-of-two blocks; each block of a row gets that row's scale
 and zero point, which is our per-output-channel grid exactly (a row shorter than a block is padded
 with zero-point codes, which dequantize to 0).
 
 Modes. `integer` (the default) exports what has integer kernels: 8-bit activations (weights at 2 to
-8 bits, stored as int8), and weight-only layers (weights at 2 to 8 bits in MatMulNBits containers
+8 bits, stored as uint8), and weight-only layers (weights at 2 to 8 bits in MatMulNBits containers
 of 2, 4 or 8 bits). Activations below 8 bits (W4A4, W3A3, ...) have no kernel in onnxruntime's
 CPU execution provider, and are refused. `emulate` exports them anyway, their grids clipped inside
 uint8 containers: onnxruntime then runs the low-bit model's arithmetic on int8 kernels, with int8's
@@ -88,7 +92,7 @@ NBITS_BLOCKS = (256, 128, 64, 32, 16)  # power-of-two block sizes MatMulNBits ta
 INTEGER_OPS = ("MatMulIntegerToFloat", "MatMulInteger", "QLinearMatMul", "QGemm", "QLinearConv",
                "ConvInteger", "DynamicQuantizeMatMul", "MatMulNBits")
 FLOAT_PARTS = ("LayerNorm", "GELU", "softmax", "residual additions", "class token and position embedding")
-WHAT_RUNS = ("8-bit activations (w8a8, or w4a8 etc.: weights of 2 to 8 bits stored as int8), or "
+WHAT_RUNS = ("8-bit activations (w8a8, or w4a8 etc.: weights of 2 to 8 bits stored as uint8), or "
              "full-precision activations with weights of 2 to 8 bits (weight-only, `--a-bits none`: "
              "MatMulNBits)")
 
@@ -109,7 +113,7 @@ class _QuantizeDequantize(torch.autograd.Function):
 
 
 class _Dequantize(torch.autograd.Function):
-    """DequantizeLinear of constant int8 codes with one scale and zero point per index of `axis`."""
+    """DequantizeLinear of constant uint8 codes with one scale and zero point per index of `axis`."""
 
     @staticmethod
     def forward(ctx, codes: Tensor, scale: Tensor, zero_point: Tensor, axis: int) -> Tensor:
@@ -218,16 +222,16 @@ _EXP_UNDERFLOW_CODE = 150
 
 
 class IntegerLinear(nn.Module):
-    """A Linear with quantized input and weight: uint8 QDQ input, int8 weight codes (in, out) with
-    per-channel DequantizeLinear, MatMul, bias Add: the group onnxruntime fuses to an integer matmul."""
+    """A Linear with quantized input and weight: uint8 QDQ input, uint8 weight codes (in, out) with
+    per-channel DequantizeLinear, MatMul, bias Add: the group onnxruntime fuses to an integer matmul
+    (uint8 x uint8, which no CPU's kernel saturates: see the module's docstring)."""
 
     def __init__(self, weight: Tensor, bias: Tensor | None, w_quant: UniformQuantizer, act: nn.Module):
         super().__init__()
         codes, scale, zero = weight_codes(weight, w_quant)
-        shift = 2 ** (w_quant.bits - 1)  # unsigned b-bit codes -> signed, the same dequantized values
-        self.register_buffer("weight_codes", (codes - shift).to(torch.int8).T.contiguous())  # in, out
+        self.register_buffer("weight_codes", codes.to(torch.uint8).T.contiguous())  # in, out
         self.register_buffer("weight_scale", scale)
-        self.register_buffer("weight_zero_point", (zero - shift).to(torch.int8))
+        self.register_buffer("weight_zero_point", zero.to(torch.uint8))
         self.register_buffer("bias", None if bias is None else bias.detach().float().clone())
         self.input_quant = act
 
@@ -427,6 +431,7 @@ class OnnxExport:
     file_bytes: int
     seconds: float
     metadata: dict = field(default_factory=dict, repr=False)
+    check: "ExportCheck | None" = None  # the file against the PyTorch model; None when not verified
 
     def counts(self) -> dict[str, int]:
         """Layers per kind: int8, nbits, float."""
@@ -442,7 +447,7 @@ def _mode_label(mode: str, bits: str, sites: list[Site]) -> str:
         return "float32: no quantization"
     parts = []
     if counts["int8"]:
-        parts.append(f"{counts['int8']} integer matmuls (uint8 activations x int8 weights)")
+        parts.append(f"{counts['int8']} integer matmuls (uint8 activations x uint8 weights)")
     if counts["nbits"]:
         widths = sorted({s.container_bits for s in sites if s.kind == "nbits"})
         parts.append(f"{counts['nbits']} weight-only matmuls (MatMulNBits, {'/'.join(map(str, widths))}-bit)")
@@ -493,8 +498,73 @@ def _checked_out_path(out: str | os.PathLike) -> Path:
     return out
 
 
+# ------------------------------------------------------------------------ the export checks itself
+CHECK_IMAGES = 16
+# [choice] the largest median over images of ||onnx - torch|| / ||torch|| (per image's logits) that a
+# faithful file shows. Float sums in another order flip an activation code at a rounding boundary
+# now and then, and a flip travels: on vit_tiny_cifar10 at W8A8 the median was 0.2-0.5% for the
+# exact file and 17-25% where the int8 kernel saturated (AVX2-only EPYC; real and check images)
+CHECK_TOLERANCE = 0.05
+
+
+@dataclass
+class ExportCheck:
+    """The exported file against the PyTorch model it came from, on `images` fixed check images,
+    on the CPU `cpu` (`sardfq.version.cpu_info`)."""
+
+    images: int
+    agreement: float  # share of images with the same top-1 class
+    max_logit_difference: float
+    relative_difference: float  # median over images of ||onnx - torch|| / ||torch|| of the logits
+    tolerance: float
+    cpu: dict
+
+    @property
+    def passed(self) -> bool:
+        return self.relative_difference <= self.tolerance
+
+    def summary(self) -> str:
+        from ..version import cpu_summary
+
+        return (f"on {self.images} check images, top-1 agreement {100 * self.agreement:.0f}%, logits differ by "
+                f"up to {self.max_logit_difference:.3g}, by {100 * self.relative_difference:.2f}% of their norm "
+                f"(median; tolerance {100 * self.tolerance:.0f}%); CPU {cpu_summary(self.cpu)}")
+
+
+def check_images(info: ModelInfo, n: int = CHECK_IMAGES, seed: int = 0) -> Tensor:
+    """`n` fixed images for the export check: smooth random pictures (uniform noise at an eighth of
+    the input side, upsampled bilinearly), in [0, 1] and normalized for the model, so that every
+    activation quantizer sees values spread over its range as a photograph's would."""
+    c, h, w = info.input_size
+    g = torch.Generator().manual_seed(seed)
+    low = torch.rand(n, c, max(h // 8, 2), max(w // 8, 2), generator=g)
+    images = torch.nn.functional.interpolate(low, size=(h, w), mode="bilinear", align_corners=False)
+    images = (images + 0.1 * torch.randn(n, c, h, w, generator=g)).clamp_(0, 1)
+    mean, std = torch.tensor(info.mean).view(1, -1, 1, 1), torch.tensor(info.std).view(1, -1, 1, 1)
+    return (images - mean) / std
+
+
+@torch.no_grad()
+def verify_export(path: str | os.PathLike, model: nn.Module, info: ModelInfo, images: Tensor | None = None, *,
+                  tolerance: float = CHECK_TOLERANCE) -> ExportCheck:
+    """Run the file in onnxruntime and `model` (the fake-quantized PyTorch model it was exported from)
+    on `images` (default `check_images(info)`) and measure how far apart their logits are."""
+    from ..version import cpu_info
+
+    images = check_images(info) if images is None else images
+    ort_model = OnnxClassifier(path, threads=1)
+    device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    expected = model.eval()(images.to(device)).float().cpu()
+    got = ort_model(images)
+    per_image = (got - expected).norm(dim=1) / expected.norm(dim=1).clamp_min(1e-12)
+    return ExportCheck(images=len(images), agreement=(got.argmax(1) == expected.argmax(1)).float().mean().item(),
+                       max_logit_difference=(got - expected).abs().max().item(),
+                       relative_difference=per_image.median().item(), tolerance=tolerance, cpu=cpu_info())
+
+
 def export_onnx(model: nn.Module | str | os.PathLike, out: str | os.PathLike | None = None, *,
-                info: ModelInfo | None = None, mode: str = "integer", check: bool = True) -> OnnxExport:
+                info: ModelInfo | None = None, mode: str = "integer", check: bool = True,
+                verify: bool = True) -> OnnxExport:
     """Write `model` to an ONNX file that onnxruntime runs with integer kernels (see the module
     docstring); returns what was written.
 
@@ -502,7 +572,9 @@ def export_onnx(model: nn.Module | str | os.PathLike, out: str | os.PathLike | N
     writes OUT/quantized), a quantized model from `sardfq.quantize`, or a full-precision model with
     its `info` (a float32 export, for comparison). `out`: the .onnx file (default: FOLDER/model.onnx
     for a folder), written atomically. `mode`: "integer" or "emulate". `check`: run
-    `onnx.checker.check_model` on the result.
+    `onnx.checker.check_model` on the result. `verify`: before the file takes its name, run it in
+    onnxruntime beside the PyTorch model on `check_images` (`verify_export`); where their logits
+    differ beyond `CHECK_TOLERANCE` on this CPU, raise ExportError saying so and write nothing.
     """
     import onnx
 
@@ -555,15 +627,26 @@ def export_onnx(model: nn.Module | str | os.PathLike, out: str | os.PathLike | N
     proto.producer_name = "sardfq"
     if check:
         onnx.checker.check_model(proto)
+    verification = None
     try:
         with atomic_path(out) as tmp:
             onnx.save(proto, str(tmp))
+            if verify:
+                verification = verify_export(tmp, q_model, info)
+                if not verification.passed:
+                    raise ExportError(
+                        f"the exported file does not compute what {info.name} ({metadata['sardfq.bits']}) computes: "
+                        f"{verification.summary()}. onnxruntime's integer kernels differ between CPUs; nothing "
+                        f"was written to {out} (--no-check writes it anyway)")
     except OSError as exc:
         raise ExportError(f"cannot write {out}: {exc.strerror or exc}; choose another --out") from None
     result = OnnxExport(path=str(out), model=info.name, bits=metadata["sardfq.bits"],
                         mode=mode, sites=sites, file_bytes=out.stat().st_size,
-                        seconds=time.perf_counter() - start, metadata=metadata)
+                        seconds=time.perf_counter() - start, metadata=metadata,
+                        check=verification)
     log.info("exported %s to %s (%s) in %.1f s", info.name, out, metadata["sardfq.summary"], result.seconds)
+    if verification is not None:
+        log.info("checked: %s", verification.summary())
     return result
 
 
@@ -753,6 +836,7 @@ def bench_report(record: dict, *, profile: bool = True) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["FORMAT", "INTEGER_OPS", "MODES", "OPSET", "OnnxClassifier", "OnnxExport", "Site", "bench_header",
+__all__ = ["CHECK_TOLERANCE", "FORMAT", "INTEGER_OPS", "MODES", "OPSET", "ExportCheck", "OnnxClassifier", "OnnxExport",
+           "Site", "check_images", "verify_export", "bench_header",
            "bench_report", "bench_row", "bench_speedup", "export_module", "export_onnx", "integer_op_counts",
            "load_onnx", "onnx_metadata", "optimized_op_counts", "pack_codes", "unpack_codes", "weight_codes"]

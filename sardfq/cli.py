@@ -658,9 +658,9 @@ def _option_kind(hint) -> dict | None:
     import types
     import typing
 
-    if hint is bool:
-        return {"action": argparse.BooleanOptionalAction}
     origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if hint is bool or (origin in (typing.Union, types.UnionType) and set(args) == {bool, type(None)}):
+        return {"action": argparse.BooleanOptionalAction}  # bool | None: not typed, None
     if origin is tuple:
         return {"type": args[0], "nargs": "+" if Ellipsis in args else len(args),
                 "metavar": args[0].__name__.upper()}

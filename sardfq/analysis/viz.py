@@ -29,6 +29,7 @@ METHOD_COLORS = {
     "noise": "#949494",
     "psaq": "#de8f05",
     "sardfq": "#0173b2",
+    "smi": "#6a3d9a",
     "paper": "#cc78bc",
 }
 BOOK_WIDTH = 7.0  # inches: the book's text column at 100 dpi
@@ -533,7 +534,7 @@ def plot_gain_vs_property(table, properties: Sequence[str], *, contrast: str = "
 
 
 # ------------------------------------------------------------------ calibration-set study, continued
-SOURCE_MARKERS = {"noise": "s", "psaq": "^", "sardfq": "o", "real": "D"}
+SOURCE_MARKERS = {"noise": "s", "psaq": "^", "sardfq": "o", "real": "D", "smi": "v"}
 
 
 def source_style(name: str) -> tuple[str, str]:

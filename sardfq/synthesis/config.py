@@ -17,6 +17,7 @@ from ..errors import ConfigError, UnknownNameError
 from ..precision import check_autocast
 from ..registry import Registry, reject_unknown
 from .msr import K_MSR, QUADRANTS
+from .sparse import PRUNE_AT, PRUNE_RATIO, STOPPED
 
 if TYPE_CHECKING:  # a type only: the config reads info's fields, so it needs no model code
     from ..models import ModelInfo
@@ -54,7 +55,7 @@ MAX_ITERATIONS = 1_000_000
 class SynthesisConfig:
     """How to synthesize a calibration set. Sources: [paper], [PSAQ-ViT code] or [choice]."""
 
-    method: str = "sardfq"  # noise | real | psaq | sardfq
+    method: str = "sardfq"  # noise | real | psaq | sardfq | smi
     n: int = 32  # [paper] calibration images
     iterations: int = 1000  # [paper]
     seed: int = 0  # [choice]
@@ -84,6 +85,11 @@ class SynthesisConfig:
     #   passes) or "bf16-mlp" (bf16 products in the MLPs and attention output projections only;
     #   attention maps, head and elementwise ops in float32); float32 by default: bf16 cost W4A4
     #   accuracy on every seed (results/bf16_check)
+    sparse: bool | None = None  # [choice] sparse inversion (sardfq.synthesis.sparse): none is the
+    #   method's own choice (on for smi, off for the others until measured); --sparse / --no-sparse force it
+    prune_at: tuple[float, ...] = PRUNE_AT  # [SMI README, as fractions] when patches stop
+    prune_ratio: float = PRUNE_RATIO  # [SMI README] share of the running patches stopped each time
+    stopped: str = "zero"  # [SMI code] a stopped patch in the finished image: "zero" (black) or "frozen"
 
     def __post_init__(self):
         for name, registry in (("method", METHODS), ("prior", PRIORS)):
@@ -130,9 +136,18 @@ class SynthesisConfig:
         if not (math.isfinite(self.prior_scale) and self.prior_scale > 0):
             self._fail("prior_scale", "must be a positive fraction of the patch grid's side")
         check_autocast(self.autocast, "SynthesisConfig.autocast")
+        if self.sparse is not None and not isinstance(self.sparse, bool):
+            self._fail("sparse", "must be True, False or None (the method's default)")
+        if not self.prune_at or any(not (isinstance(f, (int, float)) and 0 < f < 1) for f in self.prune_at):
+            self._fail("prune_at", "must be one or more fractions of the run in (0, 1), e.g. (0.05, 0.1, 0.2, 0.3)")
+        if not (isinstance(self.prune_ratio, (int, float)) and 0 < self.prune_ratio < 1):
+            self._fail("prune_ratio", "must be a share in (0, 1) of the running patches")
+        if self.stopped not in STOPPED:
+            self._fail("stopped", f"must be one of {', '.join(STOPPED)}")
         # tuples survive JSON as lists; keep the frozen dataclass hashable and comparable
         object.__setattr__(self, "betas", tuple(float(b) for b in self.betas))
         object.__setattr__(self, "jitter_px", tuple(int(j) for j in self.jitter_px))
+        object.__setattr__(self, "prune_at", tuple(sorted(float(f) for f in self.prune_at)))
 
     def _fail(self, name: str, why: str):
         raise ConfigError(f"SynthesisConfig.{name} {why}; got {getattr(self, name)!r}")
@@ -150,12 +165,20 @@ class SynthesisConfig:
         return {"apa": self.apa, "msr": self.msr, "sl": self.sl} if self.method == "sardfq" else None
 
     @property
+    def is_sparse(self) -> bool:
+        """Whether the run is a sparse inversion: `sparse`, or the method's default (smi only)."""
+        return self.method == "smi" if self.sparse is None else self.sparse
+
+    @property
     def label(self) -> str:
-        """A short name: the method, plus the switches that are off (e.g. `sardfq-no-msr`)."""
-        if self.method != "sardfq":
-            return self.method
-        off = [k for k, v in self.switches.items() if not v]
-        return "sardfq" + "".join(f"-no-{k}" for k in off)
+        """A short name: the method, plus the switches that are off (e.g. `sardfq-no-msr`), and
+        `-sparse` (`-dense` for smi) where sparsity is not the method's default."""
+        name = self.method
+        if self.method == "sardfq":
+            name += "".join(f"-no-{k}" for k, v in self.switches.items() if not v)
+        if self.is_sparse != (self.method == "smi") and self.method not in ("noise", "real"):
+            name += "-sparse" if self.is_sparse else "-dense"
+        return name
 
     def resolved(self, info: ModelInfo) -> "SynthesisConfig":
         """A copy with the defaults that depend on the model filled in (the one place they are

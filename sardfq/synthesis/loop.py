@@ -5,9 +5,12 @@ optimize, runs Adam on the pixels (PSAQ-ViT's schedule, which SARDFQ builds on):
 of iterations/rounds steps, each with a linear warm-up then cosine decay; a random roll jitter
 (+-15 then +-30 px at 224 px, scaled to the resolution) and a horizontal flip each step; pixels
 clipped to the valid normalized range after each step. Images are optimized `batch_size` at a time.
+With `SynthesisConfig.sparse` (the `smi` method's default) the patches a run stops optimizing are
+dropped from later passes (`sardfq.synthesis.sparse`).
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
@@ -19,6 +22,7 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from ..attention import record_attention
 from ..calibset import CalibrationSet
 from ..data import denormalize, pixel_range
 from ..io import atomic_path
@@ -27,6 +31,7 @@ from ..precision import autocast
 from ..version import library_versions
 from .config import METHODS, SynthesisConfig
 from .shortcuts import class_token_tail
+from .sparse import PatchSchedule, check_sparse_model, class_token_attention, keep_tokens, prune_steps
 
 if TYPE_CHECKING:  # the methods register themselves into METHODS when the wing is imported
     from .methods import Method
@@ -67,9 +72,11 @@ def synthesize(model: nn.Module, info: ModelInfo, config: SynthesisConfig = Synt
     try:
         method: Method = METHODS.get(config.method)(model, info, config, generator=generator,
                                                     device=device, data_root=data_root)
+        if config.is_sparse and method.optimizes:
+            check_sparse_model(model, info.name)
         sizes = [min(config.batch_size, config.n - s) for s in range(0, config.n, config.batch_size)]
         total_steps = config.iterations * len(sizes) if method.optimizes else 0
-        images, labels, targets, finals, history = [], [], [], [], []
+        images, labels, targets, finals, history, kept = [], [], [], [], [], []
         step_seconds: list[float] = []
         loop_seconds = 0.0
         used: set[str] = set()  # the shortcuts switched on (short passes still run whole)
@@ -79,8 +86,10 @@ def synthesize(model: nn.Module, info: ModelInfo, config: SynthesisConfig = Synt
                 start = method.start(size)
                 if method.optimizes:
                     t0 = time.perf_counter()
-                    start, final, chunk_history = _optimize(method, model, info, start, generator, bar,
-                                                            chunk, step_seconds, shortcuts, used)
+                    start, final, chunk_history, schedule = _optimize(method, model, info, start, generator, bar,
+                                                                      chunk, step_seconds, shortcuts, used)
+                    if schedule is not None:
+                        kept.append(schedule)
                     loop_seconds += time.perf_counter() - t0
                     finals.append(final)
                     history.extend(chunk_history)
@@ -113,6 +122,7 @@ def synthesize(model: nn.Module, info: ModelInfo, config: SynthesisConfig = Synt
         "device": str(device),
         "shortcuts": sorted(used),
         "history": history,
+        "sparse": _sparse_metadata(kept, config) if kept else None,
         "config": config.to_dict(),
         "versions": library_versions(),
         **method.extra_metadata(),
@@ -125,8 +135,9 @@ def synthesize(model: nn.Module, info: ModelInfo, config: SynthesisConfig = Synt
 def _optimize(method: Method, model: nn.Module, info: ModelInfo,
               images: Tensor, generator: torch.Generator, bar, chunk: int,
               step_seconds: list[float], shortcuts: bool = True,
-              used: set[str] | None = None) -> tuple[Tensor, dict[str, float], list[dict]]:
-    """Adam on the pixels of one chunk; returns (images, final loss terms, history).
+              used: set[str] | None = None) -> tuple[Tensor, dict[str, float], list[dict], PatchSchedule | None]:
+    """Adam on the pixels of one chunk; returns (images, final loss terms, history, the chunk's
+    `PatchSchedule` in a sparse inversion or None).
 
     Appends the wall time of each step to `step_seconds`, and the names of the shortcuts switched
     on to `used`."""
@@ -140,8 +151,14 @@ def _optimize(method: Method, model: nn.Module, info: ModelInfo,
     history: list[dict] = []
     values: dict[str, float] = {}
     step = 0
+    schedule = stopped_pixels = running = None
+    if config.is_sparse:
+        schedule = PatchSchedule(len(images), info.patch_grid, tuple(info.input_size[1:]),
+                                 prune_steps(config.iterations, config.prune_at), config.prune_ratio, images.device)
+    sparse = keep_tokens(model) if schedule is not None else contextlib.nullcontext()
     # the tail shortcut is entered after the capture, so that hooks there see every token
-    with method.capture() as captured, class_token_tail(model, shortcuts and method.class_token_logits) as tail:
+    with method.capture() as captured, class_token_tail(model, shortcuts and method.class_token_logits) as tail, \
+            sparse as keep:
         if tail and used is not None:
             used.add("class_token_tail")
         for rnd, steps in enumerate(_round_lengths(config.iterations, config.rounds)):
@@ -150,6 +167,13 @@ def _optimize(method: Method, model: nn.Module, info: ModelInfo,
             limit = int(round(limit * size / 224))  # 15/30 px at 224 -> 2/4 px at 32
             for i in range(steps):
                 tick = time.perf_counter()
+                if schedule is not None and schedule.due(step):
+                    _stop_patches(model, images, schedule, keep, step)
+                    # the pixels of the patches stopped now, as they are: what stopped="frozen" keeps
+                    now = images.detach()
+                    stopped_pixels = now.clone() if stopped_pixels is None else \
+                        torch.where(running, stopped_pixels, now)
+                    running = schedule.pixel_mask()
                 for group in optimizer.param_groups:
                     group["lr"] = lr * _lr_factor(i, steps, warmup)
                 shift = int(torch.randint(-limit, limit + 1, (), generator=generator))
@@ -159,9 +183,12 @@ def _optimize(method: Method, model: nn.Module, info: ModelInfo,
                     batch = torch.roll(batch, shifts=(shift, shift), dims=(2, 3))
                 if flip:
                     batch = batch.flip(3)
+                tokens = None
+                if schedule is not None:
+                    tokens = keep.index = schedule.rows(shift, flip, method.crops if len(batch) > len(images) else None)
                 with autocast(config.autocast, images.device, model):
                     logits = model(batch)
-                terms = method.loss_terms(logits.float(), batch, captured, shift=shift, flip=flip)
+                terms = method.loss_terms(logits.float(), batch, captured, shift=shift, flip=flip, tokens=tokens)
                 total = sum(method.weights[k] * v for k, v in terms.items())
                 names = ["total", *terms]
                 numbers = torch.stack([total.detach(), *(v.detach() for v in terms.values())]).tolist()
@@ -180,11 +207,46 @@ def _optimize(method: Method, model: nn.Module, info: ModelInfo,
                 step += 1
                 step_seconds.append(time.perf_counter() - tick)
                 if step % record_every == 0 or step == config.iterations:
-                    history.append({"chunk": chunk, "iteration": step, **values})
+                    tokens_kept = {} if schedule is None else {"tokens": schedule.fraction}
+                    history.append({"chunk": chunk, "iteration": step, **values, **tokens_kept})
                 bar.update(1)
                 if step % 10 == 0 or step == config.iterations:
                     bar.set_postfix({k: f"{v:.4g}" for k, v in values.items()}, refresh=False)
-    return images.detach(), values, history
+    images = images.detach()
+    if stopped_pixels is not None:  # black, as SMI saves its image, or the pixels when they stopped
+        fill = lo.expand_as(images) if config.stopped == "zero" else stopped_pixels
+        images = torch.where(schedule.pixel_mask(), images, fill)
+    return images, values, history, schedule
+
+
+@torch.no_grad()
+def _stop_patches(model: nn.Module, images: Tensor, schedule: PatchSchedule, keep, step: int) -> None:
+    """SMI's stop: rank the running patches of `images` (as they are: no jitter, no flip) by the last
+    block's class-token attention and stop the least attended."""
+    last = len(model.blocks) - 1
+    keep.index = schedule.rows()
+    with record_attention(model, [last], detach=True) as recorder:
+        model(images)
+    schedule.stop(step, class_token_attention(recorder.maps[last], int(model.num_prefix_tokens)))
+
+
+def _sparse_metadata(schedules: list[PatchSchedule], config: SynthesisConfig) -> dict:
+    """What a sparse inversion did: its stops, the share of patch tokens each pass kept on average,
+    and which patches of each image ran to the end (their indices on the patch grid)."""
+    first = schedules[0]
+    return {"prune_steps": sorted(first.steps), "prune_ratio": config.prune_ratio, "stopped": config.stopped,
+            "stops": first.history, "final_fraction": first.fraction,
+            "mean_token_fraction": _mean_token_fraction(first, config.iterations),
+            "kept_patches": [row for s in schedules for row in s.kept.tolist()]}
+
+
+def _mean_token_fraction(schedule: PatchSchedule, iterations: int) -> float:
+    """The share of patch tokens the passes of a run processed, averaged over its iterations."""
+    fractions, last, share = 0.0, 0, 1.0
+    for stop in schedule.history:
+        fractions += share * (stop["iteration"] - last)
+        last, share = stop["iteration"], stop["fraction"]
+    return (fractions + share * (iterations - last)) / iterations
 
 
 def _median(values: list[float]) -> float:

@@ -10,6 +10,11 @@ terms it minimizes with which weights. A new method is a new class and a decorat
 - `psaq`: PSAQ-ViT: -patch-similarity entropy + hard-label CE + 0.05 TV.
 - `sardfq`: a1 * APA + soft-label CE (one-hot CE with `sl` off, on the images and their MSR crops)
   + 0.05 TV; the switches apa / msr / sl give all eight ablations.
+- `smi`: SMI (Hu et al., ICML 2024): the dense objective its paper inverts ViTs with (DeepInversion's
+  hard-label CE + 1e-4 TV_l2, no BatchNorm prior: a ViT has none) under sparse inversion
+  (`sardfq.synthesis.sparse`); `sparse=False` gives that dense inversion alone.
+
+Every optimizing method runs sparse with `SynthesisConfig.sparse=True`.
 """
 from __future__ import annotations
 
@@ -28,9 +33,10 @@ from ..errors import ConfigError
 from ..models import ModelInfo
 from .config import METHODS, SynthesisConfig
 from .losses import (apa_blocks, apa_loss, patch_similarity_entropy, record_head_outputs,
-                     soft_cross_entropy, soft_targets, tv_loss, tv_target)
+                     soft_cross_entropy, soft_targets, tv_l2, tv_loss, tv_target)
 from .msr import QUADRANTS, crop_regions, draw_regions
 from .priors import draw_priors, real_attention_bank, transform_priors
+from .sparse import restrict_priors
 
 log = logging.getLogger(__name__)
 
@@ -67,8 +73,12 @@ class Method:
         return {}
 
     # --- per iteration
+    # (image_index, quadrant) of the MSR crops that `forward_batch` appended last, or None
+    crops: tuple[Tensor, Tensor] | None = None
+
     def forward_batch(self, images: Tensor) -> Tensor:
-        """The rows of one forward pass: the images, plus whatever the method adds."""
+        """The rows of one forward pass: the images, plus whatever the method adds (and names in
+        `crops`)."""
         return images
 
     def capture(self) -> ContextManager[Any]:
@@ -76,8 +86,9 @@ class Method:
         return contextlib.nullcontext()
 
     def loss_terms(self, logits: Tensor, batch: Tensor, captured: Any, *, shift: int,
-                   flip: bool) -> dict[str, Tensor]:
-        """Unweighted loss terms for one forward pass; `self.weights` gives their weights."""
+                   flip: bool, tokens: Tensor | None = None) -> dict[str, Tensor]:
+        """Unweighted loss terms for one forward pass; `self.weights` gives their weights.
+        `tokens` (rows, K): the patch tokens each row kept in a sparse inversion, else None."""
         raise NotImplementedError
 
 
@@ -126,8 +137,8 @@ class PsaqMethod(Method):
     def capture(self):
         return record_head_outputs(self.model)
 
-    def loss_terms(self, logits, batch, captured, *, shift, flip):
-        b = len(self.labels)
+    def loss_terms(self, logits, batch, captured, *, shift, flip, tokens=None):
+        b = len(self.labels)  # sparse: the entropy pools the kept patches' pairs
         entropy = sum(patch_similarity_entropy(f, b).mean() for f in captured.values())
         return {"entropy": -entropy,
                 "ce": F.cross_entropy(logits, self.labels.to(logits.device)),
@@ -202,6 +213,7 @@ class SardfqMethod(Method):
             self._row_targets = self.image_targets
             return images
         image_index, quadrant = draw_regions(b, self.config.k_msr, generator=self.generator)
+        self.crops = (image_index, quadrant)
         self.crops_seen += len(image_index)
         self._row_targets = torch.cat([self.image_targets,
                                        self.crop_targets[image_index, quadrant]])  # B+M, classes
@@ -212,14 +224,20 @@ class SardfqMethod(Method):
             return contextlib.nullcontext()
         return record_attention(self.model, self.blocks)
 
-    def loss_terms(self, logits, batch, captured, *, shift, flip):
+    def loss_terms(self, logits, batch, captured, *, shift, flip, tokens=None):
         b = len(self.labels)
         terms = {}
         if self.config.apa:
             attention = {k: v[:b] for k, v in captured.patch_attention().items()}  # APA on images only
             priors = transform_priors(self.priors, self.grids, shift, self.info.image_size, flip)
-            terms["apa"] = apa_loss(attention, priors, self.info.num_blocks,
-                                    depth_weighting=self.config.depth_weighting)
+            scale = 1.0
+            if tokens is not None:  # sparse: the prior over the kept patches, renormalized
+                priors = restrict_priors(priors, tokens[:b])
+                # [choice] maps over K patches are (N / K) times larger than over N: their MSE (K / N)^2
+                # rescales to the full grid's, as a1 itself is scaled to a model's grid
+                scale = (tokens.shape[1] / self.info.patch_grid[0] / self.info.patch_grid[1]) ** 2
+            terms["apa"] = scale * apa_loss(attention, priors, self.info.num_blocks,
+                                            depth_weighting=self.config.depth_weighting)
         name = "sl" if self.config.sl else "ce"
         terms[name] = soft_cross_entropy(logits, self._row_targets.to(logits.device))
         terms["tv"] = tv_loss(batch[:b], self.tv_target)
@@ -230,3 +248,24 @@ class SardfqMethod(Method):
         crop_labels = torch.cat(self.all_crop_labels).tolist() if self.config.msr else None
         return {"mean_crops_per_image": crops, "apa_blocks": self.blocks if self.config.apa else [],
                 "crop_labels": crop_labels}  # N x 4, quadrant q = row q // 2, column q % 2
+
+
+SMI_TV_WEIGHT = 1e-4  # [SMI code] the weight of TV_l2 (its `tv2`), at every resolution
+
+
+@METHODS.register("smi")
+class SmiMethod(Method):
+    """SMI: hard-label CE + 1e-4 TV_l2 (DeepInversion's objective for a ViT), inverted sparsely
+    unless `sparse=False`. The loop's schedule (Adam, rounds, jitter, flips) is every method's, so
+    that the objective and the sparsity are what differ [choice]; SMI's own code runs Adam with lr
+    0.25, betas (0.5, 0.99), 2,000-4,000 iterations and jitter of an eighth of the image."""
+
+    class_token_logits = True
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.weights = {"ce": 1.0, "tv": SMI_TV_WEIGHT}
+
+    def loss_terms(self, logits, batch, captured, *, shift, flip, tokens=None):
+        b = len(self.labels)
+        return {"ce": F.cross_entropy(logits, self.labels.to(logits.device)), "tv": tv_l2(batch[:b])}

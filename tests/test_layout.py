@@ -12,7 +12,7 @@ MAX_FLOORS = 9
 # The house, bottom up. A module may import from its own layer or below, never above.
 LAYERS = {
     "foundation": 0,  # errors, io, registry, precision, stats, version, attention, paper_anchors
-    "core": 1,  # models, data, calibration sets, evaluation, teacher training
+    "core": 1,  # models (a package of rooms), data, calibration sets, evaluation, teacher training
     "synthesis": 2, "quant": 2,  # the two wings of the method, side by side
     "experiments": 3,
     "analysis": 4,
@@ -21,6 +21,7 @@ LAYERS = {
 FOUNDATION = {"errors", "io", "registry", "precision", "stats", "version", "attention", "paper_anchors"}
 CORE = {"models", "data", "calibset", "evaluate", "teacher"}
 ENTRY = {"cli", "__init__", "__main__"}
+WINGS = ("synthesis", "quant", "experiments", "analysis")
 
 
 def _module_name(path: Path) -> str:
@@ -72,12 +73,9 @@ def graph() -> dict[str, set[str]]:
 
 
 def layer(module: str) -> tuple[str, int]:
-    parts = module.split(".")[1:] or ["__init__"]
-    if len(parts) > 1 or parts[0] in ("synthesis", "quant", "experiments", "analysis"):
-        wing = parts[0]
-    else:
-        wing = ("foundation" if parts[0] in FOUNDATION else "core" if parts[0] in CORE
-                else "entry" if parts[0] in ENTRY else None)
+    top = (module.split(".")[1:] or ["__init__"])[0]  # a package's rooms stand on its layer
+    wing = (top if top in WINGS else "foundation" if top in FOUNDATION else "core" if top in CORE
+            else "entry" if top in ENTRY else None)
     assert wing is not None, f"{module} has no place in the house: add it to a layer of tests/test_layout.py"
     return wing, LAYERS[wing]
 

@@ -1,13 +1,29 @@
 """sardfq: data-free quantization of Vision Transformers with SARDFQ (ICCV 2025).
 
 The public API; notebooks, the CLI and the tests use these names. The package is built in wings
-over a common floor (models, data, attention, calibration sets, evaluation, errors, io): `synthesis`
-(calibration images from the model alone), `quant` (fake quantization and reconstruction),
-`experiments` (one configured run, its record, sweeps) and `analysis` (comparisons, the zoo,
-diagnostics, figures). Imports run downwards only (`tests/test_layout.py` keeps it so).
+over a common floor: `synthesis` (calibration images from the model alone), `quant` (fake
+quantization, reconstruction, ONNX export), `experiments` (one configured run, its record, sweeps)
+and `analysis` (comparisons, the zoo, diagnostics, the chapters' prose, figures).
+
+The layers of the house, bottom up, as `tests/test_layout.py` defines and checks them: a module
+imports only from its own layer or below, never from its own package's `__init__` nor from
+`sardfq` itself, and the two wings of layer 2 never from each other; no import circle; at most nine
+floors in the longest chain of imports.
+
+    layer  name               modules
+    0      foundation         errors, io, registry, precision, version, attention
+    1      core               models (a package of rooms; see its docstring), data, calibset,
+                              evaluate, teacher
+    2      synthesis, quant   the two wings of the method, side by side
+    3      experiments        the experiments package
+    4      analysis           the analysis package
+    5      entry              cli, __main__, and this file
+
+Each package's docstring lists its rooms.
 """
+# `viz` and `paper_anchors` (the paper's numbers) as the chapters import them: `from sardfq import viz`
 from .analysis import (Comparison, InspectReport, attention_statistics, compare, compare_per_image,
-                       inspect_calibration, patch_attention, region_predictions, viz)
+                       inspect_calibration, paper_anchors, patch_attention, region_predictions, viz)
 from .attention import attention_blocks, record_attention
 from .calibset import CalibrationSet
 from .data import (ArrayDataset, ImageArrays, data_root, denormalize, eval_dataset, heldout_dataset,

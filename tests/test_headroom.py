@@ -115,18 +115,6 @@ def test_written_predictions_read_back(tmp_path):
         headroom.read_predictions(tmp_path / "q.json")
 
 
-def test_permutation_p_values_exact_and_sampled():
-    from sardfq.stats import permutation_p_value, smallest_p_value
-
-    assert permutation_p_value([1, 2, 3, 4, 5], [10, 20, 30, 40, 50]) == pytest.approx(smallest_p_value(5))
-    assert permutation_p_value([1, 2, 3], [5, 5, 5]) == 1.0  # a constant side: no correlation
-    order = list(range(10))
-    sampled = permutation_p_value(order, order, draws=20000, seed=0)  # 10! orderings: sampled
-    assert sampled < 0.001 and permutation_p_value(order, order[::-1], draws=20000, seed=0) < 0.001
-    shuffled = [3, 7, 1, 9, 0, 5, 2, 8, 6, 4]
-    assert permutation_p_value(order, shuffled, draws=20000, seed=0) > 0.05
-
-
 def test_the_readme_block_is_what_sardfq_headroom_prints():
     from pathlib import Path
 
@@ -159,7 +147,7 @@ def test_attention_quantizer_table_tells_peaked_attention_from_flat(one_torch_th
 
 
 def test_the_ablation_in_a_cell_reads_each_switch_and_psaq_from_the_cells(tmp_path):
-    from sardfq.analysis import findings
+    from sardfq.analysis import results_prose
 
     ablation, cells = tmp_path / "ablation", tmp_path / "cells"
     combos = {"sardfq": {}, "sardfq[none]": {"apa": False, "msr": False, "sl": False},
@@ -178,7 +166,7 @@ def test_the_ablation_in_a_cell_reads_each_switch_and_psaq_from_the_cells(tmp_pa
     assert gains.loc["sardfq[apa] - sardfq[none]", "difference"] == pytest.approx(8, abs=4)
     assert gains.loc["sardfq - psaq", "difference"] == pytest.approx(20, abs=4)  # the w4a4-attn2 PSAQ-ViT, not w4a2's
     assert set(gains["seeds"]) == {2} and "sardfq[msr] - sardfq[none]" not in gains.index
-    text = findings.cell_switch_sentences(gains.reset_index())
+    text = results_prose.cell_switch_sentences(gains.reset_index())
     assert "APA in the full method adds +1" in text and "With all three" in text and "2 seeds" in text
     r = _record("u", "sardfq", 0, "w4a4", _correct(0.5, 1))
     write_json_atomic(ablation / f"{r['run_id']}.json", r)

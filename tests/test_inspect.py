@@ -13,7 +13,6 @@ from sardfq.analysis.diagnostics import (GROUPS, flat_patch_share, frechet_dista
                                          mean_pairwise_cosine_distance, needs_real_data, reference_images,
                                          shrunk_covariance, wasserstein_1d)
 from sardfq.analysis.study import correlations, describe_effects, study, switch_effects, switches
-from sardfq.stats import bootstrap_ci, spearman
 
 DATA_FREE = {"attention.entropy", "attention.max_weight", "attention.peaks", "features.confidence",
              "features.class_entropy", "content.patch_diversity", "content.flat_share",
@@ -41,15 +40,6 @@ def test_frechet_distance_grows_with_a_mean_shift():
     a, b = torch.randn(64, 16, generator=g), torch.randn(64, 16, generator=g)
     same, shifted = frechet_distance(a, b), frechet_distance(a, b + 3.0)
     assert same < 3.0 and shifted > 16 * 9 * 0.8  # ||shift||^2 = 16 * 3^2
-
-
-def test_spearman_and_its_bootstrap_interval():
-    x = np.arange(10.0)
-    assert spearman(x, x ** 3) == pytest.approx(1.0)
-    assert spearman(x, -x) == pytest.approx(-1.0)
-    assert np.isnan(spearman(x, np.ones(10)))
-    low, high = bootstrap_ci(x, x + np.random.default_rng(0).normal(0, 3, 10), n_boot=500)
-    assert -1.0 <= low < high <= 1.0
 
 
 def test_switches_of_variant_names():

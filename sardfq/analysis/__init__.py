@@ -1,10 +1,16 @@
 """The analysis wing: reading what the experiments measured.
 
+- `stats`: Spearman's rho, permutation and sign-flip p-values, bootstrap intervals;
 - `compare`: calibration source A minus B, a paired difference with its 95% CI;
 - `zoo`: the teacher zoo, per teacher and bit-width, and what decides where SARDFQ helps;
+- `headroom`: the paper's regime: where PSAQ-ViT leaves headroom to real images, and what SARDFQ
+  does there (`sardfq headroom`);
+- `attention_stats`: patch attention and how structured it is; what the model sees in MSR regions;
 - `diagnostics`: a calibration set against real images (`sardfq inspect`);
 - `study`: every set behind a results folder inspected and related to its accuracy;
-- `attention_stats`: patch attention and how structured it is; what the model sees in MSR regions;
+- `paper_anchors`: the paper's reported numbers, as data (read by chapters 03, 04 and 06);
+- `results_prose`: the sentences and tables of chapter 06 (the results pages);
+- `inspect_prose`: the sentences of chapter 07 (the calibration-set study), and chapter 05's rerun note;
 - `viz`: the figures of the book.
 """
 from .attention_stats import attention_statistics, patch_attention, region_predictions

@@ -31,7 +31,7 @@ import numpy as np
 
 from ..errors import ConfigError
 from ..experiments.records import load_results
-from ..stats import permutation_p_value, spearman
+from .stats import permutation_p_value, spearman
 from .attention_stats import teacher_properties
 from .compare import cell_differences, interval, per_image_by_seed, select_records
 

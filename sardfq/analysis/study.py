@@ -21,7 +21,7 @@ from ..experiments.config import ExperimentConfig
 from ..experiments.run import run_experiment
 from ..io import read_record, write_json_atomic
 from ..models import load_model
-from ..stats import bootstrap_ci, bootstrap_mean_ci, permutation_p_value, sign_flip_p_value, spearman
+from .stats import bootstrap_ci, bootstrap_mean_ci, permutation_p_value, sign_flip_p_value, spearman
 from .diagnostics import FLAT_STD, N_REFERENCE, REFERENCE_SEED, InspectReport, inspect_calibration, needs_real_data
 
 log = logging.getLogger(__name__)

@@ -20,7 +20,7 @@ from torch import Tensor
 
 from ..data import denormalize
 from ..models import ModelInfo
-from ..stats import spearman
+from .stats import spearman
 
 # One colour per calibration source, everywhere (colour-blind-safe "colorblind" palette order).
 METHOD_COLORS = {
@@ -611,7 +611,7 @@ def show_attention_rows(rows: Mapping[str, tuple[Tensor, Tensor]], info: ModelIn
 
 def plot_claim_effects(rows, *, title: str | None = None):
     """Paired effects of switching a method's parts on, against the claims made for them
-    (`sardfq.analysis.report.claim_effects` rows: question, claim, label, difference, ci_low, ci_high,
+    (`sardfq.analysis.inspect_prose.claim_effects` rows: question, claim, label, difference, ci_low, ci_high,
     excludes_zero): one panel per question, stacked on one shared axis, a row per metric, the
     difference with its 95% CI in standard deviations of the metric across the sets, signed so that
     right of zero is the way the paper claims and left is against it; one colour per claim, filled

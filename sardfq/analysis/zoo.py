@@ -23,7 +23,7 @@ from __future__ import annotations
 import math
 
 from ..errors import ConfigError
-from ..stats import permutation_p_value, smallest_p_value, spearman
+from .stats import permutation_p_value, smallest_p_value, spearman
 from .attention_stats import teacher_properties  # noqa: F401  (the zoo's first verb; measured there)
 from .compare import cell_differences, ci_side
 
@@ -68,7 +68,7 @@ def claim_verdicts(gains):
 
 def rank_agreement(values, gains) -> dict:
     """Spearman's rho between a teacher property and a gain (two sequences, one entry per teacher)
-    with its two-sided permutation p-value (`sardfq.stats.permutation_p_value`: exact for up to 8
+    with its two-sided permutation p-value (`stats.permutation_p_value`: exact for up to 8
     teachers): how surprising the rank agreement would be if the property had nothing to do with
     the gain. Ties are ranked by their mean rank."""
     x, y = list(values), list(gains)

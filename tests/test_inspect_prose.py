@@ -1,6 +1,6 @@
-"""The sentences the book binds to its outputs (sardfq.analysis.report), the paired-difference
-statistics behind them, and the figures of chapter 07: each sentence follows the numbers, direction
-included, and each legend sits outside the data."""
+"""The sentences the book binds to its outputs (sardfq.analysis.inspect_prose) and the figures of chapter
+07: each sentence follows the numbers, direction included, and each legend sits outside the data
+(the paired-difference statistics behind them: tests/test_stats.py)."""
 import matplotlib
 
 matplotlib.use("Agg")
@@ -11,29 +11,13 @@ import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-from sardfq import stats, viz  # noqa: E402
-from sardfq.analysis import report  # noqa: E402
+from sardfq import viz  # noqa: E402
+from sardfq.analysis import inspect_prose  # noqa: E402
 from sardfq.analysis.study import correlations, switch_effects, switches  # noqa: E402
 
 VARIANTS = ("sardfq", "sardfq[none]", "sardfq[apa]", "sardfq[msr]", "sardfq[sl]", "sardfq[apa+msr]",
             "sardfq[apa+sl]", "sardfq[msr+sl]")
-METRICS = [*report.DISTORTION, *report.CONTENT, "q_top1"]
-
-
-def test_sign_flip_p_value_is_exact_for_few_differences_and_sampled_beyond():
-    assert stats.sign_flip_p_value([1.0, 2.0, 3.0, 4.0]) == pytest.approx(2 / 16)  # all one way: 2 of 16 patterns
-    assert stats.sign_flip_p_value([0.0, 0.0, 0.0]) == 1.0
-    assert stats.sign_flip_p_value([1.0, -1.0, 1.0, -1.0]) == 1.0
-    many = stats.sign_flip_p_value(np.ones(20), draws=5000, seed=1)  # 2^20 patterns: sampled
-    assert 0 < many < 0.01
-    assert stats.sign_flip_p_value(np.ones(20), draws=5000, seed=1) == many  # seeded
-
-
-def test_bootstrap_mean_ci_holds_the_mean_and_collapses_on_a_constant():
-    values = np.random.default_rng(0).normal(3.0, 1.0, 40)
-    low, high = stats.bootstrap_mean_ci(values, n_boot=500)
-    assert low < values.mean() < high and high - low < 1.5
-    assert stats.bootstrap_mean_ci([2.0] * 5) == (2.0, 2.0)
+METRICS = [*inspect_prose.DISTORTION, *inspect_prose.CONTENT, "q_top1"]
 
 
 def _ablation(effect: dict[str, float], seeds=(0, 1, 2)):
@@ -62,18 +46,18 @@ def test_verdicts_read_the_interval_against_the_sign_of_the_claim():
     # similarity to real features (claimed higher: as claimed); the rest does not move
     frame = _ablation({"attention.entropy_w1": 0.4, "features.cosine_to_reference": 0.05})
     effects = switch_effects(frame, ["apa"], METRICS, n_boot=200)
-    table = report.verdicts(effects, "APA").set_index("metric")
+    table = inspect_prose.verdicts(effects, "APA").set_index("metric")
     assert table.loc["attention.entropy_w1", "verdict"] == "against"
     assert table.loc["attention.entropy_w1", "against"] == 12
     assert table.loc["features.cosine_to_reference", "verdict"] == "as claimed"
     assert table.loc["features.frechet", "verdict"] == "no clear difference"
-    assert list(table["asked"])[:len(report.DISTORTION)] == [True] * len(report.DISTORTION)  # asked claim first
-    sentence = report.claim_sentence(report.verdicts(effects, "APA"), "APA", brief=True)
+    assert list(table["asked"])[:len(inspect_prose.DISTORTION)] == [True] * len(inspect_prose.DISTORTION)  # asked claim first
+    sentence = inspect_prose.claim_sentence(inspect_prose.verdicts(effects, "APA"), "APA", brief=True)
     assert "Against it: distance to real attention entropy" in sentence
     assert "With it: cosine similarity to real features" in sentence and "12 of 12 pairs" in sentence
     flipped = switch_effects(_ablation({"attention.entropy_w1": -0.4}), ["apa"], METRICS, n_boot=200)
-    assert "Against it" not in report.claim_sentence(report.verdicts(flipped, "APA"), "APA")
-    rows = report.claim_effects({"APA": effects}, frame).set_index("metric")
+    assert "Against it" not in inspect_prose.claim_sentence(inspect_prose.verdicts(flipped, "APA"), "APA")
+    rows = inspect_prose.claim_effects({"APA": effects}, frame).set_index("metric")
     assert rows.loc["attention.entropy_w1", "difference"] < 0 < rows.loc["features.cosine_to_reference", "difference"]
 
 
@@ -95,7 +79,7 @@ def test_the_finding_says_when_real_images_are_the_flattest_and_flatness_tracks_
     corr = {"all sets": correlations(frame, n_boot=200),
             "synthetic sets only": correlations(frame[frame["variant"] != "real"], n_boot=200)}
     effects = {"APA": switch_effects(_ablation({"attention.entropy_w1": 0.4}), ["apa"], METRICS, n_boot=200)}
-    text = report.finding(frame, corr, effects, bits="w4a4", zoo_models=["vit_tiny_cifar10", "a", "b"])
+    text = inspect_prose.finding(frame, corr, effects, bits="w4a4", zoo_models=["vit_tiny_cifar10", "a", "b"])
     assert text.startswith("One teacher, `vit_tiny_cifar10`, of the zoo's 3")
     assert "Real images have the most near-flat patches" in text and "against the paper's reading" in text
     assert "p = " in text or "p < " in text
@@ -105,13 +89,13 @@ def test_the_finding_says_when_real_images_are_the_flattest_and_flatness_tracks_
     level.loc[level["variant"] == "psaq", "content.flat_share"] = 0.5
     corr = {"all sets": correlations(level, n_boot=200),
             "synthetic sets only": correlations(level[level["variant"] != "real"], n_boot=200)}
-    assert "Real images have" not in report.flat_sentence(level, corr["all sets"], corr["synthetic sets only"])
+    assert "Real images have" not in inspect_prose.flat_sentence(level, corr["all sets"], corr["synthetic sets only"])
 
 
 def test_the_rerun_note_sets_this_studys_top1_beside_the_sweep_records():
-    note = report.rerun_note(_study(0.1), ["noise", "real"])
+    note = inspect_prose.rerun_note(_study(0.1), ["noise", "real"])
     assert note.startswith("8 of the 12 sets") and "noise 68.1 against 68.0" in note
-    assert report.rerun_note(_study(0.1).assign(recreated=False), ["noise"]).startswith("Every set")
+    assert inspect_prose.rerun_note(_study(0.1).assign(recreated=False), ["noise"]).startswith("Every set")
 
 
 class _Result:
@@ -120,13 +104,13 @@ class _Result:
 
 
 def test_rerun_of_says_same_or_by_how_many_images():
-    assert report.rerun_of(_Result(0.698, "a"), _Result(0.698, "b")).endswith("the same.")
-    text = report.rerun_of(_Result(0.698, "cpu (2 threads)"), _Result(0.696, "cpu (1 threads)"))
+    assert inspect_prose.rerun_of(_Result(0.698, "a"), _Result(0.698, "b")).endswith("the same.")
+    text = inspect_prose.rerun_of(_Result(0.698, "cpu (2 threads)"), _Result(0.696, "cpu (1 threads)"))
     assert "-0.2 points, 2 of 1000 test images" in text and "cpu (2 threads)" in text
-    assert "None" in report.rerun_of(None, _Result(0.7, "a"))
+    assert "None" in inspect_prose.rerun_of(None, _Result(0.7, "a"))
     same = _Result(0.698, "cpu (2 threads)")
     same.started = "2026-11-27T13:23:28+0000"
-    text = report.rerun_of(same, _Result(0.696, "cpu (2 threads)"))  # one machine: only the code can differ
+    text = inspect_prose.rerun_of(same, _Result(0.696, "cpu (2 threads)"))  # one machine: only the code can differ
     assert "made on 2026-11-27" in text and "thread count" not in text and "change to the code" in text
 
 
@@ -144,7 +128,7 @@ def test_the_figures_of_chapter_07_keep_legends_outside_the_data_and_one_scale_p
     assert len(fig.axes) == 2 and fig.get_figwidth() <= viz.BOOK_WIDTH
     assert _outside(fig, fig.legends[0], fig.axes)
     effects = {"APA": switch_effects(_ablation({"attention.entropy_w1": 0.4}), ["apa"], METRICS, n_boot=100)}
-    fig = viz.plot_claim_effects(report.claim_effects(effects, _ablation({})))
+    fig = viz.plot_claim_effects(inspect_prose.claim_effects(effects, _ablation({})))
     assert _outside(fig, fig.legends[0], fig.axes)
     g = torch.Generator().manual_seed(0)
     fig = viz.plot_feature_projection({"psaq": torch.randn(8, 4, generator=g), "real": torch.randn(8, 4, generator=g),

@@ -1,6 +1,6 @@
-"""What the records show, in sentences built from them: chiefly the calibration-set study of chapter
-07 (`finding`, `predictors`, `effects_summary`, ...), and a rerun set beside its record (`rerun_of`,
-chapter 05).
+"""The prose of chapter 07 (07_inspect), the calibration-set study: what the records show, in
+sentences built from them (`finding`, `predictors`, `effects_summary`, ...); and chapter 05's one
+sentence on a rerun set beside its record (`rerun_of`).
 
 The chapters bind these strings into their prose with myst-nb `glue`, so each number and each
 direction on the page comes from `study.study`, `study.correlations` and `study.switch_effects`

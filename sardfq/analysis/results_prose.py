@@ -1,4 +1,5 @@
-"""The results pages' findings, as sentences and compact tables built from the records' readings.
+"""The prose of chapter 06, the results pages (06_results, 06_ablations, 06_paper, 06_zoo): their
+findings, as sentences and compact tables built from the records' readings.
 
 Every sentence the results chapter (06) states about a number or a direction is made here, from the
 rows that `zoo`, `compare` and `headroom` compute, so that the prose cannot say what the outputs do

@@ -10,7 +10,8 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 import sardfq  # noqa: E402
-from sardfq import paper_anchors, viz  # noqa: E402
+from sardfq import viz  # noqa: E402
+from sardfq.analysis import paper_anchors  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -51,14 +52,26 @@ def test_plots_draw_on_a_given_axis(info):
     fig, ax = plt.subplots()
     history = [{"chunk": 0, "iteration": i, "total": 1.0 / i, "apa": 0.5 / i} for i in range(1, 5)]
     assert viz.plot_loss_history(history, ax=ax) is fig
-    assert viz.plot_loss_history({"sardfq": history, "psaq": history}, terms=["total"]).axes
+    assert [line.get_label() for line in ax.lines] == ["total", "apa"]  # a line per term, its values
+    assert list(ax.lines[1].get_xdata()) == [1, 2, 3, 4] and list(ax.lines[1].get_ydata()) == [0.5 / i for i in range(1, 5)]
+    runs = viz.plot_loss_history({"sardfq": history, "psaq": history}, terms=["total"]).axes[0]
+    assert [line.get_label() for line in runs.lines] == ["sardfq total", "psaq total"]  # a line per run
+    assert [line.get_color() for line in runs.lines] == [viz.METHOD_COLORS["sardfq"], viz.METHOD_COLORS["psaq"]]
     frame = pd.DataFrame({"variant": ["noise", "sardfq", "sardfq"], "q_top1": [10.0, 50.0, 52.0]})
     fig = viz.plot_accuracy(frame, fp=70.0)
     colours = {tuple(p.get_facecolor()[:3]) for p in fig.axes[0].patches}
     assert matplotlib.colors.to_rgb(viz.METHOD_COLORS["sardfq"]) in colours
-    fig = viz.plot_soft_targets(torch.eye(10)[:2], info.class_names, labels=["one-hot", "soft"])
-    assert fig.axes
-    assert viz.plot_versus_paper({"sardfq": 50.0}, {"noise": 1.0, "sardfq": 60.0}).axes
+    fig, ax = plt.subplots()
+    targets = torch.stack([torch.eye(10)[3], torch.full((10,), 0.1)])  # one-hot, and uniform
+    assert viz.plot_soft_targets(targets, info.class_names, labels=["one-hot", "soft"], ax=ax) is fig
+    heights = [[bar.get_height() for bar in bars] for bars in ax.containers]  # a bar per target and class
+    assert np.allclose(heights, targets.numpy())
+    fig, ax = plt.subplots()
+    assert viz.plot_versus_paper({"sardfq": 50.0}, {"noise": 1.0, "sardfq": 60.0}, ax=ax) is fig
+    bars = {(bar.get_height(), matplotlib.colors.to_hex(bar.get_facecolor())) for bars in ax.containers
+            for bar in bars}
+    # the methods both sides report, ours beside the paper's, each in its source's colour
+    assert bars == {(50.0, viz.METHOD_COLORS["sardfq"]), (60.0, viz.METHOD_COLORS["paper"])}
     plt.close("all")
 
 
@@ -76,13 +89,26 @@ def test_accuracy_bars_have_error_bars_over_seeds_and_heatmaps_place_each_varian
     plt.close("all")
 
 
-def test_paper_anchor_tables():
+def test_paper_anchor_tables_lay_out_the_paper_numbers():
     table = paper_anchors.w4a4_table()
-    assert table.loc["deit_small_patch16_224", "sardfq"] == 62.29 and len(table) == 7
-    assert (table["sardfq"] > table["psaq"]).all()
-    ablation = paper_anchors.ablation_table()
-    assert ablation.set_index("variant").loc["sardfq[apa+sl]", "top1"] == 60.51
-    assert ablation["top1"].idxmax() == ablation.index[ablation["variant"] == "sardfq"][0]
+    # a row per model, labelled with its short name, the methods in the paper's column order
+    assert list(table.index) == list(paper_anchors.W4A4)
+    assert list(table.columns) == ["model", *paper_anchors.W4A4_COLUMNS]
+    for model, row in paper_anchors.W4A4.items():
+        assert tuple(table.loc[model, list(paper_anchors.W4A4_COLUMNS)]) == row
+        assert table.loc[model, "model"] == paper_anchors.MODEL_LABELS[model]
+    # every model a chapter names has a short label (06_paper maps the W6A6 rows through them)
+    named = {*paper_anchors.W6A6, *paper_anchors.REAL_W4A4, paper_anchors.ABLATION_MODEL}
+    assert named <= set(paper_anchors.MODEL_LABELS)
+    # the ablation: its eight variants are the eight on/off combinations of the three switches,
+    # each read off the variant's name
+    ablation = paper_anchors.ablation_table().set_index("variant")
+    switches = ablation[["apa", "msr", "sl"]]
+    assert len(switches) == len({tuple(row) for row in switches.values}) == 8
+    assert not switches.loc["sardfq[none]"].any() and switches.loc["sardfq"].all()
+    assert switches.loc["sardfq[apa+sl]"].tolist() == [True, False, True]
+    assert switches.loc["sardfq[msr]"].tolist() == [False, True, False]
+    assert ablation["top1"].to_dict() == paper_anchors.ABLATION
 
 
 def test_reconstruction_plot_pairs_before_and_after_per_block():

@@ -3,7 +3,8 @@ images, 1000 synthesis iterations, 100 reconstruction steps per block, W4A4), st
 the speed-ups on and off in the same process.
 
     HF_HUB_OFFLINE=1 python benchmarks/bench_budget.py [--threads 2 1] [--iters 1000] [--recon-iters 100]
-        [--fraction 1] [--baseline-fraction 1] [--autocast bf16-mlp] [--eval 1000] [--json FILE]
+        [--method sardfq|psaq|smi] [--fraction 1] [--baseline-fraction 1] [--autocast bf16-mlp] [--sparse]
+        [--roofline] [--eval 1000] [--json FILE]
     HF_HUB_OFFLINE=1 python benchmarks/bench_budget.py --profile [--threads 1]   # where a step's time goes
 
 For each thread count, the plain path (`synthesize(..., shortcuts=False)`: the code before issue
@@ -23,6 +24,13 @@ test.
 
 `--profile` instead prints, per path, the torch.profiler breakdown of `--profile-steps` synthesis
 iterations and reconstruction steps by kind of operation.
+
+`--sparse` adds a "sparse" path: the fast path with sparse inversion (`SynthesisConfig.sparse`, SMI's
+schedule); its images differ, so it is scored, not compared bit for bit. `--method` chooses what
+every path synthesizes (SARDFQ by default; PSAQ-ViT or SMI). `--roofline` also prints, per path,
+the floating-point operations of a synthesis step (`torch.utils.flop_counter`, averaged over the
+run, so a sparse run's shrinking passes count as they ran) and the share of the machine's measured
+float32 matrix-product throughput (a 2048 x 2048 sgemm at the same threads) that the step reaches.
 """
 from __future__ import annotations
 
@@ -75,7 +83,8 @@ def _top1(model, data) -> float | None:
     return hits / len(labels)
 
 
-PATHS = ("plain", "fast", "mixed")  # the code before issue 20; its bit-exact shortcuts; + a precision policy
+# the code before the shortcuts; its bit-exact shortcuts; + a precision policy; + sparse inversion
+PATHS = ("plain", "fast", "mixed", "sparse")
 
 
 def _scaled(clock: _Clock, fixed_wall: float, scale: float) -> tuple[float, float]:
@@ -86,10 +95,10 @@ def _scaled(clock: _Clock, fixed_wall: float, scale: float) -> tuple[float, floa
 
 
 def run_stages(fp_model, info, paths: dict[str, dict], *, iters: int, recon_iters: int, n: int, seed: int,
-               bits: str, data) -> dict[str, dict]:
+               bits: str, data, method: str = "sardfq", roofline: bool = False) -> dict[str, dict]:
     """One experiment per path, stage by stage: each stage runs path after path, back to back, so
     that the load of the shared machine drifts as little as possible between the paths. `paths`
-    maps a path's name to {"fraction", "shortcuts", "autocast"}. A path run for a fraction of the
+    maps a path's name to {"fraction", "shortcuts", "autocast", "sparse"}. A path run for a fraction of the
     budget has its times scaled up: the synthesis beyond its set-up, and the reconstruction beyond
     its fixed passes (the FP targets and each block's before/after MSE, timed by a 0-step run),
     grow with the steps; the rest does not."""
@@ -97,17 +106,24 @@ def run_stages(fp_model, info, paths: dict[str, dict], *, iters: int, recon_iter
     for name, p in paths.items():
         it, rit = max(2, round(iters * p["fraction"])), max(1, round(recon_iters * p["fraction"]))
         out[name] = {"path": name, "shortcuts": p["shortcuts"], "autocast": p["autocast"], "iterations": it,
-                     "recon_iters": rit, "fraction": p["fraction"]}
+                     "recon_iters": rit, "fraction": p["fraction"], "sparse": p.get("sparse", False)}
     for name, p in paths.items():
         row = out[name]
-        s_cfg = SynthesisConfig(n=n, iterations=row["iterations"], seed=seed, autocast=p["autocast"])
+        # a sparse run keeps SMI's schedule as fractions of the whole budget, so a shortened run stops
+        # its patches at the iterations the full run would (scaled), and its times scale as the full run's
+        s_cfg = SynthesisConfig(method=method, n=n, iterations=row["iterations"], seed=seed, autocast=p["autocast"],
+                                sparse=p.get("sparse", False))
         with _Clock() as c:
             calib[name] = synthesize(fp_model, info, s_cfg, progress=False, shortcuts=p["shortcuts"])
         meta = calib[name].metadata
         row["synthesis"] = _scaled(c, c.wall - meta["loop_seconds"], iters / row["iterations"])
         row["median_ms_per_iteration"] = meta["median_ms_per_iteration"]
-        row["crops_per_image"] = meta["mean_crops_per_image"]
+        row["ms_per_iteration"] = meta["ms_per_iteration"]
+        row["crops_per_image"] = meta.get("mean_crops_per_image", 0.0)
         row["shortcuts_taken"] = meta["shortcuts"]
+        row["token_fraction"] = (meta["sparse"] or {}).get("mean_token_fraction", 1.0)
+        if roofline:
+            row["gflop_per_iteration"] = _gflop_per_iteration(fp_model, info, s_cfg, p["shortcuts"])
     for name in paths:
         with _Clock() as c:
             q_models[name] = quantize(fp_model, info, QuantConfig.from_name(bits), calib[name], seed=seed)
@@ -128,6 +144,31 @@ def run_stages(fp_model, info, paths: dict[str, dict], *, iters: int, recon_iter
     return out
 
 
+def _gflop_per_iteration(fp_model, info, config: SynthesisConfig, shortcuts: bool) -> float:
+    """Floating-point operations (GFLOP; a multiply-add counts 2) of one synthesis iteration,
+    forward and backward, averaged over a run of `config` (counted by torch's FlopCounterMode, which
+    counts matrix products and convolutions: the work a roofline is about)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter:
+        synthesize(fp_model, info, config, progress=False, shortcuts=shortcuts)
+    return counter.get_total_flops() / config.iterations / 1e9
+
+
+def sgemm_gflops(threads: int, size: int = 2048, repeats: int = 5) -> float:
+    """The machine's float32 matrix-product throughput at `threads` threads: the best of `repeats`
+    size x size products, in GFLOP/s."""
+    torch.set_num_threads(threads)
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    a @ b  # warm-up
+    best = float("inf")
+    for _ in range(repeats):
+        t = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - t)
+    return 2 * size ** 3 / best / 1e9
+
+
 def _bit_identical(a: dict, b: dict) -> bool:
     return (torch.equal(a["images"], b["images"]) and a["state"].keys() == b["state"].keys()
             and all(torch.equal(a["state"][k], b["state"][k]) for k in a["state"]))
@@ -140,16 +181,19 @@ def benchmark(args) -> list[dict]:
              "fast": {"fraction": args.fraction, "shortcuts": True, "autocast": None}}
     if args.autocast:
         paths["mixed"] = {"fraction": args.fraction, "shortcuts": True, "autocast": args.autocast}
+    if args.sparse:
+        paths["sparse"] = {"fraction": args.fraction, "shortcuts": True, "autocast": None, "sparse": True}
     rows = []
     for threads in args.threads:
         torch.set_num_threads(threads)
         load_before = os.getloadavg()
         began = time.perf_counter()
         results = run_stages(fp_model, info, paths, iters=args.iters, recon_iters=args.recon_iters, n=args.n,
-                             seed=args.seed, bits=args.bits, data=data)
+                             seed=args.seed, bits=args.bits, data=data, method=args.method, roofline=args.roofline)
         exact = _bit_identical(results["plain"], results["fast"]) if args.baseline_fraction == 1 else None
         rows.append({"threads": threads, **results, "bit_identical": exact, "load_before": load_before,
-                     "load_after": os.getloadavg(), "wall_seconds": time.perf_counter() - began})
+                     "load_after": os.getloadavg(), "wall_seconds": time.perf_counter() - began,
+                     "sgemm_gflops": sgemm_gflops(threads) if args.roofline else None})
         _print_row(rows[-1], args)
     return rows
 
@@ -173,6 +217,16 @@ def _print_row(row: dict, args) -> None:
                   + "".join(f"{t['plain'] / t[n]:>16.2f}" for n in names[1:]))
     print("synthesis step, median ms: " + ", ".join(f"{n} {row[n]['median_ms_per_iteration']:.0f}" for n in names)
           + "; MSR crops per image: " + ", ".join(f"{n} {row[n]['crops_per_image']:.2f}" for n in names))
+    if row.get("sgemm_gflops"):
+        peak = row["sgemm_gflops"]
+        print(f"roofline: the machine's float32 sgemm (2048^3) reaches {peak:.1f} GFLOP/s at {row['threads']} "
+              "thread(s); a synthesis step: " + "; ".join(
+                  f"{n} {row[n]['gflop_per_iteration']:.2f} GFLOP in {row[n]['ms_per_iteration']:.0f} ms = "
+                  f"{row[n]['gflop_per_iteration'] / row[n]['ms_per_iteration'] * 1e3:.1f} GFLOP/s, "
+                  f"{100 * row[n]['gflop_per_iteration'] / row[n]['ms_per_iteration'] * 1e3 / peak:.0f}% of it"
+                  for n in names))
+    if "sparse" in names:
+        print(f"sparse: patch tokens kept per pass {100 * row['sparse']['token_fraction']:.0f}% on average")
     if row["plain"]["top1"] is not None:
         print(f"{args.bits} top-1 on {args.eval} test images: "
               + ", ".join(f"{n} {100 * row[n]['top1']:.2f}%" for n in names))
@@ -244,21 +298,19 @@ def profile(args) -> None:
 
 
 def _machine() -> dict:
-    """The CPU, its count and what else ran on it (the busiest processes, by CPU share)."""
+    """The CPU (model, cores, the instruction sets its kernels use) and what else ran on it (the
+    busiest processes, by CPU share)."""
     import platform
     import subprocess
 
-    model = platform.processor() or platform.machine()
-    try:
-        model = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
+    from sardfq.version import cpu_info
+
     try:
         top = subprocess.run(["ps", "-eo", "pcpu,args", "--sort=-pcpu"], capture_output=True, text=True,
                              timeout=10).stdout.splitlines()[1:6]
     except (OSError, subprocess.SubprocessError):
         top = []
-    return {"cpu": model, "cpus": os.cpu_count(), "platform": platform.platform(),
+    return {**cpu_info(), "platform": platform.platform(),
             "busiest_processes_at_end": [" ".join(line.split())[:160] for line in top]}
 
 
@@ -276,6 +328,12 @@ def main(argv: list[str] | None = None) -> int:
                         help="run the plain path for this fraction of the (--fraction) budget only")
     parser.add_argument("--autocast", default=None, help="also run a third path, 'mixed': the fast path with "
                                                          "this synthesis precision policy (e.g. bf16-mlp)")
+    parser.add_argument("--method", default="sardfq", choices=["sardfq", "psaq", "smi"],
+                        help="what every path synthesizes (default: sardfq)")
+    parser.add_argument("--sparse", action="store_true", help="also run a 'sparse' path: the fast path with "
+                                                                "sparse inversion (SMI's schedule)")
+    parser.add_argument("--roofline", action="store_true", help="also count each path's FLOPs per synthesis "
+                                                                  "step and measure the machine's sgemm throughput")
     parser.add_argument("--eval", type=int, default=1000, help="test images to score each path on (0: skip)")
     parser.add_argument("--profile", action="store_true", help="print where a step's time goes instead")
     parser.add_argument("--profile-steps", type=int, default=4)
@@ -284,7 +342,7 @@ def main(argv: list[str] | None = None) -> int:
     for name in ("fraction", "baseline_fraction"):
         if not 0 < getattr(args, name) <= 1:
             parser.error(f"--{name.replace('_', '-')} must be in (0, 1]")
-    print(f"sardfq {sardfq.__version__}, torch {torch.__version__}, vit_tiny_cifar10, {args.bits}, "
+    print(f"sardfq {sardfq.__version__}, torch {torch.__version__}, vit_tiny_cifar10, {args.method}, {args.bits}, "
           f"{args.n} images, seed {args.seed}: {args.iters} synthesis iterations, {args.recon_iters} "
           f"reconstruction steps per block; OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}")
     if args.profile:

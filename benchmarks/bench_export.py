@@ -40,10 +40,10 @@ import torch
 
 import sardfq
 from sardfq.io import write_json_atomic
-from sardfq.quant.export import DEIT_BENCH, bench_report, optimized_op_counts, session_options
+from sardfq.quant.export import bench_header, optimized_op_counts, session_options
 
 TEACHER = "vit_tiny_cifar10"
-DEIT = DEIT_BENCH  # the 224-px model, random weights
+DEIT = "deit_tiny_patch16_224"  # the 224-px model, random weights
 # the bit settings benchmarked when no --quantized folders are given: (label, QuantConfig fields)
 DEFAULT_SETTINGS = (("w8a8", {"w_bits": 8, "a_bits": 8}),
                     ("w8a8, uniform softmax", {"w_bits": 8, "a_bits": 8, "attn_quantizer": "uniform"}),
@@ -202,6 +202,46 @@ def profile(path: str, info, threads: int, batch: int, seed: int, runs: int = 3)
     total = sum(per_op.values())
     return {"batch": batch, "threads": threads, "runs": runs, "total_ms": total / runs / 1e3,
             "ops": [{"op": op, "ms": us / runs / 1e3, "share": us / total} for op, us in per_op.most_common()]}
+
+
+def bench_report(record: dict, *, profile: bool = True) -> str:
+    """`record` as Markdown: its header line, the paired accuracy table, the speed and size table of
+    each architecture and (`profile`) where the 224-px W8A8 model's time goes. What the benchmark
+    prints, and the README's deployment block (without the profile; a test checks it)."""
+    lines = [bench_header(record)]
+    acc = record["accuracy"]
+    if acc:
+        lines += ["", f"Accuracy, {acc[0]['model']}: the exported model in onnxruntime against the fake-quantized "
+                  f"PyTorch model it came from, paired on {acc[0]['n_images']:,} CIFAR-10 test images "
+                  "(95% CI: paired bootstrap over images)", "",
+                  "| bits | PyTorch top-1 | ONNX top-1 | ONNX − PyTorch (pp) [95% CI] | agreement | images |",
+                  "|---|---|---|---|---|---|"]
+        lines += [f"| {r['bits']} | {r['pytorch_top1']:.2f} | {r['onnx_top1']:.2f} | {r['difference']:+.2f} "
+                  f"[{r['ci'][0]:+.2f}, {r['ci'][1]:+.2f}] | {r['agreement']:.2f}% | {r['n_images']:,} |" for r in acc]
+        cost = record.get("softmax_quantizer")
+        if cost:
+            lines += ["", f"PyTorch fake-quant, {cost['a']} − {cost['b']}: {cost['difference']:+.2f} pp "
+                      f"[{cost['ci'][0]:+.2f}, {cost['ci'][1]:+.2f}] on {cost['n_images']:,} images: {cost['verdict']}"]
+        lines += ["", "onnxruntime CPU integer kernels after its fusions: " + "; ".join(
+            f"{r['bits']}: " + ", ".join(f"{n} {op}" for op, n in sorted(r["onnx_integer_ops"].items()))
+            for r in acc)]
+    c = record["config"]
+    for arch, rows in record["speed"].items():
+        lines += ["", f"Speed and size, {arch} ({record['input_px'][arch]} px"
+                  f"{', random weights' if arch == DEIT else ''}): median of {c['latency_repeats']} batch-1 "
+                  f"and {c['repeats']} batch-{c['batch']} runs, round-robin; speed-up against PyTorch eager FP32 "
+                  "at the same threads", "",
+                  f"| runtime | bits | threads | batch-1 ms | speed-up | batch-{c['batch']} images/s | speed-up | file MB |",
+                  "|---|---|---|---|---|---|---|---|"]
+        lines += [f"| {r['runtime']} | {r['bits']} | {r['threads']} | {r['latency_ms']:.1f} | {r['latency_speedup']:.2f} "
+                  f"| {r['images_per_s']:.1f} | {r['throughput_speedup']:.2f} | {r['file_mb']:.2f} |" for r in rows]
+    prof = record.get("profile")
+    if profile and prof:
+        lines += ["", f"Where the 224-px W8A8 model's time goes in onnxruntime ({prof['threads']} "
+                  f"thread{'s' if prof['threads'] != 1 else ''}, batch {prof['batch']}, {prof['total_ms']:.0f} ms "
+                  "of kernel time per batch):", "", "| op | ms per batch | share |", "|---|---|---|"]
+        lines += [f"| {op['op']} | {op['ms']:.1f} | {100 * op['share']:.1f}% |" for op in prof["ops"][:10]]
+    return "\n".join(lines)
 
 
 def main() -> None:

@@ -6,7 +6,8 @@ arithmetic (`functional`), the quantizer modules (`quantizers`), the observers t
 ranges (`observers`), the quantized layers (`modules`), where quantizers go (`placement`) and
 calibration (`calibration`). Importing the wing registers every quantizer kind and range search.
 `export` writes a quantized model as ONNX that onnxruntime runs with integer kernels
-(`sardfq.export_onnx`); it is not imported here, and imports onnx and onnxruntime only when called.
+(`sardfq.export_onnx`), from the layers of `kernels`; `runtime` reads a file back and runs it. They
+are not imported here, and import onnx and onnxruntime only when called.
 """
 from . import observers  # noqa: F401  (registers the range searches; the quantizer kinds register below)
 from .api import architecture_kwargs, is_quantized_folder, load_quantized, quantize, save_quantized

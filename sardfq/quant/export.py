@@ -18,19 +18,10 @@ follows, onnxruntime may fuse a matmul with it into `QLinearMatMul` instead.)
 The patch embedding (a Conv2d whose kernel equals its stride) is written as patches @ weight, so
 that it is a Linear like the others.
 
-Exactness. Our uniform quantizers are asymmetric: `q = clamp(round(x / s) + z, 0, 2^b - 1)`,
-dequantized as `(q - z) * s`. Activations and weights both map onto uint8 with their zero points
-as they are (per tensor, and per output channel), so nothing is re-rounded. The weights are uint8,
-not int8, on purpose: on x86 CPUs without VNNI (AVX2 only), onnxruntime's uint8 x int8 kernel
-multiplies with `vpmaddubsw`, whose pairwise 16-bit sums saturate (2 * 255 * 128 > 32767), so a
-full-range int8 weight times a large activation is clipped (`results/export` measures what that
-cost on an AVX2-only AMD EPYC); its uint8 x uint8 kernel widens to 16 bits first (`vpmaddwd`) and
-sums exactly, as do the VNNI and ARM dot-product kernels. One file then computes the same on every CPU, and
-`export_onnx` checks that it does on the machine that writes it (`verify_export`). onnxruntime fuses
-uint8 weights with per-channel zero points into `MatMulIntegerToFloat` as it does int8 ones.
-MatMulNBits is blockwise with power-of-two blocks; each block of a row gets that row's scale
-and zero point, which is our per-output-channel grid exactly (a row shorter than a block is padded
-with zero-point codes, which dequantize to 0).
+The layers the file is made of, and why they compute what onnxruntime's kernels compute, exactly
+on every CPU (uint8 weight codes; MatMulNBits' blocks), are in `kernels`; `export_onnx` checks on
+the machine that writes a file that it does (`verify_export`). Reading a file back and running it
+is `runtime`.
 
 Modes. `integer` (the default) exports what has integer kernels: 8-bit activations (weights at 2 to
 8 bits, stored as uint8), and weight-only layers (weights at 2 to 8 bits in MatMulNBits containers
@@ -41,8 +32,9 @@ speed and file size - a check of the fake-quantized accuracy in an integer runti
 deployment; the file's metadata says so.
 
 The file carries `metadata_props`: class names, mean/std, input size, bit-widths, mode, which
-layers run as integers and what stays float (`onnx_metadata`). `load_onnx` wraps an exported file
-in an onnxruntime session behind an `nn.Module`, so `sardfq.evaluate` measures it like any model.
+layers run as integers and what stays float (`onnx_metadata`). `load_onnx` (in `runtime`) wraps an
+exported file in an onnxruntime session behind an `nn.Module`, so `sardfq.evaluate` measures it like
+any model.
 
 The TorchScript exporter (`torch.onnx.export(..., dynamo=False)`, opset 20, the highest it writes)
 is used on purpose: each quantizer is an autograd Function whose `symbolic` writes its own ONNX
@@ -58,10 +50,7 @@ import copy
 import io
 import json
 import logging
-import math
 import os
-import statistics
-import tempfile
 import time
 import warnings
 from collections import Counter
@@ -75,239 +64,27 @@ from torch import Tensor, nn
 from ..errors import CheckpointError, ExportError
 from ..io import atomic_path
 from ..models import ModelInfo
+from .kernels import (KERNEL_ACT_BITS, NBITS_BLOCKS, NBITS_WIDTHS, ActivationQDQ, FloatLinear, IntegerLinear,
+                      Log2Emulated, PatchLinear, WeightOnlyLinear, nbits_block_size, pack_codes, unpack_codes,
+                      weight_codes)
 from .modules import QuantAttention, QuantConv2d, QuantLinear, QuantWindowAttention
 from .quantizers import Log2Quantizer, Quantizer, UniformQuantizer
+# the file read back and run, re-exported: `sardfq.quant.export` is the deployment's one address
+from .runtime import (FORMAT, FORMAT_VERSION, INPUT_NAME, INTEGER_OPS, OUTPUT_NAME, OnnxClassifier, bench_header,
+                      bench_row, bench_speedup, integer_op_counts, load_onnx, onnx_metadata, optimized_op_counts,
+                      session_options)
 
 log = logging.getLogger(__name__)
 
-FORMAT = "sardfq-onnx"
-FORMAT_VERSION = 1
 OPSET = 20  # the highest opset the TorchScript exporter writes
 MODES = ("integer", "emulate")
-INPUT_NAME, OUTPUT_NAME = "input", "logits"
-KERNEL_ACT_BITS = 8  # the activation width of onnxruntime's integer matmuls on the CPU
-NBITS_WIDTHS = (2, 4, 8)  # the bit-widths MatMulNBits packs
-NBITS_BLOCKS = (256, 128, 64, 32, 16)  # power-of-two block sizes MatMulNBits takes, largest first
-# integer kernels onnxruntime's CPU provider fuses QDQ groups into, and its weight-only matmul
-INTEGER_OPS = ("MatMulIntegerToFloat", "MatMulInteger", "QLinearMatMul", "QGemm", "QLinearConv",
-               "ConvInteger", "DynamicQuantizeMatMul", "MatMulNBits")
 FLOAT_PARTS = ("LayerNorm", "GELU", "softmax", "residual additions", "class token and position embedding")
 WHAT_RUNS = ("8-bit activations (w8a8, or w4a8 etc.: weights of 2 to 8 bits stored as uint8), or "
              "full-precision activations with weights of 2 to 8 bits (weight-only, `--a-bits none`: "
              "MatMulNBits)")
 
 
-# --------------------------------------------------------------------------- ONNX-writing functions
-class _QuantizeDequantize(torch.autograd.Function):
-    """Per-tensor uint8 QuantizeLinear then DequantizeLinear, with ONNX's arithmetic in `forward`
-    (round half to even, saturate to 0..255), so the exported module computes what the file does."""
-
-    @staticmethod
-    def forward(ctx, x: Tensor, scale: Tensor, zero_point: Tensor) -> Tensor:
-        z = zero_point.to(x.dtype)
-        return (torch.round(x / scale) + z).clamp_(0, 255).sub_(z).mul_(scale)
-
-    @staticmethod
-    def symbolic(g, x, scale, zero_point):
-        return g.op("DequantizeLinear", g.op("QuantizeLinear", x, scale, zero_point), scale, zero_point)
-
-
-class _Dequantize(torch.autograd.Function):
-    """DequantizeLinear of constant uint8 codes with one scale and zero point per index of `axis`."""
-
-    @staticmethod
-    def forward(ctx, codes: Tensor, scale: Tensor, zero_point: Tensor, axis: int) -> Tensor:
-        shape = [1] * codes.ndim
-        shape[axis] = -1
-        return (codes.float() - zero_point.float().view(shape)) * scale.view(shape)
-
-    @staticmethod
-    def symbolic(g, codes, scale, zero_point, axis):
-        return g.op("DequantizeLinear", codes, scale, zero_point, axis_i=axis)
-
-
-class _MatMulNBits(torch.autograd.Function):
-    """x @ W^T with W in onnxruntime's MatMulNBits layout (blocks of packed codes along K)."""
-
-    @staticmethod
-    def forward(ctx, x: Tensor, packed: Tensor, scales: Tensor, zero_points: Tensor, in_features: int,
-                out_features: int, bits: int, block_size: int) -> Tensor:
-        blocks = packed.shape[1]
-        codes = unpack_codes(packed, bits, block_size).reshape(out_features, blocks * block_size)
-        zero = unpack_codes(zero_points.view(out_features, -1), bits, blocks)  # N, blocks
-        weight = (codes.float().view(out_features, blocks, block_size) - zero.float()[..., None]) \
-            * scales.view(out_features, blocks, 1)
-        return x @ weight.reshape(out_features, -1)[:, :in_features].T
-
-    @staticmethod
-    def symbolic(g, x, packed, scales, zero_points, in_features, out_features, bits, block_size):
-        # accuracy level 0: the activations stay float (level 4 would quantize them to int8)
-        y = g.op("com.microsoft::MatMulNBits", x, packed, scales, zero_points, K_i=in_features,
-                 N_i=out_features, bits_i=bits, block_size_i=block_size, accuracy_level_i=0)
-        rank = x.type().dim()  # the exporter cannot infer a contrib op's output: x's, N wide
-        y.setType(x.type().with_sizes([None] * (rank - 1) + [out_features]))
-        return y
-
-
-def pack_codes(codes: Tensor, bits: int) -> Tensor:
-    """Unsigned codes (..., n), each below 2^bits, packed along the last axis into uint8, the first
-    code in the lowest bits (MatMulNBits' layout); a last byte is padded with zeros."""
-    per_byte = 8 // bits
-    pad = (-codes.shape[-1]) % per_byte
-    c = torch.nn.functional.pad(codes.to(torch.int32), (0, pad)).view(*codes.shape[:-1], -1, per_byte)
-    shifts = torch.arange(per_byte, dtype=torch.int32) * bits
-    return (c << shifts).sum(-1).to(torch.uint8)
-
-
-def unpack_codes(packed: Tensor, bits: int, n: int) -> Tensor:
-    """The inverse of `pack_codes`: (..., bytes) uint8 -> (..., n) codes."""
-    per_byte = 8 // bits
-    shifts = torch.arange(per_byte, dtype=torch.int32) * bits
-    codes = (packed.to(torch.int32)[..., None] >> shifts) & (2 ** bits - 1)
-    return codes.reshape(*packed.shape[:-1], -1)[..., :n]
-
-
 # ------------------------------------------------------------------- the model as the file runs it
-def weight_codes(weight: Tensor, quantizer: UniformQuantizer) -> tuple[Tensor, Tensor, Tensor]:
-    """The integer grid of a per-output-channel weight quantizer: codes (out, ...) in 0..2^b - 1,
-    scale (out,), zero point (out,), as `UniformQuantizer.fake_quant` rounds them."""
-    scale, zero = quantizer.scale.detach(), quantizer.zero_point.detach()
-    codes = weight.detach().float().div(scale).round_().add_(zero).clamp_(0, quantizer.qmax)
-    return codes.to(torch.int32), scale.reshape(-1).float().clone(), zero.reshape(-1).round().to(torch.int32)
-
-
-class ActivationQDQ(nn.Module):
-    """A calibrated per-tensor uniform quantizer as uint8 QuantizeLinear/DequantizeLinear. Below 8
-    bits (emulate mode) a Clip first keeps the codes on the quantizer's own grid."""
-
-    def __init__(self, quantizer: UniformQuantizer):
-        super().__init__()
-        self.bits = quantizer.bits
-        scale = quantizer.scale.detach().float().reshape(())
-        zero = int(quantizer.zero_point.round())
-        self.register_buffer("scale", scale.clone())
-        self.register_buffer("zero_point", torch.tensor(zero, dtype=torch.uint8))
-        qmax = 2 ** self.bits - 1
-        self.clip = None if self.bits == 8 else (float(-zero * scale), float((qmax - zero) * scale))
-
-    def forward(self, x: Tensor) -> Tensor:
-        if self.clip is not None:
-            x = x.clamp(*self.clip)
-        return _QuantizeDequantize.apply(x, self.scale, self.zero_point)
-
-
-class Log2Emulated(nn.Module):
-    """The log2 quantizer in float ops (ONNX has no integer form for it): `s * 2^-k`, or 0, with
-    `k = round(-log2(x / s))`. Written for speed on onnxruntime as Div, Log, Mul, Round, Max, Mul,
-    Exp, Mul: `2^-k` as `exp(-k ln 2)`, and the codes that mean 0 left to underflow where they can."""
-
-    def __init__(self, quantizer: Log2Quantizer):
-        super().__init__()
-        self.levels = quantizer.levels
-        self.register_buffer("scale", quantizer.scale.detach().float().clone())
-
-    def forward(self, x: Tensor) -> Tensor:
-        # x = 0 (a map is never negative) gives log 0 = -inf, so k = +inf and exp(-inf) = 0: the
-        # zero code without a comparison
-        k = torch.round(torch.log(x / self.scale) * (-1 / math.log(2)))
-        out = torch.exp(k.clamp(min=0) * -math.log(2)) * self.scale
-        if self.levels - 1 < _EXP_UNDERFLOW_CODE:
-            out = out.masked_fill(k > self.levels - 1, 0.0)  # below the smallest power: zero
-        return out
-
-
-# from this exponent on, s * 2^-k (s <= 1, the top of a softmax map) is 0 in float32 anyway, so an
-# 8-bit log2 quantizer (exponents up to 254) needs no mask for its zero code
-_EXP_UNDERFLOW_CODE = 150
-
-
-class IntegerLinear(nn.Module):
-    """A Linear with quantized input and weight: uint8 QDQ input, uint8 weight codes (in, out) with
-    per-channel DequantizeLinear, MatMul, bias Add: the group onnxruntime fuses to an integer matmul
-    (uint8 x uint8, which no CPU's kernel saturates: see the module's docstring)."""
-
-    def __init__(self, weight: Tensor, bias: Tensor | None, w_quant: UniformQuantizer, act: nn.Module):
-        super().__init__()
-        codes, scale, zero = weight_codes(weight, w_quant)
-        self.register_buffer("weight_codes", codes.to(torch.uint8).T.contiguous())  # in, out
-        self.register_buffer("weight_scale", scale)
-        self.register_buffer("weight_zero_point", zero.to(torch.uint8))
-        self.register_buffer("bias", None if bias is None else bias.detach().float().clone())
-        self.input_quant = act
-
-    def forward(self, x: Tensor) -> Tensor:
-        weight = _Dequantize.apply(self.weight_codes, self.weight_scale, self.weight_zero_point, 1)
-        # onnxruntime turns a 2-D MatMul + Add into Gemm before its QDQ fusions, and fuses a QDQ Gemm
-        # only with a quantized output: the head's (B, C) input goes through as (B, 1, C)
-        flat = x.ndim == 2
-        y = torch.matmul(self.input_quant(x[:, None] if flat else x), weight)
-        y = y[:, 0] if flat else y
-        return y if self.bias is None else y + self.bias
-
-
-class WeightOnlyLinear(nn.Module):
-    """A Linear with a quantized weight and a full-precision input, as MatMulNBits."""
-
-    def __init__(self, weight: Tensor, bias: Tensor | None, w_quant: UniformQuantizer):
-        super().__init__()
-        codes, scale, zero = weight_codes(weight, w_quant)
-        out_features, in_features = codes.shape
-        self.bits = next(b for b in NBITS_WIDTHS if b >= w_quant.bits)  # codes fit as they are
-        self.block_size = nbits_block_size(in_features)
-        blocks = -(-in_features // self.block_size)
-        pad = blocks * self.block_size - in_features
-        codes = torch.cat([codes, zero[:, None].expand(-1, pad)], dim=1)  # padding dequantizes to 0
-        self.in_features, self.out_features = in_features, out_features
-        self.register_buffer("weight_packed", pack_codes(codes.view(out_features, blocks, self.block_size), self.bits))
-        self.register_buffer("weight_scales", scale[:, None].expand(-1, blocks).reshape(-1).contiguous())
-        self.register_buffer("weight_zero_points",
-                             pack_codes(zero[:, None].expand(-1, blocks), self.bits).reshape(-1))
-        self.register_buffer("bias", None if bias is None else bias.detach().float().clone())
-
-    def forward(self, x: Tensor) -> Tensor:
-        y = _MatMulNBits.apply(x, self.weight_packed, self.weight_scales, self.weight_zero_points,
-                               self.in_features, self.out_features, self.bits, self.block_size)
-        return y if self.bias is None else y + self.bias
-
-
-class FloatLinear(nn.Module):
-    """A Linear whose weight is not quantized: float MatMul, after the input's QDQ pair if it has one."""
-
-    def __init__(self, weight: Tensor, bias: Tensor | None, act: nn.Module):
-        super().__init__()
-        self.register_buffer("weight_t", weight.detach().float().T.contiguous())  # in, out
-        self.register_buffer("bias", None if bias is None else bias.detach().float().clone())
-        self.input_quant = act
-
-    def forward(self, x: Tensor) -> Tensor:
-        y = torch.matmul(self.input_quant(x), self.weight_t)
-        return y if self.bias is None else y + self.bias
-
-
-class PatchLinear(nn.Module):
-    """A patch-embedding Conv2d (kernel = stride, no padding) as patches @ weight, so that it is a
-    Linear for onnxruntime's integer matmuls; returns the conv's (B, out, H/p, W/p) layout."""
-
-    def __init__(self, linear: nn.Module, in_channels: int, patch: tuple[int, int], grid: tuple[int, int]):
-        super().__init__()
-        self.linear, self.in_channels, self.patch, self.grid = linear, in_channels, patch, grid
-
-    def forward(self, x: Tensor) -> Tensor:
-        (ph, pw), (gh, gw), c = self.patch, self.grid, self.in_channels
-        patches = x.reshape(-1, c, gh, ph, gw, pw).permute(0, 2, 4, 1, 3, 5).reshape(-1, gh * gw, c * ph * pw)
-        y = self.linear(patches)  # B, patches, out
-        return y.transpose(1, 2).reshape(-1, y.shape[-1], gh, gw)
-
-
-def nbits_block_size(in_features: int) -> int:
-    """The MatMulNBits block: the largest power of two it takes that divides `in_features` (no
-    padding), else the smallest one that holds the whole row (one block, padded)."""
-    for block in NBITS_BLOCKS:
-        if in_features % block == 0:
-            return block
-    return next((b for b in reversed(NBITS_BLOCKS) if b >= in_features), NBITS_BLOCKS[-1])
-
-
 @dataclass
 class Site:
     """How one quantized module is written: `int8` (integer matmul), `nbits` (weight-only
@@ -650,193 +427,11 @@ def export_onnx(model: nn.Module | str | os.PathLike, out: str | os.PathLike | N
     return result
 
 
-# ----------------------------------------------------------------------------------- reading back
-def onnx_metadata(path: str | os.PathLike) -> dict:
-    """The `metadata_props` of an exported file, JSON values decoded."""
-    import onnx
-
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"ONNX file {path} does not exist (write one with `sardfq export`)")
-    try:
-        proto = onnx.load(str(path), load_external_data=False)
-    except Exception as exc:  # a truncated or foreign file raises many different types
-        raise CheckpointError(f"could not read {path} as ONNX: {exc}") from None
-    meta = {}
-    for prop in proto.metadata_props:
-        try:
-            meta[prop.key] = json.loads(prop.value)
-        except ValueError:
-            meta[prop.key] = prop.value
-    return meta
-
-
-def session_options(threads: int | None = None, optimized_path: str | os.PathLike | None = None):
-    """onnxruntime SessionOptions: `threads` intra-op threads (None: onnxruntime's default, one per
-    core), all graph optimizations, and the optimized graph written to `optimized_path` if given."""
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.log_severity_level = 3  # warnings about serializing the optimized graph are expected
-    if threads is not None:
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-    if optimized_path is not None:
-        options.optimized_model_filepath = str(optimized_path)
-    return options
-
-
-class OnnxClassifier(nn.Module):
-    """An onnxruntime session (CPU execution provider) behind an `nn.Module`: float images in,
-    logits out, so `sardfq.evaluate` measures an exported file like any model."""
-
-    def __init__(self, path: str | os.PathLike, *, threads: int | None = None):
-        super().__init__()
-        import onnxruntime as ort
-
-        self.path = str(path)
-        self.metadata = onnx_metadata(path)
-        try:
-            self.session = ort.InferenceSession(self.path, session_options(threads),
-                                                providers=["CPUExecutionProvider"])
-        except Exception as exc:  # onnxruntime raises its own types for files it cannot run
-            raise CheckpointError(f"onnxruntime cannot run {path}: {exc}") from None
-        # timm's transform settings, for ImageNet evaluation (resolve_data_config reads this)
-        self.pretrained_cfg = {**self.metadata.get("sardfq.data_config", {}),
-                               "input_size": tuple(self.metadata.get("input_size", ())),
-                               "mean": tuple(self.metadata.get("mean", ())), "std": tuple(self.metadata.get("std", ()))}
-
-    def forward(self, images: Tensor) -> Tensor:
-        array = images.detach().to("cpu", torch.float32).contiguous().numpy()
-        return torch.from_numpy(self.session.run([OUTPUT_NAME], {INPUT_NAME: array})[0])
-
-
-def load_onnx(path: str | os.PathLike, *, threads: int | None = None) -> tuple[OnnxClassifier, ModelInfo]:
-    """An exported file as `(model, info)`, like `load_model`: the model runs in onnxruntime."""
-    meta = onnx_metadata(path)
-    if meta.get("sardfq.format") != FORMAT or "sardfq.model_info" not in meta:
-        raise CheckpointError(f"{path} is not an ONNX file written by sardfq (no sardfq metadata); "
-                              "write one with `sardfq export QUANTIZED_FOLDER`")
-    if meta.get("sardfq.format_version") != FORMAT_VERSION:
-        raise CheckpointError(f"{path}: format version {meta.get('sardfq.format_version')} "
-                              f"(this sardfq reads {FORMAT_VERSION})")
-    return OnnxClassifier(path, threads=threads), ModelInfo.from_dict(meta["sardfq.model_info"])
-
-
-def optimized_op_counts(path: str | os.PathLike, *, threads: int | None = 1) -> dict[str, int]:
-    """Op types of the graph onnxruntime actually runs (after its fusions), with their counts."""
-    import onnx
-    import onnxruntime as ort
-
-    with tempfile.TemporaryDirectory(prefix="sardfq-ort-") as tmp:
-        optimized = Path(tmp) / "optimized.onnx"
-        ort.InferenceSession(str(path), session_options(threads, optimized), providers=["CPUExecutionProvider"])
-        graph = onnx.load(str(optimized)).graph
-    return dict(Counter(node.op_type for node in graph.node))
-
-
-def integer_op_counts(path: str | os.PathLike) -> dict[str, int]:
-    """The integer kernels (`INTEGER_OPS`) among `optimized_op_counts`."""
-    return {op: n for op, n in optimized_op_counts(path).items() if op in INTEGER_OPS}
-
-
-# ------------------------------------------------------------- the deployment benchmark's record
-# `benchmarks/bench_export.py --json FILE` writes one JSON record (results/export/bench_export.json):
-# its command and machine, the paired accuracy rows, and speed rows per architecture. Chapter 09 and
-# the README read it through these functions, so that every number they show is the record's.
-DEIT_BENCH = "deit_tiny_patch16_224"
-
-
-def _setting(label: str) -> str:
-    return label.removesuffix(", reconstructed")
-
-
-def bench_row(record: dict, arch: str, runtime: str, bits: str, threads: int | None = None) -> dict:
-    """The speed row of `record` for `arch` (e.g. "vit_tiny_cifar10"), `runtime` ("pytorch eager",
-    "pytorch fake-quant", "onnxruntime") and setting `bits` ("fp32", "w8a8", "w8a8, uniform softmax",
-    "w4afp"; a ", reconstructed" suffix of the label is ignored), at `threads` (default: the fewest
-    measured)."""
-    threads = min(record["config"]["threads"]) if threads is None else threads
-    for row in record["speed"][arch]:
-        if row["runtime"] == runtime and _setting(row["bits"]) == bits and row["threads"] == threads:
-            return row
-    have = sorted({(r["runtime"], _setting(r["bits"]), r["threads"]) for r in record["speed"][arch]})
-    raise KeyError(f"{arch}: no row {runtime!r}, {bits!r} at {threads} threads; the record has {have}")
-
-
-def bench_speedup(record: dict, arch: str, row: dict, key: str = "throughput") -> dict:
-    """The speed-up of `row` against PyTorch eager FP32 at its thread count, `key` "throughput"
-    (batch 32) or "latency" (batch 1): `ratio`, the ratio of the medians (the table's), and the
-    spread of the per-repeat ratios (every model is timed once per round-robin repeat, so each repeat
-    pairs them): `low` and `high`, the middle half (quartiles), and `repeats`."""
-    base = bench_row(record, arch, "pytorch eager", "fp32", row["threads"])
-    if key == "throughput":
-        ratios = [a / b for a, b in zip(row["images_per_s_all"], base["images_per_s_all"])]
-        ratio = row["throughput_speedup"]
-    elif key == "latency":
-        ratios = [b / a for a, b in zip(row["latency_all_ms"], base["latency_all_ms"])]
-        ratio = row["latency_speedup"]
-    else:
-        raise ValueError(f"key must be 'throughput' or 'latency', got {key!r}")
-    low, high = (ratios[0], ratios[0]) if len(ratios) < 2 else \
-        statistics.quantiles(ratios, n=4, method="inclusive")[::2]
-    return {"ratio": ratio, "low": low, "high": high, "repeats": len(ratios)}
-
-
-def bench_header(record: dict) -> str:
-    """One line: the command that wrote `record`, its seed, machine, threads, versions and length."""
-    m, v, c = record["machine"], record["versions"], record["config"]
-    load = (f"; load average {m['load_average_start']:.1f} at the start and {m['load_average_end']:.1f} at the end"
-            if "load_average_start" in m and "load_average_end" in m else "")
-    seconds = record["seconds"]
-    length = f"{seconds:.0f} s" if seconds < 600 else f"{seconds / 60:.0f} minutes"
-    return (f"`{record['command']}`: seed {c['seed']}, threads {', '.join(map(str, c['threads']))}, "
-            f"{m['cpus']} CPUs ({m['platform']}), OMP_NUM_THREADS={m.get('OMP_NUM_THREADS') or 'unset'}; "
-            f"sardfq {v['sardfq']}, torch {v['torch']}, onnxruntime {v['onnxruntime']}, onnx {v['onnx']}; "
-            f"{length}{load}")
-
-
-def bench_report(record: dict, *, profile: bool = True) -> str:
-    """`record` as Markdown: its header line, the paired accuracy table, the speed and size table of
-    each architecture and (`profile`) where the 224-px W8A8 model's time goes. What the benchmark
-    prints, and the README's deployment block (without the profile)."""
-    lines = [bench_header(record)]
-    acc = record["accuracy"]
-    if acc:
-        lines += ["", f"Accuracy, {acc[0]['model']}: the exported model in onnxruntime against the fake-quantized "
-                  f"PyTorch model it came from, paired on {acc[0]['n_images']:,} CIFAR-10 test images "
-                  "(95% CI: paired bootstrap over images)", "",
-                  "| bits | PyTorch top-1 | ONNX top-1 | ONNX − PyTorch (pp) [95% CI] | agreement | images |",
-                  "|---|---|---|---|---|---|"]
-        lines += [f"| {r['bits']} | {r['pytorch_top1']:.2f} | {r['onnx_top1']:.2f} | {r['difference']:+.2f} "
-                  f"[{r['ci'][0]:+.2f}, {r['ci'][1]:+.2f}] | {r['agreement']:.2f}% | {r['n_images']:,} |" for r in acc]
-        cost = record.get("softmax_quantizer")
-        if cost:
-            lines += ["", f"PyTorch fake-quant, {cost['a']} − {cost['b']}: {cost['difference']:+.2f} pp "
-                      f"[{cost['ci'][0]:+.2f}, {cost['ci'][1]:+.2f}] on {cost['n_images']:,} images: {cost['verdict']}"]
-        lines += ["", "onnxruntime CPU integer kernels after its fusions: " + "; ".join(
-            f"{r['bits']}: " + ", ".join(f"{n} {op}" for op, n in sorted(r["onnx_integer_ops"].items()))
-            for r in acc)]
-    c = record["config"]
-    for arch, rows in record["speed"].items():
-        lines += ["", f"Speed and size, {arch} ({record['input_px'][arch]} px"
-                  f"{', random weights' if arch == DEIT_BENCH else ''}): median of {c['latency_repeats']} batch-1 "
-                  f"and {c['repeats']} batch-{c['batch']} runs, round-robin; speed-up against PyTorch eager FP32 "
-                  "at the same threads", "",
-                  f"| runtime | bits | threads | batch-1 ms | speed-up | batch-{c['batch']} images/s | speed-up | file MB |",
-                  "|---|---|---|---|---|---|---|---|"]
-        lines += [f"| {r['runtime']} | {r['bits']} | {r['threads']} | {r['latency_ms']:.1f} | {r['latency_speedup']:.2f} "
-                  f"| {r['images_per_s']:.1f} | {r['throughput_speedup']:.2f} | {r['file_mb']:.2f} |" for r in rows]
-    prof = record.get("profile")
-    if profile and prof:
-        lines += ["", f"Where the 224-px W8A8 model's time goes in onnxruntime ({prof['threads']} "
-                  f"thread{'s' if prof['threads'] != 1 else ''}, batch {prof['batch']}, {prof['total_ms']:.0f} ms "
-                  "of kernel time per batch):", "", "| op | ms per batch | share |", "|---|---|---|"]
-        lines += [f"| {op['op']} | {op['ms']:.1f} | {100 * op['share']:.1f}% |" for op in prof["ops"][:10]]
-    return "\n".join(lines)
-
-
-__all__ = ["CHECK_TOLERANCE", "FORMAT", "INTEGER_OPS", "MODES", "OPSET", "ExportCheck", "OnnxClassifier", "OnnxExport",
-           "Site", "check_images", "verify_export", "bench_header",
-           "bench_report", "bench_row", "bench_speedup", "export_module", "export_onnx", "integer_op_counts",
-           "load_onnx", "onnx_metadata", "optimized_op_counts", "pack_codes", "unpack_codes", "weight_codes"]
+__all__ = [
+    "CHECK_IMAGES", "CHECK_TOLERANCE", "FORMAT", "FORMAT_VERSION", "INPUT_NAME", "INTEGER_OPS", "KERNEL_ACT_BITS",
+    "MODES", "NBITS_BLOCKS", "NBITS_WIDTHS", "OPSET", "OUTPUT_NAME", "ActivationQDQ", "ExportCheck", "FloatLinear",
+    "IntegerLinear", "Log2Emulated", "OnnxClassifier", "OnnxExport", "PatchLinear", "Site", "WeightOnlyLinear",
+    "bench_header", "bench_row", "bench_speedup", "check_images", "export_module", "export_onnx", "integer_op_counts",
+    "load_onnx", "nbits_block_size", "onnx_metadata", "optimized_op_counts", "pack_codes", "session_options",
+    "unpack_codes", "verify_export", "weight_codes",
+]

@@ -350,8 +350,8 @@ def test_record_rebuilds_the_same_experiment():
                                                 "quant": {"a_search": "minmax"}, "recon.iters": 3})
     record = json.loads(json.dumps(result.to_dict()))
     assert record["record_version"] == RECORD_VERSION == 2
-    assert record["config"]["synthesis"] == result.config.synthesis.to_dict() | {"betas": [0.5, 0.9],
-                                                                                  "jitter_px": [15, 30]}
+    assert record["config"]["synthesis"] == result.config.synthesis.to_dict() | {
+        "betas": [0.5, 0.9], "jitter_px": [15, 30], "prune_at": [0.05, 0.1, 0.2, 0.3]}  # tuples come back as lists
     assert record["config"]["quant"]["a_search"] == "minmax" and record["config"]["recon"]["iters"] == 3
     again = ExperimentConfig.from_dict(record["config"])
     assert again == result.config and again.run_id() == record["run_id"] == result.config.run_id()

@@ -192,6 +192,42 @@ def plot_loss_history(history: Sequence[Mapping[str, float]] | Mapping[str, Sequ
     return fig
 
 
+def dim_stopped(images: Tensor, info: ModelInfo, kept_patches: Sequence[Sequence[int]], *,
+                keep: float = 0.3) -> Tensor:
+    """Normalized images with the patches a sparse inversion stopped dimmed to `keep` of their
+    brightness (`kept_patches`: per image, the indices on the patch grid that ran to the end, as
+    `CalibrationSet.metadata["sparse"]["kept_patches"]` lists them): what ran and what stopped, on
+    one picture."""
+    gh, gw = info.patch_grid
+    running = torch.zeros(len(images), gh * gw, dtype=torch.bool)
+    for row, kept in zip(running, kept_patches):
+        row[list(kept)] = True
+    h, w = images.shape[-2:]
+    mask = running.view(-1, 1, gh, gw).repeat_interleave(h // gh, 2).repeat_interleave(w // gw, 3)
+    pixels = denormalize(images.detach().float().cpu(), info)
+    pixels = torch.where(mask, pixels, keep * pixels)
+    mean, std = torch.tensor(info.mean).view(1, -1, 1, 1), torch.tensor(info.std).view(1, -1, 1, 1)
+    return (pixels - mean) / std
+
+
+def plot_kept_tokens(runs: Mapping[str, Mapping], *, ax=None):
+    """The share of patch tokens each forward pass kept against iteration, one line per run
+    ({label: CalibrationSet.metadata}); a dense run is the flat line at 1."""
+    fig, ax = _figure(ax)
+    for label, meta in runs.items():
+        rows = [r for r in meta["history"] if r.get("chunk", 0) == 0]
+        x = [0] + [r["iteration"] for r in rows]
+        y = [1.0] + [r.get("tokens", 1.0) for r in rows]
+        ax.step(x, y, where="post", color=method_color(label.split("-")[0]),
+                linestyle="-" if meta.get("sparse") else "--", label=label)
+    ax.set_xlabel("iteration", fontsize=FONT)
+    ax.set_ylabel("share of patch tokens in a pass", fontsize=FONT)
+    ax.set_ylim(0, 1.05)
+    ax.tick_params(labelsize=FONT)
+    legend_below(ax)
+    return fig
+
+
 def show_regions(images: Tensor, info: ModelInfo, image_index: Tensor, quadrant: Tensor, *,
                  size: float = 1.4, max_images: int = 8):
     """Images with their MSR regions outlined (quadrant q: row q // 2, column q % 2)."""

@@ -3,6 +3,7 @@
 - `stats`: Spearman's rho, permutation and sign-flip p-values, bootstrap intervals;
 - `compare`: calibration source A minus B, a paired difference with its 95% CI;
 - `zoo`: the teacher zoo, per teacher and bit-width, and what decides where SARDFQ helps;
+- `sparse_check`: sparse inversion against dense, run by run, and whether it stays inside the seed spread;
 - `headroom`: the paper's regime: where PSAQ-ViT leaves headroom to real images, and what SARDFQ
   does there (`sardfq headroom`);
 - `attention_stats`: patch attention and how structured it is; what the model sees in MSR regions;

@@ -1,0 +1,78 @@
+"""Sparse inversion against dense, run by run: what a sparse default must pass (`results/sparse_check`,
+`sweeps/sparse_check.yaml`).
+
+Each sparse run pairs, seed by seed and image by image, with the dense run of the same teacher,
+setting and method (`compare_per_image`). [choice] A method may invert sparsely by default only
+where its sparse top-1 stays inside the dense runs' seed spread: the mean paired difference is no
+lower than minus the standard deviation of the dense runs' top-1 over seeds (the rule the bf16
+precision policy was held to, `results/bf16_mlp_check`).
+"""
+from __future__ import annotations
+
+import statistics
+
+from ..errors import ConfigError
+from ..experiments.config import ExperimentConfig
+from ..experiments.records import read_records, record_setting
+from .compare import compare_per_image, per_image_by_seed
+
+
+def _kind(config: ExperimentConfig) -> str:
+    """'dense', 'sparse' (stopped patches black) or 'sparse, stopped frozen'."""
+    s = config.synthesis
+    if not s.is_sparse:
+        return "dense"
+    return "sparse" if s.stopped == "zero" else f"sparse, stopped {s.stopped}"
+
+
+def sparse_differences(results, *, n_boot: int = 2000):
+    """One row per (teacher, setting, method, sparse kind) that has dense runs beside it: the top-1
+    of each (mean over seeds, %), sparse - dense in points with its paired 95% CI, the seeds and
+    images behind it, the dense runs' seed spread and whether the sparse runs stay inside it. A
+    pandas DataFrame."""
+    import pandas as pd
+
+    groups: dict[tuple, list[dict]] = {}
+    for record, _ in read_records(results):
+        if record.get("kind") != "experiment":
+            continue
+        config = ExperimentConfig.from_dict(record["config"])
+        if config.synthesis.method not in ("psaq", "sardfq", "smi"):
+            continue
+        key = (config.model, record_setting(record), config.synthesis.method, _kind(config))
+        groups.setdefault(key, []).append(record)
+    if not groups:
+        raise ConfigError(f"no PSAQ-ViT, SARDFQ or SMI records in {results}")
+    rows = []
+    for (model, setting, method, kind), records in sorted(groups.items()):
+        dense = groups.get((model, setting, method, "dense"))
+        if kind == "dense" or not dense:
+            continue
+        a, b = per_image_by_seed(records, name=kind), per_image_by_seed(dense, name="dense")
+        seeds = sorted(set(a) & set(b))
+        if not seeds:
+            continue
+        c = compare_per_image({s: a[s] for s in seeds}, {s: b[s] for s in seeds}, names=(kind, "dense"),
+                              n_boot=n_boot)
+        dense_top1 = [100 * r["quantized"]["top1"] for r in dense if r["config"]["seed"] in seeds]
+        spread = statistics.stdev(dense_top1) if len(dense_top1) > 1 else float("nan")
+        rows.append({"model": model, "setting": setting, "method": method, "kind": kind,
+                     "sparse_top1": statistics.mean(100 * r["quantized"]["top1"] for r in records
+                                                    if r["config"]["seed"] in seeds),
+                     "dense_top1": statistics.mean(dense_top1), "difference": c.difference,
+                     "ci_low": c.ci[0], "ci_high": c.ci[1], "seeds": len(seeds), "images": c.n_images,
+                     "dense_seed_sd": spread, "inside_spread": c.difference >= -spread})
+    return pd.DataFrame(rows, columns=["model", "setting", "method", "kind", "sparse_top1", "dense_top1",
+                                       "difference", "ci_low", "ci_high", "seeds", "images", "dense_seed_sd",
+                                       "inside_spread"])
+
+
+def sparse_table(differences) -> str:
+    """`sparse_differences` as a Markdown table (points, 95% CIs)."""
+    lines = ["| teacher | setting | method | sparse | sparse − dense [95% CI] | dense seed sd | inside the spread "
+             "| seeds × images |", "|---|---|---|---|---|---|---|---|"]
+    for r in differences.to_dict("records"):
+        lines.append(f"| `{r['model']}` | {r['setting']} | {r['method']} | {r['kind']} | {r['difference']:+.2f} "
+                     f"[{r['ci_low']:+.2f}, {r['ci_high']:+.2f}] | {r['dense_seed_sd']:.2f} | "
+                     f"{'yes' if r['inside_spread'] else 'no'} | {r['seeds']} × {r['images']:,} |")
+    return "\n".join(lines)

@@ -51,3 +51,20 @@ def test_a_folder_without_synthetic_records_is_refused(tmp_path):
     write_json_atomic(tmp_path / "r.json", record)
     with pytest.raises(sardfq.ConfigError, match="no PSAQ-ViT, SARDFQ or SMI records"):
         sparse_differences(tmp_path)
+
+
+def test_the_finding_states_the_speed_and_each_methods_cells(tmp_path):
+    rng = np.random.default_rng(1)
+    for seed in range(3):
+        base = rng.random(N)
+        for method, correct, synthesis in (("psaq", base < 0.7, {}), ("psaq", base < 0.6, {"sparse": True})):
+            record = _record(method, seed, correct, **synthesis)
+            write_json_atomic(tmp_path / f"{record['run_id']}.json", record)
+    from sardfq.analysis.sparse_check import finding
+
+    text = finding(sparse_differences(tmp_path, n_boot=200), speedup=2.54, method="psaq")
+    assert text.startswith("Inverting psaq sparsely made a synthesis step 2.5 times faster")
+    assert "psaq (sparse) stays inside the dense runs' seed spread in 0 of 1" in text
+    assert "below dense beyond its 95% interval in 1" in text and "3 seeds × 2,000" in text
+    assert "not measured here yet" in finding(sparse_differences(tmp_path, n_boot=200).iloc[:0], speedup=2.0,
+                                              method="psaq")

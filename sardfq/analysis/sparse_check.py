@@ -76,3 +76,26 @@ def sparse_table(differences) -> str:
                      f"[{r['ci_low']:+.2f}, {r['ci_high']:+.2f}] | {r['dense_seed_sd']:.2f} | "
                      f"{'yes' if r['inside_spread'] else 'no'} | {r['seeds']} × {r['images']:,} |")
     return "\n".join(lines)
+
+
+def finding(differences, *, speedup: float, method: str) -> str:
+    """Chapter 10's finding: the speed-up a chapter's own run measured for `method`, and what the
+    paired records say of accuracy, cell by cell (`sparse_differences`), in plain words."""
+    speed = (f"Inverting {method} sparsely made a synthesis step {speedup:.1f} times faster in this chapter's "
+             "run on the CPU.")
+    if differences is None or len(differences) == 0:
+        return speed + " Whether it costs accuracy is not measured here yet (no paired sparse and dense records)."
+    parts = []
+    for (name, kind), rows in differences.groupby(["method", "kind"], sort=True):
+        inside = int(rows["inside_spread"].sum())
+        below = rows[rows["ci_high"] < 0]
+        worst = rows.loc[rows["difference"].idxmin()]
+        text = (f"{name} ({kind}) stays inside the dense runs' seed spread in {inside} of {len(rows)} "
+                f"teacher and bit-width cells; its largest loss is {worst['difference']:+.1f} points "
+                f"[{worst['ci_low']:+.1f}, {worst['ci_high']:+.1f}] (`{worst['model']}` {worst['setting']})")
+        if len(below):
+            text += f", and it is below dense beyond its 95% interval in {len(below)}"
+        parts.append(text + ".")
+    seeds, images = int(differences["seeds"].min()), int(differences["images"].min())
+    return (speed + f" Against dense inversion, paired by seed and image ({seeds} seeds × {images:,} test images "
+            "per cell, 95% CIs): " + " ".join(parts))

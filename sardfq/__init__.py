@@ -17,7 +17,8 @@ floors in the longest chain of imports.
     2      synthesis, quant   the two wings of the method, side by side
     3      experiments        the experiments package
     4      analysis           the analysis package
-    5      entry              cli, __main__, and this file
+    5      entry              cli (its options read off the configs in cli_options), __main__,
+                              and this file
 
 Each package's docstring lists its rooms.
 """

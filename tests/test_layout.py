@@ -16,11 +16,11 @@ LAYERS = {
     "synthesis": 2, "quant": 2,  # the two wings of the method, side by side
     "experiments": 3,
     "analysis": 4,
-    "entry": 5,  # the command line and the package's public face
+    "entry": 5,  # the command line (and its options read off the configs) and the package's public face
 }
 FOUNDATION = {"errors", "io", "registry", "precision", "version", "attention"}
 CORE = {"models", "data", "calibset", "evaluate", "teacher"}
-ENTRY = {"cli", "__init__", "__main__"}
+ENTRY = {"cli", "cli_options", "__init__", "__main__"}
 WINGS = ("synthesis", "quant", "experiments", "analysis")
 
 

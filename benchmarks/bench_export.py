@@ -40,6 +40,7 @@ import torch
 
 import sardfq
 from sardfq.io import write_json_atomic
+from sardfq.version import cpu_info
 from sardfq.quant.export import bench_header, optimized_op_counts, session_options
 
 TEACHER = "vit_tiny_cifar10"
@@ -263,7 +264,7 @@ def main() -> None:
     record = {"command": "python " + " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]]), "config": vars(args),
               "versions": {"sardfq": sardfq.__version__, "torch": torch.__version__,
                            "onnxruntime": __import__("onnxruntime").__version__, "onnx": __import__("onnx").__version__},
-              "machine": {"platform": platform.platform(), "processor": platform.processor(), "cpus": os.cpu_count(),
+              "machine": {**cpu_info(), "platform": platform.platform(), "processor": platform.processor(),
                           "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS"),
                           # how busy the (shared) machine was: 1-minute load averages at start and end
                           "load_average_start": os.getloadavg()[0]},

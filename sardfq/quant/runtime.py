@@ -167,7 +167,12 @@ def bench_header(record: dict) -> str:
             if "load_average_start" in m and "load_average_end" in m else "")
     seconds = record["seconds"]
     length = f"{seconds:.0f} s" if seconds < 600 else f"{seconds / 60:.0f} minutes"
+    cpu = f"{m['cpus']} CPUs ({m['platform']})"
+    if "cpu" in m:  # records from December 2026 on name the CPU and the flags its kernels chose by
+        from ..version import cpu_summary
+
+        cpu = f"{cpu_summary(m)} ({m['platform']})"
     return (f"`{record['command']}`: seed {c['seed']}, threads {', '.join(map(str, c['threads']))}, "
-            f"{m['cpus']} CPUs ({m['platform']}), OMP_NUM_THREADS={m.get('OMP_NUM_THREADS') or 'unset'}; "
+            f"{cpu}, OMP_NUM_THREADS={m.get('OMP_NUM_THREADS') or 'unset'}; "
             f"sardfq {v['sardfq']}, torch {v['torch']}, onnxruntime {v['onnxruntime']}, onnx {v['onnx']}; "
             f"{length}{load}")

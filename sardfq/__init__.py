@@ -33,8 +33,8 @@ from .errors import (CheckpointError, ConfigError, DataNotFoundError, ExportErro
                      UnknownNameError, UnsupportedModelError, WeightsNotFoundError)
 from .evaluate import EvalResult, PerImage, evaluate
 from .experiments import (ExperimentConfig, ExperimentResult, SweepReport, SweepSpec, load_results, load_sweep,
-                          mean_std_table, quickstart_configs, quickstart_table, run_experiment, run_or_load,
-                          run_sweep, summarize_results)
+                          mean_std_table, quantize_to_folder, quickstart_configs, quickstart_table, run_experiment,
+                          run_or_load, run_quickstart, run_sweep, run_to_folder, summarize_results)
 from .models import (DEFAULT_MODEL, ModelInfo, available_models, check_architecture, embedded_models,
                      load_model, save_model_folder)
 from .quant import (QuantConfig, ReconConfig, ReconResult, load_quantized, quantize, quantizers, reconstruct,
@@ -62,8 +62,9 @@ __all__ = [
     "transform_priors", "tv_l2", "tv_loss", "tv_target",
     # experiments and sweeps
     "ExperimentConfig", "ExperimentResult", "SweepReport", "SweepSpec", "attention_statistics",
-    "load_results", "load_sweep", "mean_std_table", "patch_attention", "quickstart_configs", "quickstart_table",
-    "region_predictions", "run_experiment", "run_or_load", "run_sweep", "summarize_results",
+    "load_results", "load_sweep", "mean_std_table", "patch_attention", "quantize_to_folder", "quickstart_configs",
+    "quickstart_table", "region_predictions", "run_experiment", "run_or_load", "run_quickstart", "run_sweep",
+    "run_to_folder", "summarize_results",
     # quantization
     "QuantConfig", "ReconConfig", "ReconResult", "load_quantized", "quantize", "quantizers",
     "reconstruct", "save_quantized", "set_quant_state",

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from .cli_options import add_config_options, config_values
 from .errors import ConfigError, SardfqError
-from .io import atomic_folder, check_folder, check_output_file, check_output_folder
+from .io import check_output_file, check_output_folder
 from .models import resolve_device
 
 
@@ -290,8 +290,8 @@ def _read_config_file(path: str) -> dict:
 
 def _run_run(args: argparse.Namespace) -> None:
     from .experiments.config import ExperimentConfig
-    from .experiments.estimate import estimate_experiment
-    from .experiments.run import run_experiment
+    from .experiments.estimate import estimate_experiment, log_estimate
+    from .experiments.run import RUN_FILES, run_experiment, run_to_folder
 
     if args.quickstart:
         args.model = getattr(args, "model", None) or ExperimentConfig().model
@@ -310,11 +310,11 @@ def _run_run(args: argparse.Namespace) -> None:
     config.synthesis.check_size(force=args.force)
     if args.out is not None:  # refused before the estimate's warm-up too (and again when written)
         check_output_folder(args.out, "--out", ours=RUN_FILES)
-    _log_estimate(estimate_experiment(config))
+    log_estimate(estimate_experiment(config))
     if args.out is None:
         r = run_experiment(config, progress=args.progress).to_dict()
     else:
-        r = _run_into_folder(config, Path(args.out), progress=args.progress)
+        r = run_to_folder(config, args.out, progress=args.progress, what="--out")
     _emit(args, r, [
         f"{config.model} {config.variant} {config.bits} (seed {config.seed}), "
         f"{r['quantized']['n_images']} test images:",
@@ -329,42 +329,15 @@ def _run_run(args: argparse.Namespace) -> None:
     ])
 
 
-RUN_FILES = ("result.json", "calibration.safetensors")  # what marks a folder `sardfq run --out` wrote
-
-
-def _run_into_folder(config, out: Path, *, progress: bool) -> dict:
-    """`run_experiment` with its files (calibration set, quantized model, result.json) in `out`,
-    which is replaced whole when the run is done (`atomic_folder`): a run killed at any point leaves
-    the previous run's folder as it was, never a mix of the two."""
-    from .experiments.run import run_experiment
-    from .quant import save_quantized
-
-    with atomic_folder(out, ours=RUN_FILES, what="--out") as tmp:
-        result = run_experiment(config, out_dir=tmp, progress=progress, keep_models=True)
-        save_quantized(result.q_model, tmp / "quantized")  # for `sardfq eval OUT/quantized`
-        # the record names where its files will be, not the temporary folder they are written in
-        result.calibration_path = str(out / Path(result.calibration_path).relative_to(tmp))
-        result.save(tmp / "result.json")
-    return {**result.to_dict(), "quantized_folder": str(out / "quantized")}
-
-
 def _run_quickstart(args: argparse.Namespace) -> None:
     import time
 
     from .experiments.records import quickstart_table
-    from .experiments.run import quickstart_configs, run_experiment
+    from .experiments.run import run_quickstart
 
     start = time.perf_counter()
-    if args.out:
-        check_folder(args.out, "--out")
-    results = []
-    for config in quickstart_configs(args.model, device=str(resolve_device(args.device, what="--device")),
-                                      data_root=args.data_root):
-        out = Path(args.out) / config.run_id() if args.out else None  # the layout of a sweep
-        result = run_experiment(config, out_dir=out, progress=args.progress)
-        if out is not None:
-            result.save(Path(args.out) / f"{config.run_id()}.json")
-        results.append(result)
+    results = run_quickstart(args.model, device=str(resolve_device(args.device, what="--device")),
+                             data_root=args.data_root, out=args.out or None, progress=args.progress, what="--out")
     lines = quickstart_table(results) + [f"total {time.perf_counter() - start:.0f} s"]
     _emit(args, {"runs": [r.to_dict() for r in results], "seconds": time.perf_counter() - start}, lines)
 
@@ -449,7 +422,7 @@ def _add_synthesize(sub) -> None:
 
 def _run_synthesize(args: argparse.Namespace) -> None:
     from .experiments.config import nest
-    from .experiments.estimate import estimate_synthesis
+    from .experiments.estimate import estimate_synthesis, log_estimate
     from .models import load_model, model_slug
     from .synthesis import SynthesisConfig, save_image_grid, synthesize
 
@@ -463,7 +436,7 @@ def _run_synthesize(args: argparse.Namespace) -> None:
     check_output_file(out, "--out")  # both files checked before the work that fills them
     check_output_file(out.with_suffix(".png"), "the image grid beside --out")
     model, info = load_model(args.model, checkpoint=args.checkpoint, device=device)
-    _log_estimate(estimate_synthesis(model, info, config, device=device, data_root=args.data))
+    log_estimate(estimate_synthesis(model, info, config, device=device, data_root=args.data))
     calib = synthesize(model, info, config, device=device, data_root=args.data, progress=args.progress)
     calib.save(out)
     png = save_image_grid(calib, info, out.with_suffix(".png"))
@@ -499,58 +472,30 @@ def _add_quantize(sub) -> None:
 
 
 def _run_quantize(args: argparse.Namespace) -> None:
-    import time
-
-    from .calibset import CalibrationSet
     from .experiments.config import ExperimentConfig
-    from .experiments.estimate import estimate_reconstruction
-    from .experiments.run import quantize_model
-    from .models import load_model, model_slug
-    from .quant.api import CONFIG_FILE as QUANT_CONFIG
-    from .quant.api import save_quantized
+    from .experiments.estimate import estimate_quantization, log_estimate
+    from .experiments.run import QUANTIZED_FILES, quantize_to_folder, quantized_folder
 
-    began = time.perf_counter()
     typed = {**config_values(args), "model": args.model, "seed": args.seed}
-    if getattr(args, "bits", None) is not None:
-        typed["bits"] = args.bits
+    for key, value in (("bits", getattr(args, "bits", None)), ("checkpoint", args.checkpoint), ("data_root", args.data)):
+        if value is not None:
+            typed[key] = value
     if args.bf16:
         typed["recon.autocast"] = "bf16"
     # the quantization and reconstruction settings through the same road as `sardfq run`'s
     config = ExperimentConfig.from_dict(typed)
-    device = resolve_device(args.device, what="--device")
-    out = Path(args.out or f"quantized/{model_slug(args.model)}-{config.bits}")
-    check_output_folder(out, "--out", ours=(QUANT_CONFIG,))  # before the work, not after it
-    calib = CalibrationSet.load(args.calib)
-    fp_model, info = load_model(args.model, checkpoint=args.checkpoint, device=device)
-    timings = {"load": time.perf_counter() - began}
-    _log_estimate(estimate_reconstruction(fp_model, info, calib, config.quant, config.recon, seed=config.seed))
-    q_model, reconstruction = quantize_model(fp_model, info, calib, config.quant, config.recon, seed=config.seed,
-                                             progress=args.progress, timings=timings)
-    blocks = reconstruction.get("blocks", [])
-    step = time.perf_counter()
-    out = save_quantized(q_model, out)
-    timings["save"] = time.perf_counter() - step
-    record = {"model": args.model, "out": str(out), "bits": config.bits, "quant_config": config.quant.to_dict(),
-              "calib": args.calib, "n_calib": len(calib), "seed": config.seed,
-              "recon_iters": config.recon.iters, "reconstruction": blocks, "accuracy": None}
-    lines = [f"{args.model} at {config.bits} calibrated on {len(calib)} images from {args.calib} -> {out}"]
-    lines += [f"  {b['block']}: output MSE {b['mse_before']:.4g} -> {b['mse_after']:.4g}" for b in blocks]
-    if args.data is not None or args.limit is not None:
-        from .data import eval_dataset
-        from .evaluate import evaluate
-
-        step = time.perf_counter()
-        dataset = eval_dataset(info, fp_model, args.data, limit=args.limit)
-        result = evaluate(q_model, dataset, name=f"{args.model} {config.bits}", batch_size=args.batch_size,
-                          device=device, progress=args.progress).to_dict()
-        timings["eval"] = time.perf_counter() - step
-        record["accuracy"] = result
-        lines.append(f"  top-1 {100 * result['top1']:.2f}%  top-5 {100 * result['top5']:.2f}% "
-                     f"on {result['n_images']} test images")
-    timings["total"] = time.perf_counter() - began
-    record["timings"] = {f"{k}_s": v for k, v in timings.items()}
-    lines.append("  " + ", ".join(f"{k} {v:.1f} s" for k, v in timings.items()))
-    _emit(args, record, lines)
+    config = config.replace(device=str(resolve_device(args.device, what="--device")))
+    check_output_folder(quantized_folder(config, args.out or None), "--out", ours=QUANTIZED_FILES)  # before the work
+    log_estimate(estimate_quantization(config, args.calib))
+    r = quantize_to_folder(config, args.calib, args.out or None, accuracy=args.data is not None or args.limit is not None,
+                           limit=args.limit, batch_size=args.batch_size, progress=args.progress, what="--out")
+    lines = [f"{r['model']} at {r['bits']} calibrated on {r['n_calib']} images from {r['calib']} -> {r['out']}"]
+    lines += [f"  {b['block']}: output MSE {b['mse_before']:.4g} -> {b['mse_after']:.4g}" for b in r["reconstruction"]]
+    if r["accuracy"] is not None:
+        lines.append(f"  top-1 {100 * r['accuracy']['top1']:.2f}%  top-5 {100 * r['accuracy']['top5']:.2f}% "
+                     f"on {r['accuracy']['n_images']} test images")
+    lines.append("  " + ", ".join(f"{k.removesuffix('_s')} {v:.1f} s" for k, v in r["timings"].items()))
+    _emit(args, r, lines)
 
 
 # -------------------------------------------------------------------------------------- inspect
@@ -588,12 +533,6 @@ def _run_inspect(args: argparse.Namespace) -> None:
 
 
 # ------------------------------------------------------------------------------------- helpers
-def _log_estimate(estimate) -> None:
-    """Say how long a long run will take before it starts (None: a short run, nothing said)."""
-    if estimate is not None:
-        logging.getLogger("sardfq").info("estimated: %s", estimate)
-
-
 def _add_model_run_options(p) -> None:
     """Options shared by the commands that load a model and run a long job on it."""
     p.add_argument("--checkpoint", default=None, help="local weights file replacing the model's")

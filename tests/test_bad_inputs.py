@@ -626,7 +626,7 @@ def test_an_interrupted_run_leaves_the_previous_run_folder_whole(tmp_path, capsy
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr("sardfq.quant.save_quantized", interrupted)  # after the new calibration set is written
+    monkeypatch.setattr("sardfq.experiments.run.save_quantized", interrupted)  # after the new calibration set is written
     capsys.readouterr()
     assert main(_run_args(folder, data, out, seed=1)) == 130
     assert capsys.readouterr().err.strip().endswith("sardfq run: interrupted")

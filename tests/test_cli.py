@@ -70,7 +70,7 @@ def test_bf16_flag_sets_autocast_for_synthesize_and_quantize(monkeypatch):
         return fake
 
     monkeypatch.setattr(sardfq.models, "load_model", lambda *a, **k: (None, None))
-    for name in ("estimate_synthesis", "estimate_reconstruction"):  # no model here to time
+    for name in ("estimate_synthesis", "estimate_quantization"):  # no model here to time
         monkeypatch.setattr(sardfq.experiments.estimate, name, lambda *a, **k: None)
     monkeypatch.setattr(sardfq.synthesis, "synthesize", capture("synthesize"))
     monkeypatch.setattr(sardfq.calibset.CalibrationSet, "load", staticmethod(lambda path: None))

@@ -1,8 +1,9 @@
 """How long a long run will take on this machine, from a short timed warm-up made before it starts.
 
 `estimate_experiment(config)` (what `sardfq run` logs), `estimate_synthesis` (`sardfq synthesize`)
-and `estimate_reconstruction` (`sardfq quantize`) time a few optimization steps and scale them to
-the run's length. A run of fewer than `LONG_STEPS` steps per stage is not estimated (None).
+and `estimate_reconstruction` (`estimate_quantization` for `sardfq quantize`) time a few
+optimization steps and scale them to the run's length. A run of fewer than `LONG_STEPS` steps per
+stage is not estimated (None). `log_estimate` says the result before the run starts.
 
 A warm-up never touches the run it estimates: it synthesizes a throw-away batch through its own
 `synthesize` call (with a generator of its own: a run makes its generator when it starts), and
@@ -19,7 +20,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
-from ..calibset import calibration_images
+from ..calibset import CalibrationSet, calibration_images
 from ..models import ModelInfo, load_model, resolve_device
 from ..quant.api import quantize
 from ..quant.config import QuantConfig, ReconConfig
@@ -142,3 +143,23 @@ def estimate_experiment(config: ExperimentConfig, *, force: bool = False) -> Est
                                              n_images=s.n, force=True))
     estimate.warmup_seconds = time.perf_counter() - began
     return estimate
+
+
+def estimate_quantization(config: ExperimentConfig, calibration, *, force: bool = False) -> Estimate | None:
+    """The calibration and reconstruction that `quantize_to_folder(config, calibration)` will run,
+    from a warm-up on its own copy of the model; None for a short reconstruction (unless `force`),
+    told without loading anything when `config.recon.iters` is 0. The set is loaded before the
+    model, as the run loads them, so that a bad input fails here as it would there."""
+    if config.recon.iters == 0:
+        return None
+    calib = CalibrationSet.load(calibration)
+    fp_model, info = load_model(config.model, checkpoint=config.checkpoint,
+                                device=resolve_device(config.device, what="ExperimentConfig.device"))
+    return estimate_reconstruction(fp_model, info, calib, config.quant, config.recon, seed=config.seed,
+                                   force=force)
+
+
+def log_estimate(estimate: Estimate | None) -> None:
+    """Say how long a long run will take before it starts (None: a short run, nothing said)."""
+    if estimate is not None:
+        logging.getLogger("sardfq").info("estimated: %s", estimate)

@@ -3,8 +3,12 @@
 `run_experiment(ExperimentConfig(...))` is the single verb behind `sardfq run`, the quickstart, the
 sweep runner and the results notebooks. It returns an `ExperimentResult` (`records`) whose
 `to_dict()` holds every number the project reports; `save()` writes it as JSON atomically. Its
-stages are functions of their own (`calibration_set`, `quantize_model`, `evaluate_model`), which
-`sardfq quantize` calls too.
+stages are functions of their own (`calibration_set`, `quantize_model`, `evaluate_model`).
+
+The verbs behind the commands that write files, each the whole sequence a command runs:
+`run_to_folder` (`sardfq run --out`: the run's files in one folder, replaced whole),
+`quantize_to_folder` (`sardfq quantize`: a saved calibration set in, a quantized model folder out)
+and `run_quickstart` (`sardfq quickstart`).
 
 The full-precision accuracy depends only on the model, its weights and the evaluation subset, so it
 is computed once and cached on disk (under `SARDFQ_CACHE`); a sweep over methods and bit-widths
@@ -27,10 +31,11 @@ from ..calibset import CalibrationSet
 from ..data import cache_dir, eval_dataset, heldout_dataset
 from ..errors import CheckpointError
 from ..evaluate import evaluate, reference_outputs
-from ..io import read_record, write_json_atomic
+from ..io import atomic_folder, check_folder, check_output_folder, read_record, write_json_atomic
 from ..models import (DEFAULT_MODEL, ModelInfo, device_description, load_model, model_fingerprint,
                       model_slug, resolve_device)
-from ..quant.api import quantize
+from ..quant.api import CONFIG_FILE as QUANTIZED_CONFIG
+from ..quant.api import quantize, save_quantized
 from ..quant.config import QuantConfig, ReconConfig
 from ..quant.reconstruction import reconstruct
 from ..synthesis.loop import synthesize
@@ -99,6 +104,74 @@ def run_experiment(config: ExperimentConfig, *, out_dir: str | os.PathLike | Non
         if device.type == "cuda":
             torch.cuda.empty_cache()
     return result
+
+
+# ------------------------------------------------------------------------ runs that write folders
+RUN_FILES = ("result.json", "calibration.safetensors")  # what marks a folder `run_to_folder` wrote
+QUANTIZED_FILES = (QUANTIZED_CONFIG,)  # what marks a folder `quantize_to_folder` wrote
+
+
+def run_to_folder(config: ExperimentConfig, out: str | os.PathLike, *, progress: bool = True,
+                  what: str = "out") -> dict:
+    """`run_experiment` with its files in the folder `out`: the calibration set, the quantized model
+    (`out/quantized`, which `load_quantized` and `sardfq eval` read) and `result.json`. The folder
+    is replaced whole when the run is done (`atomic_folder`): a run killed at any point leaves the
+    previous run's folder as it was, never a mix of the two. Returns the record with
+    `quantized_folder` added; `what` names `out` in errors (`--out` on the command line)."""
+    out = Path(out)
+    with atomic_folder(out, ours=RUN_FILES, what=what) as tmp:
+        result = run_experiment(config, out_dir=tmp, progress=progress, keep_models=True)
+        save_quantized(result.q_model, tmp / "quantized")
+        # the record names where its files will be, not the temporary folder they are written in
+        result.calibration_path = str(out / Path(result.calibration_path).relative_to(tmp))
+        result.save(tmp / "result.json")
+    return {**result.to_dict(), "quantized_folder": str(out / "quantized")}
+
+
+def quantized_folder(config: ExperimentConfig, out: str | os.PathLike | None = None) -> Path:
+    """Where `quantize_to_folder` writes: `out`, else `quantized/<model>-<bits>`."""
+    return Path(out if out is not None else f"quantized/{model_slug(config.model)}-{config.quant.name}")
+
+
+def quantize_to_folder(config: ExperimentConfig, calibration: str | os.PathLike,
+                       out: str | os.PathLike | None = None, *, accuracy: bool = False,
+                       limit: int | None = None, batch_size: int = 256, progress: bool = True,
+                       what: str = "out") -> dict:
+    """Quantize `config.model` (its `checkpoint`, on its `device`) on the calibration set saved at
+    `calibration`, under `config.quant`, reconstructed under `config.recon` and seeded by
+    `config.seed`; save the quantized model as a folder (`quantized_folder(config, out)`, checked
+    before any work; `what` names it in errors), and with `accuracy` measure it on `limit` test
+    images (None: all) of `config.data_root`, `batch_size` at a time. The synthesis fields of
+    `config` are not used: the images are the saved set's.
+
+    Returns the record `sardfq quantize --json` prints: model, out, bits, quant_config, calib,
+    n_calib, seed, recon_iters, reconstruction (output MSE per block before and after), accuracy
+    (None without `accuracy`) and timings (`<stage>_s`: load, quantize, reconstruct, save, eval,
+    total)."""
+    began = time.perf_counter()
+    device = resolve_device(config.device, what="ExperimentConfig.device")
+    out = check_output_folder(quantized_folder(config, out), what, ours=QUANTIZED_FILES)
+    calib = CalibrationSet.load(calibration)  # a damaged set fails before the model loads
+    fp_model, info = load_model(config.model, checkpoint=config.checkpoint, device=device)
+    timings = {"load": time.perf_counter() - began}
+    q_model, reconstruction = quantize_model(fp_model, info, calib, config.quant, config.recon, seed=config.seed,
+                                             progress=progress, timings=timings)
+    step = time.perf_counter()
+    out = save_quantized(q_model, out)
+    timings["save"] = time.perf_counter() - step
+    record = {"model": config.model, "out": str(out), "bits": config.quant.name,
+              "quant_config": config.quant.to_dict(), "calib": str(calibration), "n_calib": len(calib),
+              "seed": config.seed, "recon_iters": config.recon.iters,
+              "reconstruction": reconstruction.get("blocks", []), "accuracy": None}
+    if accuracy:
+        step = time.perf_counter()
+        dataset = eval_dataset(info, fp_model, config.data_root, limit=limit)
+        record["accuracy"] = evaluate(q_model, dataset, name=f"{config.model} {config.quant.name}",
+                                      batch_size=batch_size, device=device, progress=progress).to_dict()
+        timings["eval"] = time.perf_counter() - step
+    timings["total"] = time.perf_counter() - began
+    record["timings"] = {f"{k}_s": v for k, v in timings.items()}
+    return record
 
 
 # ------------------------------------------------------------------------------------ stages
@@ -252,3 +325,21 @@ def quickstart_configs(model: str = DEFAULT_MODEL, *, device: str = "cpu", data_
     base = ExperimentConfig.from_dict({"model": model, "device": device, "data_root": data_root, **QUICKSTART})
     base = base.replace(**overrides)
     return [base.replace(synthesis={"method": method}) for method in ("noise", "sardfq")]
+
+
+def run_quickstart(model: str = DEFAULT_MODEL, *, device: str = "cpu", data_root: str | None = None,
+                   out: str | os.PathLike | None = None, progress: bool = True,
+                   what: str = "out") -> list[ExperimentResult]:
+    """Run the quickstart's experiments (`quickstart_configs`) and return their results; given
+    `out`, each run's calibration set goes to `out/<run-id>/` and its record to `out/<run-id>.json`,
+    the layout of a sweep's results folder (`what` names `out` in errors)."""
+    if out is not None:
+        check_folder(out, what)
+    results = []
+    for config in quickstart_configs(model, device=device, data_root=data_root):
+        folder = Path(out) / config.run_id() if out is not None else None
+        result = run_experiment(config, out_dir=folder, progress=progress)
+        if out is not None:
+            result.save(Path(out) / f"{config.run_id()}.json")
+        results.append(result)
+    return results

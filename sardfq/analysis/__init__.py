@@ -12,7 +12,8 @@
 - `paper_anchors`: the paper's reported numbers, as data (read by chapters 03, 04 and 06);
 - `results_prose`: the sentences and tables of chapter 06 (the results pages);
 - `inspect_prose`: the sentences of chapter 07 (the calibration-set study), and chapter 05's rerun note;
-- `viz`: the figures of the book.
+- `viz`: the figures of the book, a package of rooms by what they draw (images, runs, the
+  calibration-set study, the results pages, and the style they share).
 """
 from .attention_stats import attention_statistics, patch_attention, region_predictions
 from .compare import Comparison, compare, compare_per_image

@@ -1,0 +1,221 @@
+"""The results pages' figures (chapter 06 and the zoo): differences with their 95% intervals
+(`plot_intervals`, per teacher in `plot_zoo_gains`, against teacher properties), the headroom map
+and the gain against the headroom, the ablation's heat maps and our numbers beside the paper's."""
+from __future__ import annotations
+
+import math
+from typing import Mapping, Sequence
+
+import numpy as np
+
+from .style import BOOK_WIDTH, FONT, METHOD_COLORS, TITLE_FONT, draw_intervals, method_color, new_figure
+
+
+def plot_ablation_heatmaps(tables: Mapping[str, Mapping[str, float]], *, title: str | None = None):
+    """One heat map per source (e.g. {"paper, DeiT-S": {...}, "this project": {...}}) of top-1 by
+    switch combination: rows APA off/on, columns the MSR/SL pair. Keys are variant names
+    (`sardfq[none]`, `sardfq[apa+sl]`, `sardfq`, ...); each map has its own colour scale, since
+    the question is which switches help, not the absolute level."""
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    columns = [("", "none"), ("msr", "MSR"), ("sl", "SL"), ("msr+sl", "MSR+SL")]
+
+    def variant(apa: bool, parts: str) -> str:
+        on = (["apa"] if apa else []) + (parts.split("+") if parts else [])
+        return "sardfq" if len(on) == 3 else f"sardfq[{'+'.join(on) or 'none'}]"
+
+    fig, axes = plt.subplots(1, len(tables), figsize=(min(BOOK_WIDTH, 4.2 * len(tables)), 2.6),
+                             layout="constrained", squeeze=False)
+    for ax, (name, values) in zip(axes.flat, tables.items()):
+        grid = np.array([[values.get(variant(apa, parts), np.nan) for parts, _ in columns]
+                         for apa in (False, True)])
+        sns.heatmap(grid, annot=True, fmt=".1f", cmap="viridis", ax=ax, annot_kws={"fontsize": FONT},
+                    xticklabels=[label for _, label in columns], yticklabels=["no APA", "APA"],
+                    cbar_kws={"label": "top-1 (%)", "shrink": 0.9})
+        ax.set_title(name, fontsize=TITLE_FONT)
+        ax.tick_params(axis="y", rotation=0)
+        ax.tick_params(labelsize=FONT)
+    if title:
+        fig.suptitle(title, fontsize=TITLE_FONT)
+    return fig
+
+
+def plot_versus_paper(ours: Mapping[str, float], paper: Mapping[str, float], *, ax=None,
+                      title: str | None = None, ylabel: str = "top-1 (%)"):
+    """Our numbers per method beside the paper's anchor numbers, as paired bars."""
+    import pandas as pd
+    import seaborn as sns
+
+    methods = [m for m in paper if m in ours] + [m for m in ours if m not in paper]
+    rows = ([{"method": m, "source": "this project", "top1": ours[m]} for m in methods if m in ours]
+            + [{"method": m, "source": "paper", "top1": paper[m]} for m in methods if m in paper])
+    fig, ax = new_figure(ax, figsize=(6, 3.5))
+    sns.barplot(data=pd.DataFrame(rows), x="method", y="top1", hue="source", ax=ax, errorbar=None, saturation=1,
+                palette={"this project": METHOD_COLORS["sardfq"], "paper": METHOD_COLORS["paper"]})
+    sns.move_legend(ax, "upper center", bbox_to_anchor=(0.5, -0.1), ncols=2, frameon=False, title=None,
+                    fontsize=FONT)  # below the axes: never over a bar
+    ax.set_xlabel("")
+    ax.set_ylabel(ylabel)
+    if title:
+        ax.set_title(title, fontsize=TITLE_FONT)
+    return fig
+
+
+def plot_zoo_gains(gains, *, ax=None, title: str | None = None):
+    """Paired differences with their 95% CIs (`sardfq.zoo.zoo_gains` rows): one row per teacher and
+    bit-width, one marker colour per contrast, a line at zero. A bar whose interval crosses zero
+    shows no difference; filled markers are the intervals that exclude it."""
+    rows = gains.assign(label=gains["model"] + "  " + gains["bits"])
+    labels = list(dict.fromkeys(rows["label"]))
+    contrasts = list(dict.fromkeys(rows["contrast"]))
+    fig, ax = new_figure(ax, figsize=(BOOK_WIDTH, 0.9 + 0.45 * len(labels) * max(1, len(contrasts)) ** 0.5))
+    step = 0.8 / max(1, len(contrasts))
+    for k, contrast in enumerate(contrasts):
+        part = rows[rows["contrast"] == contrast]
+        y = np.array([labels.index(v) for v in part["label"]]) + (k - (len(contrasts) - 1) / 2) * step
+        color = method_color(contrast.split(" - ")[1] if contrast.startswith("sardfq") else contrast.split(" - ")[0])
+        draw_intervals(ax, y, part, color=color, label=contrast, horizontal=True)
+    ax.axvline(0, color="black", linewidth=0.8)
+    ax.set_yticks(range(len(labels)), labels, fontsize=FONT)
+    ax.invert_yaxis()
+    ax.set_xlabel("difference in top-1 (points), 95% CI", fontsize=FONT)
+    ax.legend(fontsize=FONT, loc="upper center", bbox_to_anchor=(0.5, -0.18), ncols=len(contrasts),
+              title="filled: the 95% CI excludes 0", title_fontsize=FONT, frameon=False)
+    if title:
+        ax.set_title(title, fontsize=TITLE_FONT)
+    return fig
+
+
+def plot_gain_vs_property(table, properties: Sequence[str], *, contrast: str = "sardfq - psaq",
+                          labels: Mapping[str, str] | None = None, title: str | None = None):
+    """One panel per teacher property (`sardfq.zoo.zoo_table` rows): the `contrast`'s difference
+    with its 95% CI against the property's value, one marker per teacher and colour per bit-width,
+    each point named by its teacher. Filled markers: the CI excludes zero."""
+    import matplotlib.pyplot as plt
+
+    rows = table[table["contrast"] == contrast]
+    ncols = min(2, len(properties))  # two panels a row: each wide enough for its teachers' names
+    nrows = math.ceil(len(properties) / ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(BOOK_WIDTH, 2.6 * nrows + 0.6), layout="constrained",
+                             sharey=True, squeeze=False)
+    for ax in axes.flat[len(properties):]:
+        ax.set_axis_off()
+    palette = dict(zip(dict.fromkeys(rows["bits"]), ["#0173b2", "#d55e00", "#029e73", "#cc78bc"]))
+    for ax, prop in zip(axes.flat, properties):
+        for bits, part in rows.groupby("bits", sort=False):
+            draw_intervals(ax, part[prop].to_numpy(float), part, color=palette[bits], label=bits, horizontal=False)
+        for model, points in rows.groupby("model", sort=False):  # one name per teacher, by its highest point
+            top = points.loc[points["difference"].idxmax()]
+            ax.annotate((labels or {}).get(model, model), (float(top[prop]), float(top["difference"])), xytext=(4, 3),
+                        textcoords="offset points", fontsize=FONT)
+        ax.axhline(0, color="black", linewidth=0.8)
+        ax.set_xlabel((labels or {}).get(prop, prop.replace("_", " ")), fontsize=FONT)
+        ax.tick_params(labelsize=FONT)
+        ax.margins(x=0.25)  # room for the names of the teachers at the edges
+    for row in axes:
+        row[0].set_ylabel(f"{contrast} (points)", fontsize=FONT)
+    handles, names = axes[0][0].get_legend_handles_labels()
+    keep = dict(zip(names, handles))
+    fig.legend(keep.values(), keep.keys(), fontsize=FONT, loc="outside lower center", ncols=len(keep),
+               title="filled: the 95% CI excludes 0", title_fontsize=FONT, frameon=False)
+    if title:
+        fig.suptitle(title, fontsize=TITLE_FONT)
+    return fig
+
+
+def plot_intervals(rows, *, label: str = "label", group: str | None = None, title: str | None = None,
+                   xlabel: str = "difference in top-1 (points), 95% CI", colors: Mapping[str, str] | None = None,
+                   legend_title: str = "filled: the interval excludes 0"):
+    """A dot plot of differences with their intervals (rows with difference, ci_low, ci_high and
+    excludes_zero), one line per `label` value, one colour per `group` value, a line at zero: the
+    standard figure for "how much does A change against B", in place of bars from zero."""
+    import pandas as pd
+
+    rows = rows.reset_index(drop=True)
+    labels = list(dict.fromkeys(rows[label]))
+    groups = list(dict.fromkeys(rows[group])) if group else [None]
+    fig, ax = new_figure(None, figsize=(BOOK_WIDTH, 0.9 + 0.32 * len(labels) * max(1, len(groups)) ** 0.5))
+    step = 0.7 / max(1, len(groups))
+    palette = ["#0173b2", "#d55e00", "#029e73", "#cc78bc", "#ca9161", "#949494"]
+    for k, name in enumerate(groups):
+        part = rows if name is None else rows[rows[group] == name]
+        y = np.array([labels.index(v) for v in part[label]], float) + (k - (len(groups) - 1) / 2) * step
+        color = (colors or {}).get(name, palette[k % len(palette)])
+        draw_intervals(ax, y, pd.DataFrame(part), color=color, label=str(name) if name is not None else "", horizontal=True)
+    ax.axvline(0, color="black", linewidth=0.8)
+    ax.set_yticks(range(len(labels)), labels, fontsize=FONT)
+    ax.invert_yaxis()
+    ax.set_xlabel(xlabel, fontsize=FONT)
+    if group:
+        handles, names = ax.get_legend_handles_labels()
+        fig.legend(handles, names, fontsize=FONT, loc="outside lower center", ncols=min(4, len(groups)),
+                   title=legend_title, title_fontsize=FONT, frameon=False)
+    if title:
+        ax.set_title(title, fontsize=TITLE_FONT)
+    return fig
+
+
+def plot_headroom_map(table, *, value: str = "headroom", settings: Sequence[str] | None = None,
+                      labels: Mapping[str, str] | None = None, title: str | None = None):
+    """Heat maps of `value` (real - PSAQ-ViT by default, `sardfq.analysis.headroom.headroom_map`
+    rows): teachers down, quantization settings across, one panel per reconstruction length, one
+    colour scale shared by the panels (diverging, centred on zero), each cell annotated."""
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    settings = list(settings) if settings is not None else list(dict.fromkeys(table["setting"]))
+    models = list(dict.fromkeys(sorted(table["model"])))
+    lengths = sorted(table["recon_iters"].unique())
+    limit = float(np.nanmax(np.abs(table[value].to_numpy(float)))) or 1.0
+    fig, axes = plt.subplots(len(lengths), 1, figsize=(BOOK_WIDTH, 0.6 + (0.45 * len(models) + 0.9) * len(lengths)),
+                             layout="constrained", squeeze=False)
+    for ax, length in zip(axes[:, 0], lengths):
+        part = table[table["recon_iters"] == length].pivot_table(index="model", columns="setting", values=value)
+        grid = part.reindex(index=models, columns=settings)
+        sns.heatmap(grid, annot=True, fmt=".1f", cmap="RdBu_r", vmin=-limit, vmax=limit, center=0, ax=ax,
+                    annot_kws={"fontsize": FONT}, cbar_kws={"label": f"{value} (points)", "shrink": 0.9},
+                    yticklabels=[(labels or {}).get(m, m) for m in models])
+        ax.set_title(f"{'calibration only' if length == 0 else f'{length} reconstruction steps per block'}",
+                     fontsize=TITLE_FONT)
+        ax.set_xlabel("")
+        ax.set_ylabel("")
+        ax.tick_params(axis="x", rotation=30, labelsize=FONT)
+        ax.tick_params(axis="y", rotation=0, labelsize=FONT)
+    if title:
+        fig.suptitle(title, fontsize=TITLE_FONT)
+    return fig
+
+
+def plot_gain_vs_headroom(cells, *, fit: tuple[float, float] | None = None, group: str = "group",
+                          labels: Mapping[str, str] | None = None, title: str | None = None):
+    """SARDFQ - PSAQ-ViT against real - PSAQ-ViT, every cell with both 95% CIs (rows with
+    headroom, headroom_low, headroom_high, gain, gain_low, gain_high, model, setting and `group`),
+    one colour per group, the line a hypothesis fitted before (`fit`: intercept, slope) dashed, and
+    the line where SARDFQ would close the whole headroom (gain = headroom) dotted."""
+    fig, ax = new_figure(None, figsize=(BOOK_WIDTH, 4.2))
+    palette = ["#949494", "#0173b2", "#d55e00", "#029e73"]
+    for k, (name, part) in enumerate(cells.groupby(group, sort=False)):
+        x, y = part["headroom"].to_numpy(float), part["gain"].to_numpy(float)
+        ax.errorbar(x, y, xerr=[x - part["headroom_low"], part["headroom_high"] - x],
+                    yerr=[y - part["gain_low"], part["gain_high"] - y], fmt="o", color=palette[k % 4],
+                    ecolor=palette[k % 4], elinewidth=0.8, capsize=2, markersize=5, label=str(name))
+        for r in part.itertuples():
+            if r.headroom >= 4:  # name the cells that leave room; the zoo's cluster near zero stays quiet
+                ax.annotate(f"{(labels or {}).get(r.model, r.model)} {r.setting}", (r.headroom, r.gain),
+                            xytext=(4, -10), textcoords="offset points", fontsize=FONT - 1)
+    right = float(np.nanmax(cells["headroom_high"].to_numpy(float))) * 1.05
+    xs = np.array([0.0, right])
+    if fit is not None:
+        ax.plot(xs, fit[0] + fit[1] * xs, linestyle="--", color="black", linewidth=1,
+                label=f"headroom hypothesis, fitted on the zoo: {fit[0]:+.2f} {fit[1]:+.3f} x")
+    ax.plot(xs, xs, linestyle=":", color="#029e73", linewidth=1, label="SARDFQ closes the whole headroom")
+    ax.axhline(0, color="black", linewidth=0.6)
+    ax.set_xlim(min(0.0, float(np.nanmin(cells["headroom_low"]))) - 0.5, right)
+    ax.set_xlabel("real − PSAQ-ViT: the headroom (top-1 points, 95% CI)", fontsize=FONT)
+    ax.set_ylabel("SARDFQ − PSAQ-ViT (points, 95% CI)", fontsize=FONT)
+    ax.tick_params(labelsize=FONT)
+    ax.legend(fontsize=FONT, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncols=2, frameon=False)
+    if title:
+        ax.set_title(title, fontsize=TITLE_FONT)
+    return fig

@@ -126,7 +126,7 @@ def _run_export(args: argparse.Namespace) -> None:
     ops = ", ".join(f"{n} {op}" for op, n in sorted(fused.items())) or "none"
     check = f"  checked against the PyTorch model {result.check.summary()}" if result.check else \
         "  not checked (--no-check)"
-    _emit(args, record, [f"{result.model} {result.bits} -> {result.path} ({result.file_bytes / 1e6:.2f} MB, "
+    _emit(args, record, [f"{result.model} {result.setting} -> {result.path} ({result.file_bytes / 1e6:.2f} MB, "
                          f"mode {result.mode}): {result.metadata['sardfq.summary']}",
                          f"  onnxruntime CPU integer kernels after fusion: {ops}", check])
 
@@ -188,7 +188,7 @@ def _run_compare(args: argparse.Namespace) -> None:
     from .analysis.compare import METRICS, compare
 
     metrics = list(METRICS) if args.metric == "all" else [args.metric]
-    found = compare(args.results, args.a, args.b, model=args.model, bits=args.bits, metrics=metrics,
+    found = compare(args.results, args.a, args.b, model=args.model, setting=args.bits, metrics=metrics,
                     n_boot=args.boot)
     lines = [str(c) for c in found]
     for c in found[:1]:
@@ -248,7 +248,7 @@ def _add_run(sub) -> None:
                                     '({"synthesis": {"apa_weight": 10}}) or dotted ("synthesis.apa_weight"); '
                                     "options given here override it")
     p.add_argument("--bits", help=f"weight/activation bits as wXaY, sets --w-bits and --a-bits "
-                                  f"(default: {d.bits})")
+                                  f"(default: {d.setting})")
     p.add_argument("--out", default=None, help="folder for the calibration set, result.json and the "
                                                "quantized model (OUT/quantized, read by `sardfq eval`)")
     p.add_argument("--quickstart", action="store_true", default=False,
@@ -302,7 +302,7 @@ def _run_run(args: argparse.Namespace) -> None:
     if getattr(args, "model", None) is not None:
         typed["model"] = args.model
     if getattr(args, "bits", None) is not None:
-        typed["bits"] = args.bits
+        typed["setting"] = args.bits
     if args.device is not None or "device" not in file_values:
         typed["device"] = str(resolve_device(args.device, what="--device"))
     # one road: the file, then the options typed, nested, merged and checked once
@@ -316,7 +316,7 @@ def _run_run(args: argparse.Namespace) -> None:
     else:
         r = run_to_folder(config, args.out, progress=args.progress, what="--out")
     _emit(args, r, [
-        f"{config.model} {config.variant} {config.bits} (seed {config.seed}), "
+        f"{config.model} {config.variant} {config.quant.name} (seed {config.seed}), "
         f"{r['quantized']['n_images']} test images:",
         f"  full precision top-1 {100 * r['fp']['top1']:.2f}%  top-5 {100 * r['fp']['top5']:.2f}%",
         f"  quantized      top-1 {100 * r['quantized']['top1']:.2f}%  top-5 {100 * r['quantized']['top5']:.2f}%",
@@ -477,7 +477,8 @@ def _run_quantize(args: argparse.Namespace) -> None:
     from .experiments.run import QUANTIZED_FILES, quantize_to_folder, quantized_folder
 
     typed = {**config_values(args), "model": args.model, "seed": args.seed}
-    for key, value in (("bits", getattr(args, "bits", None)), ("checkpoint", args.checkpoint), ("data_root", args.data)):
+    for key, value in (("setting", getattr(args, "bits", None)), ("checkpoint", args.checkpoint),
+                       ("data_root", args.data)):
         if value is not None:
             typed[key] = value
     if args.bf16:
@@ -485,10 +486,12 @@ def _run_quantize(args: argparse.Namespace) -> None:
     # the quantization and reconstruction settings through the same road as `sardfq run`'s
     config = ExperimentConfig.from_dict(typed)
     config = config.replace(device=str(resolve_device(args.device, what="--device")))
-    check_output_folder(quantized_folder(config, args.out or None), "--out", ours=QUANTIZED_FILES)  # before the work
+    # the output folder, before the estimate's warm-up and the work (and again when written)
+    check_output_folder(quantized_folder(config, args.out or None), "--out", ours=QUANTIZED_FILES)
     log_estimate(estimate_quantization(config, args.calib))
-    r = quantize_to_folder(config, args.calib, args.out or None, accuracy=args.data is not None or args.limit is not None,
-                           limit=args.limit, batch_size=args.batch_size, progress=args.progress, what="--out")
+    r = quantize_to_folder(config, args.calib, args.out or None,
+                           accuracy=args.data is not None or args.limit is not None, limit=args.limit,
+                           batch_size=args.batch_size, progress=args.progress, what="--out")
     lines = [f"{r['model']} at {r['bits']} calibrated on {r['n_calib']} images from {r['calib']} -> {r['out']}"]
     lines += [f"  {b['block']}: output MSE {b['mse_before']:.4g} -> {b['mse_after']:.4g}" for b in r["reconstruction"]]
     if r["accuracy"] is not None:
@@ -526,7 +529,7 @@ def _run_inspect(args: argparse.Namespace) -> None:
         raise SardfqError(f"--n-ref must be at least 2, got {args.n_ref}")
     calib = CalibrationSet.load(args.calib)  # a missing or damaged file fails before the model loads
     model, info = load_model(args.model, checkpoint=args.checkpoint, device=resolve_device(args.device, what="--device"))
-    report = inspect_calibration(model, info, calib, args.reference, n_ref=args.n_ref, bits=args.bits,
+    report = inspect_calibration(model, info, calib, args.reference, n_ref=args.n_ref, setting=args.bits,
                                  data_root=args.data, progress=args.progress)
     report.set["path"] = args.calib
     _emit(args, report.to_dict(), report.lines())

@@ -78,6 +78,17 @@ def test_config_from_dict_accepts_bits_and_dotted_keys():
         parse_bits("4/4")
 
 
+def test_the_bit_setting_is_named_setting_and_bits_is_its_old_name():
+    config = ExperimentConfig.from_dict({"setting": "w4a4-attn2"})
+    assert (config.setting, config.bits, config.quant.attn_bits) == ("w4a4-attn2", "w4a4", 2)
+    assert ExperimentConfig.from_dict({"bits": "w4a4", "quant.attn_bits": 2}) == config  # a sweep's spelling
+    assert ExperimentConfig.from_dict({"setting": config.setting}) == config  # read back as it is written
+    assert config.replace(setting="w8a8").quant.w_bits == config.replace(bits="w8a8").quant.w_bits == 8
+    assert ExperimentConfig.from_dict({"setting": "w4a4"}, {"bits": "w6a6"}).setting == "w6a6"  # later wins
+    with pytest.raises(sardfq.ConfigError, match="given twice"):
+        ExperimentConfig.from_dict({"setting": "w4a4", "bits": "w6a6"})
+
+
 @pytest.mark.parametrize("values,message", [
     ({"recon_iter": 3}, r"ExperimentConfig has no field 'recon_iter' \(did you mean 'recon.iters'"),
     ({"method": "noise"}, r"no field 'method' \(did you mean 'synthesis.method'"),

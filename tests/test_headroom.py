@@ -62,8 +62,12 @@ def test_the_map_reads_headroom_per_setting_and_picks_the_cells(tmp_path):
     assert table.iloc[0]["setting"] == "w4a4-attn2"  # largest headroom first
     cells = headroom.regime_cells(table, recon_iters=20, min_headroom=5.0)
     assert list(cells["setting"]) == ["w4a4-attn2"]
-    # the two settings share bits and seed, and compare keeps them apart
-    (c,) = sardfq.compare(tmp_path, "real", "psaq", model="t", bits="w4a4-attn2", metrics=("top1",), n_boot=50)
+    # the two settings share bits and seed, and compare keeps them apart; `bits=` is the setting's old name
+    (c,) = sardfq.compare(tmp_path, "real", "psaq", model="t", setting="w4a4-attn2", metrics=("top1",), n_boot=50)
+    (old,) = sardfq.compare(tmp_path, "real", "psaq", model="t", bits="w4a4-attn2", metrics=("top1",), n_boot=50)
+    assert old.to_dict() == c.to_dict()
+    with pytest.raises(TypeError, match="pass setting= only"):
+        sardfq.compare(tmp_path, "real", "psaq", setting="w4a4", bits="w4a4")
     assert c.difference > 10 and c.seeds == [0]
 
 
@@ -95,7 +99,8 @@ def test_cells_keep_the_tuned_design_apart_and_the_share_closed_has_an_interval(
     row = gains.set_index("contrast")
     assert {"real - psaq", "sardfq - psaq", "real - noise", "sardfq (apa_weight=10.0) - psaq"} <= set(row.index)
     assert row.loc["sardfq - psaq", "difference"] > row.loc["sardfq (apa_weight=10.0) - psaq", "difference"]
-    share = headroom.share_closed(tmp_path, model="t", bits="w4a2", n_boot=300)
+    share = headroom.share_closed(tmp_path, model="t", setting="w4a2", n_boot=300)
+    assert headroom.share_closed(tmp_path, model="t", bits="w4a2", n_boot=300) == share  # the old keyword
     assert share["share"] == pytest.approx(share["gain"] / share["headroom"])
     assert share["ci_low"] < share["share"] < share["ci_high"] and 0.2 < share["share"] < 0.8
     assert share["seeds"] == 3 and share["images"] == N

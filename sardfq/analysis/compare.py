@@ -21,6 +21,7 @@ from typing import Iterable, Mapping
 
 import numpy as np
 
+from ..compat import renamed_keywords
 from ..errors import ConfigError
 from ..evaluate import PerImage
 from ..experiments.records import bad_record, read_records, record_setting
@@ -155,12 +156,13 @@ def per_image_by_seed(records: Iterable[Mapping], *, name: str = "") -> dict[int
     return out
 
 
+@renamed_keywords(bits="setting")
 def select_records(results: str | os.PathLike | Iterable, variant: str, *, model: str | None = None,
-                   bits: str | None = None, where=None) -> list[dict]:
+                   setting: str | None = None, where=None) -> list[dict]:
     """Experiment records under `results` (folders searched recursively, or record dicts) of one
-    calibration source (`variant`, e.g. "sardfq", "psaq", "sardfq[apa+sl]"), model and quantization
-    setting (`bits`: `w4a4`, or `w4a4-attn2` for the attention map at other bits; see
-    `QuantConfig.label`)."""
+    calibration source (`variant`, e.g. "sardfq", "psaq", "sardfq[apa+sl]"), model and bit setting
+    (`setting`: `w4a4`, or `w4a4-attn2` for the attention map at other bits; see
+    `QuantConfig.label`; `bits=` is its old name)."""
     paths = [results] if isinstance(results, (str, os.PathLike, Mapping)) else list(results)
     for item in paths:
         if not isinstance(item, Mapping) and not Path(item).exists():
@@ -171,34 +173,39 @@ def select_records(results: str | os.PathLike | Iterable, variant: str, *, model
             continue
         if not isinstance(r.get("config"), Mapping):
             raise bad_record(f or f"record {r.get('run_id')}", KeyError("config"))
-        in_setting = bits is None or (r.get("bits") == bits.split("-")[0] and record_setting(r) == bits)
+        in_setting = setting is None or (r.get("bits") == setting.split("-")[0]
+                                         and record_setting(r) == setting)
         if (model is None or r["config"].get("model") == model) and in_setting:
             chosen.append(r)
     if not chosen:
         raise ConfigError(f"no experiment record of {variant!r}"
-                          f"{f' for {model}' if model else ''}{f' at {bits}' if bits else ''} in {where or results}")
+                          f"{f' for {model}' if model else ''}{f' at {setting}' if setting else ''} in {where or results}")
     return chosen
 
 
-def compare(results, a: str, b: str, *, model: str | None = None, bits: str | None = None,
+@renamed_keywords(bits="setting")
+def compare(results, a: str, b: str, *, model: str | None = None, setting: str | None = None,
             metrics: Iterable[str] = ("top1", "agreement", "kl"), n_boot: int = 2000,
             seed: int = 0) -> list[Comparison]:
-    """Compare calibration sources `a` and `b` (variants) on the records under `results`:
+    """Compare calibration sources `a` and `b` (variants) on the records under `results` (of
+    `model` and bit `setting`, e.g. `w4a4`, when given; `bits=` is the setting's old name):
     `a - b` per metric with 95% CIs, paired by seed and image."""
     check_boot(n_boot)  # before reading any record
     if isinstance(results, (str, os.PathLike)) and not Path(results).exists():
         raise ConfigError(f"results path {results} does not exist")
     records = [r for r, _ in read_records(results)]  # read once, for both sources
-    by_seed = {v: per_image_by_seed(select_records(records, v, model=model, bits=bits, where=results), name=v) for v in (a, b)}
+    by_seed = {v: per_image_by_seed(select_records(records, v, model=model, setting=setting, where=results), name=v)
+               for v in (a, b)}
     return [compare_per_image(by_seed[a], by_seed[b], metric=m, names=(a, b), n_boot=n_boot, seed=seed)
             for m in metrics]
 
 
-def cell_differences(results, *, contrasts, models=None, bits=None, n_boot: int = 2000):
-    """One row per (model, bits, contrast a - b) with the top-1 difference in points, its 95% CI,
-    the seeds and images behind it: a pandas DataFrame. `bits` is the quantization setting
-    (`QuantConfig.label`: `w4a4`, or `w4a4-attn2` with the attention map at other bits). Pairs that
-    lack records are left out."""
+@renamed_keywords(bits="settings")
+def cell_differences(results, *, contrasts, models=None, settings=None, n_boot: int = 2000):
+    """One row per (model, bit setting, contrast a - b) with the top-1 difference in points, its
+    95% CI, the seeds and images behind it: a pandas DataFrame, whose column `bits` holds the
+    setting (`QuantConfig.label`: `w4a4`, or `w4a4-attn2` with the attention map at other bits).
+    `models` and `settings` (old name: `bits`) keep only those. Pairs that lack records are left out."""
     import pandas as pd
 
     from ..experiments.records import load_results
@@ -208,15 +215,15 @@ def cell_differences(results, *, contrasts, models=None, bits=None, n_boot: int 
     if frame.empty:
         raise ConfigError(f"no experiment records in {results}")
     rows = []
-    for (model, bit), group in frame.groupby(["model", "setting"], sort=False):  # bits, or e.g. w4a4-attn2
-        if (models is not None and model not in models) or (bits is not None and bit not in bits):
+    for (model, setting), group in frame.groupby(["model", "setting"], sort=False):  # w4a4, or e.g. w4a4-attn2
+        if (models is not None and model not in models) or (settings is not None and setting not in settings):
             continue
         have = set(group["variant"])
         for a, b in contrasts:
             if a not in have or b not in have:
                 continue
-            c = compare(list(group["file"]), a, b, model=model, bits=bit, metrics=("top1",), n_boot=n_boot)[0]
-            rows.append({"model": model, "bits": bit, "contrast": f"{a} - {b}", "difference": c.difference,
+            c = compare(list(group["file"]), a, b, model=model, setting=setting, metrics=("top1",), n_boot=n_boot)[0]
+            rows.append({"model": model, "bits": setting, "contrast": f"{a} - {b}", "difference": c.difference,
                          "ci_low": c.ci[0], "ci_high": c.ci[1], "excludes_zero": c.excludes_zero,
                          "seeds": len(c.seeds), "images": c.n_images, "verdict": c.verdict})
     return pd.DataFrame(rows, columns=["model", "bits", "contrast", "difference", "ci_low", "ci_high",

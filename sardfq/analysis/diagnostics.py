@@ -39,6 +39,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from ..attention import attention_blocks, record_attention
+from ..compat import renamed_keywords
 from ..calibset import CalibrationSet
 from ..data import denormalize, real_images
 from ..errors import CheckpointError, ConfigError
@@ -282,21 +283,23 @@ def reference_images(info: ModelInfo, n: int = N_REFERENCE, *, seed: int = REFER
     return images
 
 
+@renamed_keywords(bits="setting")
 def inspect_calibration(model: nn.Module, info: ModelInfo,
                         images: Tensor | CalibrationSet | str | os.PathLike,
                         reference: str | os.PathLike | Tensor | CalibrationSet = "real", *,
                         n_ref: int = N_REFERENCE, reference_seed: int = REFERENCE_SEED,
-                        bits: str = "w4a4", data_root: str | os.PathLike | None = None,
+                        setting: str = "w4a4", data_root: str | os.PathLike | None = None,
                         flat_threshold: float = FLAT_STD, batch_size: int = 64, seed: int = 0,
                         progress: bool = False) -> InspectReport:
     """Measure a calibration set against a reference set; see the module docstring for the metrics.
 
     `images`: the set (normalized tensor, `CalibrationSet` or its file). `reference`: "real" (draw
-    `n_ref` training images with `reference_seed`), or images / a calibration-set file. `bits`: the
-    quantization whose ranges and block errors are compared. `seed`: the calibration's subsampling.
+    `n_ref` training images with `reference_seed`), or images / a calibration-set file. `setting`
+    (old name `bits`): the bit setting whose ranges and block errors are compared. `seed`: the
+    calibration's subsampling.
     """
     began = time.perf_counter()
-    quant_config = QuantConfig.from_name(bits)  # a bad setting fails before any work
+    quant_config = QuantConfig.from_name(setting)  # a bad setting fails before any work
     images, set_meta = _as_images(images, info, "calibration set")
     if isinstance(reference, str) and reference == "real":
         ref = reference_images(info, n_ref, seed=reference_seed, data_root=data_root)
@@ -328,7 +331,7 @@ def inspect_calibration(model: nn.Module, info: ModelInfo,
         step("block errors")
     finally:
         stages.close()
-    settings = {"bits": quant_config.name, "flat_threshold": flat_threshold, "apa_blocks": blocks,
+    settings = {"bits": quant_config.label, "flat_threshold": flat_threshold, "apa_blocks": blocks,
                 "covariance": "ledoit-wolf", "attention_distance": "wasserstein-1"}
     return InspectReport(model=info.name, set=set_meta, reference=ref_meta, groups=groups,
                          settings=settings, seconds=round(time.perf_counter() - began, 3))

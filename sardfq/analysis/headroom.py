@@ -5,8 +5,9 @@ SARDFQ claims to close part of a large gap that PSAQ-ViT leaves to real images (
 W4A4: PSAQ-ViT 36.3, SARDFQ 51.8, real 68.2; 49% of the gap). Where PSAQ-ViT already matches real
 images there is nothing to close. The verbs:
 
-- `setting_of(record)`: a quantization setting's short name: the bits, plus the post-softmax map's
-  bits where they differ from the activations' (`w4a4-attn2`);
+- a cell is a teacher and a bit setting (`setting`: the bits, plus the post-softmax map's bits where
+  they differ from the activations', `w4a4-attn2`, as `sardfq.experiments.records.record_setting`
+  reads it off a record);
 - `headroom_map(results)`: per teacher, setting and reconstruction length, each source's top-1 and
   the headroom real - PSAQ-ViT (the map sweep: one seed, a subset of the test images);
 - `predict(fit_cells, cells, gaps)`: what two hypotheses predict for SARDFQ - PSAQ-ViT in new cells,
@@ -29,6 +30,7 @@ from typing import Mapping
 
 import numpy as np
 
+from ..compat import renamed_keywords
 from ..errors import ConfigError
 from ..experiments.records import load_results
 from .stats import permutation_p_value, spearman
@@ -130,21 +132,24 @@ def score(predictions, measured):
     return pd.DataFrame(rows)
 
 
-def share_closed(results, *, model: str, bits: str, sardfq: str = "sardfq", design: str = "default",
+@renamed_keywords(bits="setting")
+def share_closed(results, *, model: str, setting: str, sardfq: str = "sardfq", design: str = "default",
                  n_boot: int = 2000, seed: int = 0) -> dict:
-    """The share of the headroom SARDFQ (with `design`) closes, (SARDFQ - PSAQ-ViT) / (real -
-    PSAQ-ViT) in top-1, on the seeds all three sources have, with a percentile interval from a
-    two-stage bootstrap (seeds resampled, and test images, shared by every seed, resampled): the
-    ratio of the two mean differences in each resample. The paper's share on ViT-B is `PAPER_SHARE`."""
+    """The share of the headroom SARDFQ (with `design`) closes in the cell of `model` and bit
+    `setting` (old name: `bits`), (SARDFQ - PSAQ-ViT) / (real - PSAQ-ViT) in top-1, on the seeds
+    all three sources have, with a percentile interval from a two-stage bootstrap (seeds resampled,
+    and test images, shared by every seed, resampled): the ratio of the two mean differences in
+    each resample. The paper's share on ViT-B is `PAPER_SHARE`. The row names the setting `bits`,
+    as the tables of `cell_differences` do."""
     from ..experiments.config import ExperimentConfig
     from ..experiments.records import design_label
 
-    records = [r for v in (sardfq, "psaq", "real") for r in select_records(results, v, model=model, bits=bits)
+    records = [r for v in (sardfq, "psaq", "real") for r in select_records(results, v, model=model, setting=setting)
                if v != sardfq or design_label(ExperimentConfig.from_dict(r["config"])) == design]
     by = {v: per_image_by_seed([r for r in records if r["variant"] == v], name=v) for v in (sardfq, "psaq", "real")}
     seeds = sorted(set(by[sardfq]) & set(by["psaq"]) & set(by["real"]))
     if not seeds:
-        raise ConfigError(f"{model} {bits}: no seed has SARDFQ, PSAQ-ViT and real records")
+        raise ConfigError(f"{model} {setting}: no seed has SARDFQ, PSAQ-ViT and real records")
     correct = {v: np.stack([by[v][s].correct.astype(float) for s in seeds]) for v in by}  # seeds, images
     gain, headroom = correct[sardfq] - correct["psaq"], correct["real"] - correct["psaq"]
     rng = np.random.default_rng(seed)
@@ -157,7 +162,7 @@ def share_closed(results, *, model: str, bits: str, sardfq: str = "sardfq", desi
         ratios[k] = g / h if h > 0 else np.nan
     ratios = ratios[~np.isnan(ratios)]
     low, high = np.percentile(ratios, [2.5, 97.5]) if len(ratios) else (np.nan, np.nan)
-    return {"model": model, "bits": bits, "share": float(gain.mean() / headroom.mean()),
+    return {"model": model, "bits": setting, "share": float(gain.mean() / headroom.mean()),
             "ci_low": float(low), "ci_high": float(high), "gain": 100 * float(gain.mean()),
             "headroom": 100 * float(headroom.mean()), "seeds": len(seeds), "images": n_images,
             "paper_share": PAPER_SHARE}
@@ -249,10 +254,10 @@ def gain_against_headroom(gains, *, group: str):
 
     pick = {"real - psaq": "headroom", "sardfq - psaq": "gain"}
     rows = []
-    for (model, bits), part in gains[gains["contrast"].isin(pick)].groupby(["model", "bits"], sort=False):
+    for (model, setting), part in gains[gains["contrast"].isin(pick)].groupby(["model", "bits"], sort=False):
         by = part.set_index("contrast")
         if set(pick) <= set(by.index):
-            row = {"model": model, "setting": bits, "group": group}
+            row = {"model": model, "setting": setting, "group": group}
             for contrast, name in pick.items():
                 row.update({name: by.loc[contrast, "difference"], f"{name}_low": by.loc[contrast, "ci_low"],
                             f"{name}_high": by.loc[contrast, "ci_high"]})
@@ -305,7 +310,7 @@ def report(results, predictions_path=None, *, n_boot: int = 2000) -> dict:
 
     gains = cell_gains(results, n_boot=n_boot)
     measured = measured_cells(gains)
-    shares = pd.DataFrame([share_closed(results, model=r.model, bits=r.setting, n_boot=n_boot)
+    shares = pd.DataFrame([share_closed(results, model=r.model, setting=r.setting, n_boot=n_boot)
                            for r in measured.itertuples()])
     scores = None
     text = headline_report(gains, shares)

@@ -20,6 +20,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
+from ..compat import renamed_keywords
 from .diagnostics import needs_real_data
 
 # [paper] the mechanisms SARDFQ's parts are credited with; sign: +1 when a higher value means the claim
@@ -96,14 +97,15 @@ def short_correlation(row) -> str:
     return f"`{row['metric']}` {row['spearman']:+.2f} [{row['ci_low']:+.2f}, {row['ci_high']:+.2f}]"
 
 
-def predictors(table, frame, *, label: str, bits: str) -> str:
+@renamed_keywords(bits="setting")
+def predictors(table, frame, *, label: str, setting: str) -> str:
     """One paragraph on a `correlations` table: the sets behind it, how many metrics' intervals
     exclude zero, the strongest, and those of them a data-free user can compute (Spearman with
     its 95% CI); with none, how wide the widest interval is."""
     hits = table[excludes_zero(table)]
     free = hits[~hits["needs_real_data"].astype(bool)]
     width = float((table["ci_high"] - table["ci_low"]).max())
-    head = (f"**{label}**: {sets_text(frame)}, {bits.upper()} top-1 from {int(frame['runs'].sum())} runs "
+    head = (f"**{label}**: {sets_text(frame)}, {setting.upper()} top-1 from {int(frame['runs'].sum())} runs "
             f"({int(frame['recreated'].sum())} sets re-synthesized, judged by their rerun).")
     if hits.empty:
         return head + f" No metric's interval excludes zero; the widest is {width:.2f} wide."
@@ -175,14 +177,16 @@ def claim_sentence(table, question: str, *, brief: bool = False) -> str:
     return " ".join(parts)
 
 
-def top1_sentence(effects, question: str, bits: str) -> str:
+@renamed_keywords(bits="setting")
+def top1_sentence(effects, question: str, setting: str) -> str:
     r = effects.set_index("metric").loc["q_top1"]
     r = {**r.to_dict(), "metric": "q_top1"}
-    return (f"{bits.upper()} top-1 of the same pairs: {r['off']:.1f}% without {question}, {r['on']:.1f}% with it "
+    return (f"{setting.upper()} top-1 of the same pairs: {r['off']:.1f}% without {question}, {r['on']:.1f}% with it "
             f"(paired difference in points {interval(r, 'diff', '+.1f')}; {r['up']} of {r['pairs']} pairs up).")
 
 
-def effects_summary(effects, question: str, bits: str) -> str:
+@renamed_keywords(bits="setting")
+def effects_summary(effects, question: str, setting: str) -> str:
     """The paragraph under the ablation figure for one question (the asked claim is the finding
     box's): the same pairs on the other claim, grouped by verdict with their pair counts, and top-1."""
     table = verdicts(effects, question)
@@ -194,7 +198,7 @@ def effects_summary(effects, question: str, bits: str) -> str:
             counts = ", ".join(f"{r['agree']}" for _, r in rows.iterrows())
             groups.append(f"{verdict} on {_names(rows)} ({counts} of {rows['pairs'].iloc[0]} pairs the claimed way)")
     return (f"**{question}**, the same pairs on {other['claim'].iloc[0]}: " + "; ".join(groups) + ". "
-            + top1_sentence(effects, question, bits))
+            + top1_sentence(effects, question, setting))
 
 
 def pairing_caveat(effects) -> str:
@@ -262,7 +266,8 @@ def flat_sentence(frame, table, synthetic_table) -> str:
     return text + "."
 
 
-def finding(frame, correlation_tables: Mapping[str, object], effects: Mapping[str, object], *, bits: str,
+@renamed_keywords(bits="setting")
+def finding(frame, correlation_tables: Mapping[str, object], effects: Mapping[str, object], *, setting: str,
             ablation=None, zoo_models: Sequence[str] = ()) -> str:
     """The finding box of chapter 07, as markdown: its scope (one teacher of the zoo's), the
     measurements that go with or against the paper's claims, and which data-free metric tracks
@@ -272,7 +277,7 @@ def finding(frame, correlation_tables: Mapping[str, object], effects: Mapping[st
     others = sorted(set(zoo_models) - set(models))
     scope = (f"One teacher, {', '.join(f'`{m}`' for m in models)}"
              + (f", of the zoo's {len(set(zoo_models))}" if others else "")
-             + f": {sets_text(frame)} at {bits.upper()}"
+             + f": {sets_text(frame)} at {setting.upper()}"
              + (f" and the {len(ablation)} sets of the SARDFQ ablation" if ablation is not None else "")
              + (f". The other {len(others)} teachers may differ." if others else "."))
     all_sets, synthetic = correlation_tables["all sets"], correlation_tables["synthetic sets only"]
@@ -281,7 +286,7 @@ def finding(frame, correlation_tables: Mapping[str, object], effects: Mapping[st
               for question, table in effects.items()]
     best = best_data_free(synthetic)
     if best is not None:
-        lines.append(f"- Among synthetic sets, the data-free metric that tracks {bits.upper()} top-1 best is "
+        lines.append(f"- Among synthetic sets, the data-free metric that tracks {setting.upper()} top-1 best is "
                      f"{correlation_text(best)}.")
     return "\n".join(lines)
 
@@ -303,14 +308,15 @@ def against_paper(frame, correlation_tables: Mapping[str, object], effects: Mapp
     return "Against the paper, on this teacher: " + "; ".join(parts) + "."
 
 
-def data_free_takeaway(table, bits: str) -> str:
+@renamed_keywords(bits="setting")
+def data_free_takeaway(table, setting: str) -> str:
     """One sentence on what a user without real images can read off synthetic sets (a
     `correlations` table of synthetic sets only)."""
     best, strongest = best_data_free(table), table.iloc[0]
     if best is None:
         return (f"No data-free metric's interval excludes zero among synthetic sets: without real images, "
-                f"nothing measured here tells the better synthetic set at {bits.upper()}.")
-    text = f"Without real images, {correlation_text(best)} tells the better synthetic set at {bits.upper()}"
+                f"nothing measured here tells the better synthetic set at {setting.upper()}.")
+    text = f"Without real images, {correlation_text(best)} tells the better synthetic set at {setting.upper()}"
     if strongest["metric"] != best["metric"] and strongest["needs_real_data"]:
         text += f"; the strongest predictor, {correlation_text(strongest)}, needs real images"
     return text + "."

@@ -16,6 +16,7 @@ from typing import Mapping
 import numpy as np
 from tqdm.auto import tqdm
 
+from ..compat import renamed_keywords
 from ..errors import CheckpointError, ConfigError
 from ..experiments.config import ExperimentConfig
 from ..experiments.run import run_experiment
@@ -39,13 +40,14 @@ def locate(path: str, results_dir: str | os.PathLike) -> Path:
     return Path(path)
 
 
-def _records(results_dir: Path, bits: str, sweeps, kinds=("experiment",)):
-    """(file, record) of the records at `bits` in `results_dir`, or only in its `sweeps` folders."""
+def _records(results_dir: Path, setting: str, sweeps, kinds=("experiment",)):
+    """(file, record) of the records at bit setting `setting` in `results_dir`, or only in its
+    `sweeps` folders: those whose `bits` field is `setting`, at any bits of the attention map."""
     folders = [results_dir] if sweeps is None else [results_dir / name for name in sweeps]
     for folder in folders:
         for f in sorted(folder.rglob("*.json")):
             record = read_record(f)
-            if record and record.get("kind") in kinds and record.get("bits") == bits:
+            if record and record.get("kind") in kinds and record.get("bits") == setting:
                 yield f, record
 
 
@@ -54,15 +56,17 @@ def _report_path(cache_dir: Path, calib_path: str, options: Mapping) -> Path:
     return cache_dir / f"{Path(calib_path).stem}-{digest}.json"
 
 
-def study(results_dir: str | os.PathLike = "results", *, bits: str = "w4a4", sweeps=None, model=None,
+@renamed_keywords(bits="setting")
+def study(results_dir: str | os.PathLike = "results", *, setting: str = "w4a4", sweeps=None, model=None,
           info=None, n_ref: int = N_REFERENCE, reference_seed: int = REFERENCE_SEED, data_root=None,
           cache_dir: str | os.PathLike | None = None, limit: int | None = None, progress: bool = True):
     """Inspect every calibration set behind the experiment records in `results_dir` (or in its
     `sweeps` folders only; the sets that exist on disk, see `recreate_sets` for the others) and
-    join each set's metrics with the quantized accuracy of its records at `bits`.
+    join each set's metrics with the quantized accuracy of its records at bit setting `setting` (old
+    name: `bits`; records at any bits of the attention map).
 
     Returns a pandas DataFrame, one row per set: model, variant, seed, path, q_top1 / agreement
-    (mean over the set's records at `bits`, in %), runs, recreated (whether the accuracy is a rerun's,
+    (mean over the set's records at `setting`, in %), runs, recreated (whether the accuracy is a rerun's,
     see `recreate_sets`), record_top1 (the sweep records' own top-1, what the results chapters
     report: it differs from q_top1 only for a re-created set), then every metric as `group.metric`.
     Reports are cached as JSON in `cache_dir` (default `<results_dir>/inspect/`) and read back when
@@ -75,24 +79,25 @@ def study(results_dir: str | os.PathLike = "results", *, bits: str = "w4a4", swe
     cache = Path(cache_dir) if cache_dir is not None else results_dir / "inspect"
     records: dict[str, list[dict]] = {}
     reruns: dict[str, list[dict]] = {}
-    for _, record in _records(results_dir, bits, sweeps):
+    for _, record in _records(results_dir, setting, sweeps):
         records.setdefault(record["calibration_path"], []).append(record)
-    for _, record in _records(results_dir / RERUN_FOLDER, bits, None, kinds=("rerun",)):
+    for _, record in _records(results_dir / RERUN_FOLDER, setting, None, kinds=("rerun",)):
         if record["calibration_path"] in records:
             reruns.setdefault(record["calibration_path"], []).append(record)
     if not records:
-        raise CheckpointError(f"no experiment records at {bits} under {results_dir}"
+        raise CheckpointError(f"no experiment records at {setting} under {results_dir}"
                               + (f" in {', '.join(sweeps)}" if sweeps else ""))
     swept = {path: list(runs) for path, runs in records.items()}
     records.update(reruns)  # a re-created set is judged by its own rerun, not the lost set's record
-    options = {"bits": bits, "n_ref": n_ref, "reference_seed": reference_seed, "flat": FLAT_STD}
+    # the cache key of the reports inspected so far: it keeps the name the setting had then
+    options = {"bits": setting, "n_ref": n_ref, "reference_seed": reference_seed, "flat": FLAT_STD}
     # a set counts when it is on disk or was inspected before (its report keeps every metric)
     paths = [p for p in sorted(records)
              if locate(p, results_dir).is_file() or _report_path(cache, p, options).is_file()]
     missing = len(records) - len(paths)
     if missing:
         log.warning("%d of %d calibration sets at %s are not on disk (recreate_sets makes them)",
-                    missing, len(records), bits)
+                    missing, len(records), setting)
     if limit is not None:
         paths = paths[:limit]
     loaded: dict[str, tuple] = {}
@@ -110,7 +115,7 @@ def study(results_dir: str | os.PathLike = "results", *, bits: str = "w4a4", swe
             if name not in loaded:
                 loaded[name] = load_model(name, checkpoint=first["config"].get("checkpoint"))
             report = inspect_calibration(*loaded[name], locate(path, results_dir), n_ref=n_ref,
-                                         reference_seed=reference_seed, bits=bits, data_root=data_root,
+                                         reference_seed=reference_seed, setting=setting, data_root=data_root,
                                          seed=first["config"]["seed"])
             write_json_atomic(out, report.to_dict())
         runs = records[path]
@@ -218,9 +223,10 @@ def describe_effects(effects, label: str, signs: Mapping[str, int], claim: str) 
 RERUN_FOLDER = "inspect/reruns"  # <results>/inspect/reruns/<run-id>.json: records of re-created sets
 
 
-def recreate_sets(results_dir: str | os.PathLike = "results", *, bits: str = "w4a4", sweeps=None,
+@renamed_keywords(bits="setting")
+def recreate_sets(results_dir: str | os.PathLike = "results", *, setting: str = "w4a4", sweeps=None,
                   seeds=None, variants=None, only_missing: bool = True, progress: bool = True) -> list[dict]:
-    """Re-create the calibration sets of the records in `results_dir` (at `bits`, optionally only
+    """Re-create the calibration sets of the records in `results_dir` (at `setting`, optionally only
     those of the `sweeps` folders, `seeds` and `variants`) that are not on disk, by re-running their
     experiment with the sweep's shared calibration folder (`run_experiment(..., calibration_dir=...)`):
     it synthesizes the set again where the record says, then quantizes and evaluates as the record did.
@@ -232,7 +238,7 @@ def recreate_sets(results_dir: str | os.PathLike = "results", *, bits: str = "w4
     re-created before their rerun records were kept. Returns one summary per rerun."""
     results_dir = Path(results_dir)
     done, out = set(), []
-    for f, record in _records(results_dir, bits, sweeps):
+    for f, record in _records(results_dir, setting, sweeps):
         path = locate(record["calibration_path"], results_dir)
         rerun_path = results_dir / RERUN_FOLDER / f"{record['run_id']}.json"
         if str(path) in done or rerun_path.is_file() or (only_missing and path.is_file()):

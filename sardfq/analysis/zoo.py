@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 
+from ..compat import renamed_keywords
 from ..errors import ConfigError
 from .stats import permutation_p_value, smallest_p_value, spearman
 from .attention_stats import teacher_properties  # noqa: F401  (the zoo's first verb; measured there)
@@ -38,10 +39,12 @@ ABLATION_CONTRASTS = (("sardfq", "sardfq[msr+sl]"), ("sardfq", "sardfq[apa+sl]")
 
 
 
-def zoo_gains(results, *, contrasts=CONTRASTS, models=None, bits=None, n_boot: int = 2000):
+@renamed_keywords(bits="settings")
+def zoo_gains(results, *, contrasts=CONTRASTS, models=None, settings=None, n_boot: int = 2000):
     """`sardfq.analysis.compare.cell_differences` with the zoo's contrasts by default: per teacher
-    and bit-width, SARDFQ - PSAQ-ViT, SARDFQ - noise and real - noise with 95% CIs."""
-    return cell_differences(results, contrasts=contrasts, models=models, bits=bits, n_boot=n_boot)
+    and bit setting, SARDFQ - PSAQ-ViT, SARDFQ - noise and real - noise with 95% CIs (`settings`,
+    old name `bits`: only these)."""
+    return cell_differences(results, contrasts=contrasts, models=models, settings=settings, n_boot=n_boot)
 
 
 def zoo_table(gains, properties):

@@ -14,7 +14,8 @@ evaluated, and one seed. The same value is built in Python, from `sardfq run` op
 
 In a mapping, a nested field may also be written as a dotted key (`"synthesis.apa_weight": 10.0`
 is `"synthesis": {"apa_weight": 10.0}`), a nested mapping may list only the fields it changes, and
-`"bits": "w4a4"` sets `quant.w_bits` and `quant.a_bits`. A key that is not a field, at any level,
+the bit setting `"setting": "w4a4"` (or by its old name, `"bits": "w4a4"`) sets `quant.w_bits` and
+`quant.a_bits` (`"w4a4-attn2"` sets `quant.attn_bits` too). A key that is not a field, at any level,
 is a ConfigError naming it and the closest field. Configurations of version-1 records (flat fields
 such as `synth_iters`, and `synthesis_options` / `quant_options` dicts) are converted when read.
 """
@@ -29,7 +30,7 @@ from typing import Any, Callable, Mapping
 from ..errors import ConfigError
 from ..io import to_plain
 from ..models import DEFAULT_MODEL, model_slug
-from ..quant.config import QuantConfig, ReconConfig, parse_bits
+from ..quant.config import SAME_AS_ACTIVATIONS, QuantConfig, ReconConfig, parse_setting
 from ..registry import Registry, reject_unknown
 from ..synthesis.config import METHODS, PAPER_NAMES, SynthesisConfig
 
@@ -103,8 +104,15 @@ class ExperimentConfig:
 
     # -- names ---------------------------------------------------------------------------------
     @property
+    def setting(self) -> str:
+        """The bit setting, as `QuantConfig.label` and the records' `setting` column write it:
+        'w4a4', or 'w4a4-attn2' where the attention map has other bits than the activations."""
+        return self.quant.label
+
+    @property
     def bits(self) -> str:
-        """The bit setting, e.g. 'w4a4'."""
+        """The old name of the bit setting without the attention map's bits (`quant.name`, e.g.
+        'w4a4'), as the records' `bits` field holds it; `setting` is the name to use."""
         return self.quant.name
 
     @property
@@ -134,22 +142,25 @@ class ExperimentConfig:
     @classmethod
     def from_dict(cls, *layers: Mapping[str, Any]) -> "ExperimentConfig":
         """Build from one or more mappings (a record's "config", a `--config` file, a sweep row,
-        command-line options), each of nested mappings and/or dotted keys with `bits` as a
-        shorthand, later layers winning key by key. Every key of every level is checked once,
-        before anything is built: an unknown one is a ConfigError naming the closest field."""
+        command-line options), each of nested mappings and/or dotted keys with the bit setting
+        (`setting`, or its old name `bits`) as a shorthand, later layers winning key by key. Every
+        key of every level is checked once, before anything is built: an unknown one is a
+        ConfigError naming the closest field."""
         values: dict = {}
         for layer in layers:
             if not isinstance(layer, Mapping):
                 raise ConfigError(f"an experiment configuration must be a mapping of field names to values, "
                                   f"got {type(layer).__name__}")
-            layer = nest(layer)
+            layer = _setting_key(nest(layer))
             if {"synthesis_options", "quant_options"} <= set(layer):  # a version-1 record's config
                 layer = _from_v1(layer)
             values = merge(values, layer)
-        bits = values.pop("bits", None)
+        setting = values.pop("setting", None)
         _check_keys(values)
-        if bits is not None:  # wins over quant.w_bits / quant.a_bits given beside it
-            values = merge(values, {"quant": dict(zip(("w_bits", "a_bits"), parse_bits(bits)))})
+        if setting is not None:  # wins over quant.w_bits / quant.a_bits given beside it
+            w, a, attn = parse_setting(setting)
+            widths = {"w_bits": w, "a_bits": a, **({} if attn == SAME_AS_ACTIVATIONS else {"attn_bits": attn})}
+            values = merge(values, {"quant": widths})
         seed = values.get("seed", 0)
         for name, kind in NESTED.items():
             if isinstance(values.get(name), Mapping):
@@ -161,8 +172,9 @@ class ExperimentConfig:
         return cls.from_dict(json.loads(text))
 
     def replace(self, **changes) -> "ExperimentConfig":
-        """A copy with `changes`: top-level fields, `bits`, nested configs (a config object replaces
-        the nested config, a mapping changes only its keys), or dotted keys via `**{"synthesis.n": 8}`."""
+        """A copy with `changes`: top-level fields, the bit `setting` (or `bits`), nested configs (a
+        config object replaces the nested config, a mapping changes only its keys), or dotted keys
+        via `**{"synthesis.n": 8}`."""
         base = self.to_dict()
         changes = nest(changes)
         for name in NESTED:
@@ -191,7 +203,7 @@ class ExperimentConfig:
             d["recon_options"] = recon_options
         if self.heldout_limit:
             d["heldout_limit"] = self.heldout_limit
-        return f"{model_slug(self.model)}-{self._slug()}-{self.bits}-s{self.seed}-{_digest(d)}"
+        return f"{model_slug(self.model)}-{self._slug()}-{self.quant.name}-s{self.seed}-{_digest(d)}"
 
     def synthesis_id(self) -> str:
         """Identifies the calibration set alone: runs that differ only in bit-width, reconstruction
@@ -223,6 +235,19 @@ def non_default(config, *, skip: tuple[str, ...] = ()) -> dict:
                 for f in fields(config)}
     return {k: v for k, v in to_plain(config.to_dict()).items()
             if k not in skip and v != to_plain(defaults[k])}
+
+
+def _setting_key(layer: dict) -> dict:
+    """A layer's bit setting under its name, `setting`, when given by its old name, `bits`."""
+    if "bits" not in layer:
+        return layer
+    layer = dict(layer)
+    old = layer.pop("bits")
+    if layer.get("setting", old) != old:
+        raise ConfigError(f"ExperimentConfig: the bit setting is given twice, as setting {layer['setting']!r} "
+                          f"and by its old name as bits {old!r}; give `setting` only")
+    layer["setting"] = old
+    return layer
 
 
 def _check_keys(values: Mapping) -> None:

@@ -60,7 +60,7 @@ class ExperimentResult:
             "run_id": self.run_id or self.config.run_id(),
             "config": self.config.to_dict(),
             "variant": self.config.variant,
-            "bits": self.config.bits,
+            "bits": self.config.quant.name,
             "fp": dict(self.fp),
             "quantized": dict(self.quantized),
             "calibration_path": self.calibration_path,
@@ -140,8 +140,8 @@ def load_results(paths: str | os.PathLike | Iterable = "results"):
 
 
 def record_setting(record: Mapping) -> str:
-    """A record's quantization setting as `QuantConfig.label` names it (`w4a4`, `w4a4-attn2`)."""
-    return ExperimentConfig.from_dict(record["config"]).quant.label
+    """A record's bit setting as `QuantConfig.label` names it (`w4a4`, `w4a4-attn2`)."""
+    return ExperimentConfig.from_dict(record["config"]).setting
 
 
 def _row(record: Mapping, f: str) -> dict:
@@ -153,7 +153,7 @@ def _row(record: Mapping, f: str) -> dict:
         "model": cfg.model, "variant": cfg.variant, "method": s.method,
         "apa": s.apa, "msr": s.msr, "sl": s.sl,
         "design": design_label(cfg),
-        "bits": cfg.bits, "setting": cfg.quant.label, "seed": cfg.seed, "n": s.n, "synth_iters": s.iterations,
+        "bits": cfg.quant.name, "setting": cfg.setting, "seed": cfg.seed, "n": s.n, "synth_iters": s.iterations,
         "recon_iters": cfg.recon.iters, "eval_images": q["n_images"],
         "fp_top1": 100 * record["fp"]["top1"], "fp_top5": 100 * record["fp"]["top5"],
         "q_top1": 100 * q["top1"], "q_top5": 100 * q["top5"],
@@ -217,7 +217,7 @@ def quickstart_table(results: list[ExperimentResult]) -> list[str]:
     lines.append(f"{'full precision':<16}{'fp32':<6}{100 * first.fp['top1']:>7.2f}"
                  f"{100 * first.fp['top5']:>7.2f}{fp_seconds:>9}")
     for r in results:
-        lines.append(f"{r.config.variant:<16}{r.config.bits:<6}{100 * r.quantized['top1']:>7.2f}"
+        lines.append(f"{r.config.variant:<16}{r.config.quant.name:<6}{100 * r.quantized['top1']:>7.2f}"
                      f"{100 * r.quantized['top5']:>7.2f}{sum(r.timings.values()):>9.1f}")
     return lines
 

@@ -76,10 +76,10 @@ def run_experiment(config: ExperimentConfig, *, out_dir: str | os.PathLike | Non
     q_model, reconstruction = quantize_model(fp_model, info, calib, config.quant, config.recon,
                                              seed=config.seed, progress=progress, timings=timings)
     with stage("q_eval"):
-        quantized = evaluate_model(q_model, fp_model, dataset, name=f"{config.model} {config.bits}",
+        quantized = evaluate_model(q_model, fp_model, dataset, name=f"{config.model} {config.quant.name}",
                                    batch_size=config.eval_batch_size, device=device, progress=progress,
                                    reference_logits=fp_logits(config, fp_model, dataset, device=device))
-    log.info("%s %s %s top-1 %.2f%%", config.model, config.variant, config.bits, 100 * quantized["top1"])
+    log.info("%s %s %s top-1 %.2f%%", config.model, config.variant, config.quant.name, 100 * quantized["top1"])
     heldout = {}
     if config.heldout_limit:
         with stage("heldout_eval"):
@@ -87,7 +87,7 @@ def run_experiment(config: ExperimentConfig, *, out_dir: str | os.PathLike | Non
             heldout = {"fp": fp_accuracy(fp_model, info, selection, config, device=device,
                                          progress=progress, split="heldout"),
                        "quantized": evaluate_model(q_model, fp_model, selection,
-                                                   name=f"{config.model} {config.bits} heldout",
+                                                   name=f"{config.model} {config.quant.name} heldout",
                                                    batch_size=config.eval_batch_size, device=device,
                                                    progress=progress,
                                                    reference_logits=fp_logits(config, fp_model, selection,
@@ -314,7 +314,7 @@ def fp_accuracy(model, info, dataset, config: ExperimentConfig, *, device, progr
 
 # ------------------------------------------------------------------------------ quickstart
 QUICKSTART = {"synthesis": {"n": 32, "iterations": 80}, "recon": {"iters": 20}, "eval_limit": 1000,
-              "bits": "w4a4", "seed": 0}
+              "setting": "w4a4", "seed": 0}
 
 
 def quickstart_configs(model: str = DEFAULT_MODEL, *, device: str = "cpu", data_root: str | None = None,

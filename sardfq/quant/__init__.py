@@ -13,7 +13,7 @@ from . import observers  # noqa: F401  (registers the range searches; the quanti
 from .api import architecture_kwargs, is_quantized_folder, load_quantized, quantize, save_quantized
 from .calibration import calibrate, calibrate_quantizer
 from .config import (QUANTIZERS, RECON_ITERS, SEARCHES, QuantConfig, ReconConfig, check_bits,
-                     parse_bits)
+                     parse_bits, parse_setting)
 from .functional import round_ste
 from .modules import QuantAttention, QuantConv2d, QuantLinear, QuantWindowAttention
 from .observers import Observer, choose_qparams
@@ -27,6 +27,6 @@ __all__ = [
     "QuantLinear", "QuantWindowAttention", "Quantizer", "RECON_ITERS", "ReconConfig", "ReconResult",
     "SEARCHES", "UniformQuantizer", "architecture_kwargs", "build_quant_model", "calibrate",
     "calibrate_quantizer", "check_bits", "choose_qparams", "is_quantized_folder", "load_quantized",
-    "make_quantizer", "parse_bits", "quantize", "quantizers", "reconstruct", "reconstruction_units",
+    "make_quantizer", "parse_bits", "parse_setting", "quantize", "quantizers", "reconstruct", "reconstruction_units",
     "round_ste", "save_quantized", "set_quant_state",
 ]

@@ -6,7 +6,9 @@
   `sardfq.quant.observers`): the registries live here, and their entries register themselves when
   the wing is imported, so that a config module imports no torch code and the names it holds are
   checked against what exists;
-- `check_bits` and `parse_bits`: the one reading of a bit-width and of a `wXaY` name.
+- `check_bits`, `parse_bits` and `parse_setting`: the one reading of a bit-width (an integer), of
+  a `wXaY` name and of a bit setting (a string: `w4a4`, or `w4a4-attn2` as `QuantConfig.label`
+  writes it). A bit-width is `bits` everywhere; the string is a `setting`.
 """
 from __future__ import annotations
 
@@ -41,6 +43,7 @@ def check_bits(value, field: str) -> int | None:
 SAME_AS_ACTIVATIONS = "a_bits"  # attn_bits default: the post-softmax map gets a_bits
 _OVERRIDE_KEYS = ("w_bits", "a_bits", "attn_bits")
 _NAME = re.compile(r"^w(\d+|fp)a(\d+|fp)$")
+_ATTN = re.compile(r"^(.*)-attn(\d+|fp)$")
 
 
 @dataclass(frozen=True)
@@ -111,9 +114,12 @@ class QuantConfig:
         return self.name + ("" if self.attn_bits == self.a_bits else f"-attn{self.attn_bits or 'fp'}")
 
     @classmethod
-    def from_name(cls, name: str, **kwargs) -> "QuantConfig":
-        """`QuantConfig.from_name("w4a4")`: a bit setting by name, other fields from `kwargs`."""
-        w, a = parse_bits(name)
+    def from_name(cls, setting: str, **kwargs) -> "QuantConfig":
+        """`QuantConfig.from_name("w4a4")`: a bit setting by name (`label`'s form, `w4a4-attn2`,
+        sets `attn_bits` too), other fields from `kwargs`."""
+        w, a, attn = parse_setting(setting)
+        if attn != SAME_AS_ACTIVATIONS:
+            kwargs = {"attn_bits": attn, **kwargs}
         return cls(w_bits=w, a_bits=a, **kwargs)
 
     def to_dict(self) -> dict:
@@ -138,6 +144,17 @@ def parse_bits(name: str) -> tuple[int | None, int | None]:
         raise ConfigError(f"bit setting {name!r} is not of the form w<bits>a<bits> (e.g. w4a4, w8a8)")
     w, a = (None if g == "fp" else int(g) for g in match.groups())
     return w, a
+
+
+def parse_setting(setting: str) -> tuple[int | None, int | None, int | None | str]:
+    """A bit setting as (weight bits, activation bits, attention-map bits): 'w4a4' -> (4, 4,
+    `SAME_AS_ACTIVATIONS`), 'w4a4-attn2' -> (4, 4, 2), 'w4a4-attnfp' -> (4, 4, None); the form
+    `QuantConfig.label` writes, so that a setting read back is the setting written."""
+    match = _ATTN.match(str(setting).strip().lower())
+    if match is None:
+        return (*parse_bits(setting), SAME_AS_ACTIVATIONS)
+    attn = match.group(2)
+    return (*parse_bits(match.group(1)), None if attn == "fp" else int(attn))
 
 
 TRAINABLE = ("weights", "biases", "act_scales")

@@ -198,11 +198,12 @@ def _patch_embedding(name: str, conv: QuantConv2d, model: nn.Module) -> tuple[nn
 # ----------------------------------------------------------------------------------------- export
 @dataclass
 class OnnxExport:
-    """What `export_onnx` wrote: the file, its mode, and how each quantized layer is written."""
+    """What `export_onnx` wrote: the file, its bit setting (`w8a8`, `w4a4-attn2`, or `fp32`), its
+    mode, and how each quantized layer is written."""
 
     path: str
     model: str
-    bits: str
+    setting: str
     mode: str
     sites: list[Site] = field(repr=False)
     file_bytes: int
@@ -214,11 +215,18 @@ class OnnxExport:
         """Layers per kind: int8, nbits, float."""
         return dict(Counter(s.kind for s in self.sites))
 
+    @property
+    def bits(self) -> str:
+        """The old name of `setting`."""
+        return self.setting
+
     def to_dict(self) -> dict:
-        return {**asdict(self), "counts": self.counts()}
+        """The record, the setting under `bits` as the file's metadata names it (`sardfq.bits`)."""
+        return {**{("bits" if k == "setting" else k): v for k, v in asdict(self).items()},
+                "counts": self.counts()}
 
 
-def _mode_label(mode: str, bits: str, sites: list[Site]) -> str:
+def _mode_label(mode: str, setting: str, sites: list[Site]) -> str:
     counts = Counter(s.kind for s in sites)
     if mode == "float":
         return "float32: no quantization"
@@ -232,7 +240,7 @@ def _mode_label(mode: str, bits: str, sites: list[Site]) -> str:
         parts.append(f"{counts['float']} float matmuls")
     if counts["log2"]:
         parts.append(f"{counts['log2']} log2 softmax quantizers emulated in float")
-    text = f"{bits}: " + ", ".join(parts)
+    text = f"{setting}: " + ", ".join(parts)
     if mode == "emulate":
         text += ("; EMULATED: activation grids below 8 bits held in uint8 containers, run on int8 kernels "
                  "(the low-bit model's accuracy at int8 speed and size); for checking, not deployment")
@@ -242,7 +250,7 @@ def _mode_label(mode: str, bits: str, sites: list[Site]) -> str:
 def _metadata(q_model: nn.Module, info: ModelInfo, mode: str, sites: list[Site]) -> dict[str, str]:
     meta = getattr(q_model, "sardfq_quant", None) or {}
     config = meta.get("config")
-    bits = config.label if config is not None else "fp32"  # w4a4, or w4a4-attn2 where the map differs
+    setting = config.label if config is not None else "fp32"  # w4a4, or w4a4-attn2 where the map differs
     data_config = {k: v for k, v in (getattr(q_model, "pretrained_cfg", None) or {}).items()
                    if k in ("crop_pct", "crop_mode", "interpolation")}
     floats = list(FLOAT_PARTS) + [
@@ -250,7 +258,7 @@ def _metadata(q_model: nn.Module, info: ModelInfo, mode: str, sites: list[Site])
         else f"{s.name} (float matmul)" for s in sites if s.kind in ("float", "log2")]
     values = {
         "sardfq.format": FORMAT, "sardfq.format_version": FORMAT_VERSION, "sardfq.model": info.name,
-        "sardfq.bits": bits, "sardfq.mode": mode, "sardfq.summary": _mode_label(mode, bits, sites),
+        "sardfq.bits": setting, "sardfq.mode": mode, "sardfq.summary": _mode_label(mode, setting, sites),
         "class_names": list(info.class_names), "mean": list(info.mean), "std": list(info.std),
         "input_size": list(info.input_size), "input_name": INPUT_NAME, "output_name": OUTPUT_NAME,
         "sardfq.quant_config": config.to_dict() if config is not None else None,
@@ -417,7 +425,7 @@ def export_onnx(model: nn.Module | str | os.PathLike, out: str | os.PathLike | N
                         f"was written to {out} (--no-check writes it anyway)")
     except OSError as exc:
         raise ExportError(f"cannot write {out}: {exc.strerror or exc}; choose another --out") from None
-    result = OnnxExport(path=str(out), model=info.name, bits=metadata["sardfq.bits"],
+    result = OnnxExport(path=str(out), model=info.name, setting=metadata["sardfq.bits"],
                         mode=mode, sites=sites, file_bytes=out.stat().st_size,
                         seconds=time.perf_counter() - start, metadata=metadata,
                         check=verification)

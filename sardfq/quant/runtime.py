@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+from ..compat import renamed_keywords
 from ..errors import CheckpointError
 from ..models import ModelInfo
 
@@ -128,17 +129,18 @@ def _setting(label: str) -> str:
     return label.removesuffix(", reconstructed")
 
 
-def bench_row(record: dict, arch: str, runtime: str, bits: str, threads: int | None = None) -> dict:
+@renamed_keywords(bits="setting")
+def bench_row(record: dict, arch: str, runtime: str, setting: str, threads: int | None = None) -> dict:
     """The speed row of `record` for `arch` (e.g. "vit_tiny_cifar10"), `runtime` ("pytorch eager",
-    "pytorch fake-quant", "onnxruntime") and setting `bits` ("fp32", "w8a8", "w8a8, uniform softmax",
-    "w4afp"; a ", reconstructed" suffix of the label is ignored), at `threads` (default: the fewest
-    measured)."""
+    "pytorch fake-quant", "onnxruntime") and `setting` (old name `bits`: "fp32", "w8a8", "w8a8,
+    uniform softmax", "w4afp"; a ", reconstructed" suffix of the label is ignored; the rows name it
+    `bits`), at `threads` (default: the fewest measured)."""
     threads = min(record["config"]["threads"]) if threads is None else threads
     for row in record["speed"][arch]:
-        if row["runtime"] == runtime and _setting(row["bits"]) == bits and row["threads"] == threads:
+        if row["runtime"] == runtime and _setting(row["bits"]) == setting and row["threads"] == threads:
             return row
     have = sorted({(r["runtime"], _setting(r["bits"]), r["threads"]) for r in record["speed"][arch]})
-    raise KeyError(f"{arch}: no row {runtime!r}, {bits!r} at {threads} threads; the record has {have}")
+    raise KeyError(f"{arch}: no row {runtime!r}, {setting!r} at {threads} threads; the record has {have}")
 
 
 def bench_speedup(record: dict, arch: str, row: dict, key: str = "throughput") -> dict:

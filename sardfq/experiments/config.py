@@ -24,14 +24,16 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import os
+from pathlib import Path
 from dataclasses import dataclass, field, fields
 from typing import Any, Callable, Mapping
 
-from ..errors import ConfigError
+from ..errors import ConfigError, reject_unknown
 from ..io import to_plain
-from ..models import DEFAULT_MODEL, model_slug
+from ..models.names import DEFAULT_MODEL, model_slug
 from ..quant.config import SAME_AS_ACTIVATIONS, QuantConfig, ReconConfig, parse_setting
-from ..registry import Registry, reject_unknown
+from ..registry import Registry
 from ..synthesis.config import METHODS, PAPER_NAMES, SynthesisConfig
 
 # The experiment functions a sweep may name (`experiment: NAME` in a sweep file), each registered
@@ -227,6 +229,22 @@ class ExperimentConfig:
 
 def _digest(d: Mapping) -> str:
     return hashlib.sha1(json.dumps(d, sort_keys=True).encode()).hexdigest()[:8]
+
+
+def read_config_file(path: str | os.PathLike, what: str = "config file") -> dict:
+    """A JSON file of `ExperimentConfig` fields (nested or dotted, any subset) as the mapping
+    `from_dict` takes as one of its layers; a ConfigError naming `what` (`--config` on the command
+    line) when it cannot be read, is not JSON or is not an object."""
+    try:
+        values = json.loads(Path(path).read_text())
+    except OSError as exc:
+        raise ConfigError(f"{what} {path}: cannot read it ({exc.strerror or exc})") from None
+    except ValueError as exc:
+        raise ConfigError(f"{what} {path} is not valid JSON: {exc}") from None
+    if not isinstance(values, dict):
+        raise ConfigError(f"{what} {path} must hold a JSON object of ExperimentConfig fields, "
+                          f"got {type(values).__name__}")
+    return values
 
 
 def non_default(config, *, skip: tuple[str, ...] = ()) -> dict:

@@ -1,9 +1,10 @@
 """How long a long run will take on this machine, from a short timed warm-up made before it starts.
 
-`estimate_experiment(config)` (what `sardfq run` logs), `estimate_synthesis` (`sardfq synthesize`)
-and `estimate_reconstruction` (`estimate_quantization` for `sardfq quantize`) time a few
-optimization steps and scale them to the run's length. A run of fewer than `LONG_STEPS` steps per
-stage is not estimated (None). `log_estimate` says the result before the run starts.
+`estimate_experiment(config)` (what `sardfq run` logs), `estimate_synthesis` (`estimate_synthesis_of`
+for `sardfq synthesize`) and `estimate_reconstruction` (`estimate_quantization` for `sardfq
+quantize`) time a few optimization steps and scale them to the run's length. A run of fewer than
+`LONG_STEPS` steps per stage is not estimated (None). `log_estimate` says the result before the run
+starts.
 
 A warm-up never touches the run it estimates: it synthesizes a throw-away batch through its own
 `synthesize` call (with a generator of its own: a run makes its generator when it starts), and
@@ -157,6 +158,17 @@ def estimate_quantization(config: ExperimentConfig, calibration, *, force: bool 
                                 device=resolve_device(config.device, what="ExperimentConfig.device"))
     return estimate_reconstruction(fp_model, info, calib, config.quant, config.recon, seed=config.seed,
                                    force=force)
+
+
+def estimate_synthesis_of(model: str, config: SynthesisConfig, *, checkpoint=None, device="cpu",
+                          data_root=None, force: bool = False) -> Estimate | None:
+    """`estimate_synthesis` of model `model` (its `checkpoint`), loaded for the warm-up only when the
+    synthesis is long enough to be estimated (unless `force`)."""
+    steps = synthesis_steps(config)
+    if not steps or (steps < LONG_STEPS and not force):
+        return None
+    fp_model, info = load_model(model, checkpoint=checkpoint, device=device)
+    return estimate_synthesis(fp_model, info, config, device=device, data_root=data_root, force=force)
 
 
 def log_estimate(estimate: Estimate | None) -> None:

@@ -222,6 +222,26 @@ def quickstart_table(results: list[ExperimentResult]) -> list[str]:
     return lines
 
 
+def run_summary(record: Mapping) -> list[str]:
+    """An experiment record (`ExperimentResult.to_dict()`, with `quantized_folder` when
+    `run_to_folder` wrote one) as the lines `sardfq run` prints: FP and quantized accuracy, the
+    held-out images' when measured, where its files are, and the seconds of each stage."""
+    r, config = record, ExperimentConfig.from_dict(record["config"])
+    heldout = r.get("heldout")
+    return [
+        f"{config.model} {config.variant} {config.quant.name} (seed {config.seed}), "
+        f"{r['quantized']['n_images']} test images:",
+        f"  full precision top-1 {100 * r['fp']['top1']:.2f}%  top-5 {100 * r['fp']['top5']:.2f}%",
+        f"  quantized      top-1 {100 * r['quantized']['top1']:.2f}%  top-5 {100 * r['quantized']['top5']:.2f}%",
+        *([f"  held-out training images ({heldout['quantized']['n_images']}): full precision "
+           f"top-1 {100 * heldout['fp']['top1']:.2f}%, quantized {100 * heldout['quantized']['top1']:.2f}%"]
+          if heldout else []),
+        f"  calibration set: {r['calibration_path']}",
+        *([f"  quantized model: {r['quantized_folder']}"] if "quantized_folder" in r else []),
+        "  seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in r["timings"].items()),
+    ]
+
+
 def design_label(cfg) -> str:
     """The settings that set a run apart from the defaults of its method and sizes, as text
     (`default`, `apa_weight=10.0`, ...): the `design` column of `load_results`."""

@@ -5,10 +5,11 @@ sweep runner and the results notebooks. It returns an `ExperimentResult` (`recor
 `to_dict()` holds every number the project reports; `save()` writes it as JSON atomically. Its
 stages are functions of their own (`calibration_set`, `quantize_model`, `evaluate_model`).
 
-The verbs behind the commands that write files, each the whole sequence a command runs:
-`run_to_folder` (`sardfq run --out`: the run's files in one folder, replaced whole),
-`quantize_to_folder` (`sardfq quantize`: a saved calibration set in, a quantized model folder out)
-and `run_quickstart` (`sardfq quickstart`).
+The verbs behind the commands, each the whole sequence a command runs: `run_to_folder` (`sardfq
+run --out`: the run's files in one folder, replaced whole), `synthesize_to_file` (`sardfq
+synthesize`: a calibration set and its image grid), `quantize_to_folder` (`sardfq quantize`: a
+saved calibration set in, a quantized model folder out), `evaluate_saved` (`sardfq eval`: a model,
+a quantized folder or an exported .onnx file on its test set) and `run_quickstart`.
 
 The full-precision accuracy depends only on the model, its weights and the evaluation subset, so it
 is computed once and cached on disk (under `SARDFQ_CACHE`); a sweep over methods and bit-widths
@@ -31,14 +32,17 @@ from ..calibset import CalibrationSet
 from ..data import cache_dir, eval_dataset, heldout_dataset
 from ..errors import CheckpointError
 from ..evaluate import evaluate, reference_outputs
-from ..io import atomic_folder, check_folder, check_output_folder, read_record, write_json_atomic
+from ..io import (atomic_folder, check_folder, check_output_file, check_output_folder, read_record,
+                  write_json_atomic)
 from ..models import (DEFAULT_MODEL, ModelInfo, device_description, load_model, model_fingerprint,
                       model_slug, resolve_device)
 from ..quant.api import CONFIG_FILE as QUANTIZED_CONFIG
-from ..quant.api import quantize, save_quantized
+from ..quant.api import is_quantized_folder, load_quantized, quantize, save_quantized
 from ..quant.config import QuantConfig, ReconConfig
 from ..quant.reconstruction import reconstruct
-from ..synthesis.loop import synthesize
+from ..quant.runtime import load_onnx
+from ..synthesis.config import SynthesisConfig
+from ..synthesis.loop import save_image_grid, synthesize
 from ..version import library_versions
 from .config import EXPERIMENTS, ExperimentConfig
 from .records import ExperimentResult
@@ -172,6 +176,59 @@ def quantize_to_folder(config: ExperimentConfig, calibration: str | os.PathLike,
     timings["total"] = time.perf_counter() - began
     record["timings"] = {f"{k}_s": v for k, v in timings.items()}
     return record
+
+
+def synthesis_file(model: str, config: SynthesisConfig, out: str | os.PathLike | None = None) -> Path:
+    """Where `synthesize_to_file` writes: `out`, else `calib/<model>-<label>-seed<seed>.safetensors`."""
+    return Path(out if out is not None else f"calib/{model_slug(model)}-{config.label}-seed{config.seed}.safetensors")
+
+
+def synthesize_to_file(model: str, config: SynthesisConfig, out: str | os.PathLike | None = None, *,
+                       checkpoint: str | os.PathLike | None = None, device="cpu",
+                       data_root: str | os.PathLike | None = None, progress: bool = True,
+                       what: str = "out") -> dict:
+    """Synthesize a calibration set for `model` (its `checkpoint`) under `config` and save it to
+    `synthesis_file(model, config, out)`, with a PNG grid of its images beside it (both paths
+    checked before any work; `what` names `out` in errors). `data_root`: the images of the `real`
+    method and prior. Returns the record `sardfq synthesize --json` prints: out, png, method,
+    label, switches, n, iterations, seconds, final_losses."""
+    out = synthesis_file(model, config, out)
+    check_output_file(out, what)
+    check_output_file(out.with_suffix(".png"), f"the image grid beside {what}")
+    fp_model, info = load_model(model, checkpoint=checkpoint, device=device)
+    calib = synthesize(fp_model, info, config, device=device, data_root=data_root, progress=progress)
+    calib.save(out)
+    png = save_image_grid(calib, info, out.with_suffix(".png"))
+    meta = calib.metadata
+    return {"out": str(out), "png": str(png), "method": config.method, "label": config.label,
+            "switches": config.switches, "n": len(calib), "iterations": meta["iterations"],
+            "seconds": meta["seconds"], "final_losses": meta["final_losses"]}
+
+
+def load_saved(name: str, *, checkpoint: str | os.PathLike | None = None, device="cpu",
+               threads: int | None = None) -> tuple[nn.Module, ModelInfo]:
+    """What `sardfq eval` evaluates, by what `name` is: an .onnx file written by `export_onnx`
+    (run in onnxruntime with `threads`), a folder written by `save_quantized`, else anything
+    `load_model` takes (`checkpoint` replacing its weights, which the other two refuse)."""
+    if str(name).endswith(".onnx"):
+        if checkpoint is not None:
+            raise CheckpointError("--checkpoint does not apply to an .onnx file")
+        return load_onnx(name, threads=threads)
+    if is_quantized_folder(name):
+        if checkpoint is not None:
+            raise CheckpointError("--checkpoint does not apply to a saved quantized model folder")
+        return load_quantized(name, device=device)
+    return load_model(name, checkpoint=checkpoint, device=device)
+
+
+def evaluate_saved(name: str, *, data_root: str | os.PathLike | None = None, checkpoint=None,
+                   limit: int | None = None, batch_size: int = 256, device="cpu",
+                   threads: int | None = None):
+    """Top-1/top-5 of what `load_saved(name)` loads on `limit` images (an even spread; None: all)
+    of its test set under `data_root`, `batch_size` at a time; returns `(EvalResult, ModelInfo)`."""
+    model, info = load_saved(name, checkpoint=checkpoint, device=device, threads=threads)
+    dataset = eval_dataset(info, model, data_root, limit=limit)
+    return evaluate(model, dataset, name=name, batch_size=batch_size, device=device), info
 
 
 # ------------------------------------------------------------------------------------ stages

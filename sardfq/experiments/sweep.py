@@ -64,9 +64,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
-from ..errors import ConfigError, SardfqError
+from ..errors import ConfigError, SardfqError, reject_unknown
 from ..io import atomic_write_text, check_folder, read_record, write_json_atomic
-from ..registry import reject_unknown
 from .config import EXPERIMENTS, NESTED, ExperimentConfig, merge, nest
 
 log = logging.getLogger(__name__)
@@ -144,6 +143,24 @@ class SweepSpec:
         if not blocks:
             raise ConfigError(f"sweep {self.name!r}: no run has {key} = {value!r}")
         return dataclasses.replace(self, grid=tuple(blocks))
+
+    def only(self, conditions: Iterable[str], what: str = "only") -> "SweepSpec":
+        """`select` for each condition written `KEY=VALUE`, the value read as YAML, as a sweep file
+        writes it (`sardfq sweep --only model=vit_shallow_cifar10`; `what` names the option in errors)."""
+        import yaml
+
+        spec = self
+        for condition in conditions:
+            key, sep, value = condition.partition("=")
+            if not sep:
+                raise ConfigError(f"{what} wants KEY=VALUE, got {condition!r}")
+            try:
+                value = yaml.safe_load(value)
+            except yaml.YAMLError as exc:
+                raise ConfigError(f"{what} {condition!r}: the value is not valid YAML ({str(exc).splitlines()[0]}); "
+                                  f"quote it, e.g. {what} 'model=\"a[1\"'") from None
+            spec = spec.select(key.strip(), value)
+        return spec
 
     def count(self) -> int:
         """How many runs the grid expands to (before duplicates are removed), without expanding it."""

@@ -4,7 +4,10 @@ Every subcommand prints a human-readable summary, or with `--json` one JSON obje
 of standard output. Progress bars and logs go to standard error. Errors caused by the input (unknown
 model, missing data, bad checkpoint, an output path it may not replace, ...) print one line and exit
 with status 2, before any long work where the input can be checked first; Ctrl-C prints
-"interrupted" and exits with 130.
+"interrupted" and exits with 130. Only the command run gets its options built (`build_parser`), and
+each command imports what it needs when it runs: `sardfq eval` refuses a model folder that its own
+files condemn (`sardfq.model_files`) before torch loads. The options read off the config dataclasses
+are `cli_options`'; the sequences the commands run are verbs of `sardfq.experiments`.
 """
 from __future__ import annotations
 
@@ -17,7 +20,15 @@ from pathlib import Path
 from .cli_options import add_config_options, config_values
 from .errors import ConfigError, SardfqError
 from .io import check_output_file, check_output_folder
-from .models import resolve_device
+from .model_files import check_model_folder
+
+
+def _device(name: str | None):
+    """`--device` read as every command reads it (`sardfq.models.resolve_device`, imported when a
+    command runs, not when the parser is built)."""
+    from .models import resolve_device
+
+    return resolve_device(name, what="--device")
 
 
 def _emit(args: argparse.Namespace, record: dict, lines: list[str]) -> None:
@@ -33,8 +44,7 @@ _MODEL_HELP = ("model: an embedded name (vit_tiny_cifar10), a timm ViT/DeiT/Swin
 
 
 # ---------------------------------------------------------------------------------------- eval
-def _add_eval(sub) -> None:
-    p = sub.add_parser("eval", help="top-1/top-5 accuracy of a model on its test set")
+def _eval_options(p) -> None:
     p.add_argument("model", help=_MODEL_HELP + ", a folder saved by `sardfq quantize`, or an .onnx file "
                                             "written by `sardfq export` (run in onnxruntime on the CPU)")
     p.add_argument("--data", help="data folder (default: $SARDFQ_DATA)")
@@ -49,22 +59,22 @@ def _add_eval(sub) -> None:
 
 
 def _run_eval(args: argparse.Namespace) -> None:
-    from .data import eval_dataset
-    from .evaluate import evaluate
-
-    if args.threads is not None:
-        if args.threads < 1:
-            raise ConfigError(f"--threads must be at least 1, got {args.threads}")
-        import torch
-
-        torch.set_num_threads(args.threads)
+    if args.threads is not None and args.threads < 1:
+        raise ConfigError(f"--threads must be at least 1, got {args.threads}")
     onnx_file = str(args.model).endswith(".onnx")
     if onnx_file and args.device not in (None, "cpu"):
         raise ConfigError(f"--device {args.device}: an .onnx file runs in onnxruntime on the CPU; drop --device")
-    device = resolve_device("cpu" if onnx_file else args.device, what="--device")
-    model, info = _load_for_eval(args.model, args.checkpoint, device, threads=args.threads)
-    dataset = eval_dataset(info, model, args.data, limit=args.limit)
-    result = evaluate(model, dataset, name=args.model, batch_size=args.batch_size, device=device)
+    if args.device in (None, "cpu"):  # no device error can come first: a bad folder is refused before torch loads
+        check_model_folder(args.model, weights=args.checkpoint is None)
+    import torch
+
+    from .experiments.run import evaluate_saved
+
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    device = _device("cpu" if onnx_file else args.device)
+    result, info = evaluate_saved(args.model, data_root=args.data, checkpoint=args.checkpoint, limit=args.limit,
+                                  batch_size=args.batch_size, device=device, threads=args.threads)
     record = result.to_dict()
     if onnx_file:  # onnxruntime's integer kernels depend on the CPU: say which one ran them
         from .version import cpu_info
@@ -77,30 +87,10 @@ def _run_eval(args: argparse.Namespace) -> None:
     ])
 
 
-def _load_for_eval(model: str, checkpoint: str | None, device, threads: int | None = None):
-    from .models import load_model
-    from .quant.api import is_quantized_folder, load_quantized
-
-    if str(model).endswith(".onnx"):  # written by `sardfq export`
-        from .quant.export import load_onnx
-
-        if checkpoint is not None:
-            raise SardfqError("--checkpoint does not apply to an .onnx file")
-        return load_onnx(model, threads=threads)
-    if is_quantized_folder(model):  # written by `sardfq quantize` / sardfq.save_quantized
-
-        if checkpoint is not None:
-            raise SardfqError("--checkpoint does not apply to a saved quantized model folder")
-        return load_quantized(model, device=device)
-    return load_model(model, checkpoint=checkpoint, device=device)
-
-
 # -------------------------------------------------------------------------------------- export
-def _add_export(sub) -> None:
+def _export_options(p) -> None:
     from .quant.export import MODES
 
-    p = sub.add_parser("export", help="write a saved quantized model to ONNX that onnxruntime runs with "
-                                      "integer kernels")
     p.add_argument("quantized", help="a folder saved by `sardfq quantize --out DIR` (or DIR/quantized of "
                                      "`sardfq run --out DIR`)")
     p.add_argument("--format", default="onnx", choices=["onnx"], help="output format (default: onnx)")
@@ -132,10 +122,9 @@ def _run_export(args: argparse.Namespace) -> None:
 
 
 # ------------------------------------------------------------------------------- train-teacher
-def _add_train_teacher(sub) -> None:
+def _train_teacher_options(p) -> None:
     from .teacher import PRESETS
 
-    p = sub.add_parser("train-teacher", help="train a teacher of the zoo (CIFAR-10 or Tiny-ImageNet-200) from scratch (resumable)")
     p.add_argument("--preset", default="vit_tiny_cifar10", choices=PRESETS.names(),
                    help="architecture and recipe (default: the embedded teacher's)")
     p.add_argument("--data", help="data folder (default: $SARDFQ_DATA)")
@@ -161,18 +150,16 @@ def _run_train_teacher(args: argparse.Namespace) -> None:
     if args.epochs is not None:  # a shorter run keeps its warm-up inside it
         overrides["warmup_epochs"] = min(preset.recipe.warmup_epochs, args.epochs)
     result = train_teacher(preset, recipe=preset.recipe.replace(**overrides), root=args.data, out=args.out,
-                           device=resolve_device(args.device, what="--device"), limit=args.limit)
+                           device=_device(args.device), limit=args.limit)
     _emit(args, result, [f"{args.preset} saved to {args.out}: {preset.data.title} test top-1 "
                          f"{100 * result['test_top1']:.2f}% on {result['test_images']} images after "
                          f"{result['epochs_done']} epochs"])
 
 
 # ------------------------------------------------------------------------------------ compare
-def _add_compare(sub) -> None:
+def _compare_options(p) -> None:
     from .analysis.compare import METRICS
 
-    p = sub.add_parser("compare", help="difference between two calibration sources with a 95%% CI, "
-                       "paired by seed and test image")
     p.add_argument("a", help="calibration source (variant), e.g. sardfq, psaq, noise, real, sardfq[apa+sl]")
     p.add_argument("b", help="the source it is compared with: the result is a - b")
     p.add_argument("--results", default="results", help="folder of experiment records (searched recursively)")
@@ -197,9 +184,7 @@ def _run_compare(args: argparse.Namespace) -> None:
     _emit(args, {"comparisons": [c.to_dict() for c in found]}, lines)
 
 
-def _add_zoo(sub) -> None:
-    p = sub.add_parser("zoo", help="the teacher zoo's headline: per teacher and bit-width, SARDFQ - PSAQ-ViT, "
-                       "SARDFQ - noise and real - noise with 95%% CIs, as a Markdown table")
+def _zoo_options(p) -> None:
     p.add_argument("--results", default="results/zoo_main", help="folder of the zoo's experiment records")
     p.add_argument("--boot", type=int, default=2000, help="bootstrap resamples")
     p.add_argument("--json", action="store_true")
@@ -213,9 +198,7 @@ def _run_zoo(args: argparse.Namespace) -> None:
     _emit(args, {"gains": gains.to_dict("records")}, [headline_report(gains)])
 
 
-def _add_headroom(sub) -> None:
-    p = sub.add_parser("headroom", help="the paper's regime: per headroom cell, real - PSAQ-ViT, SARDFQ - PSAQ-ViT "
-                       "and the share of the headroom SARDFQ closes, with 95%% CIs; the predictions scored")
+def _headroom_options(p) -> None:
     p.add_argument("--results", default="results/headroom_cells", help="folder of the cells' experiment records")
     p.add_argument("--predictions", default=None,
                    help="predictions written before the runs (default: RESULTS/predictions.json when present)")
@@ -235,14 +218,10 @@ def _run_headroom(args: argparse.Namespace) -> None:
 
 
 # ----------------------------------------------------------------------------- run, quickstart
-def _add_run(sub) -> None:
+def _run_options(p) -> None:
     from .experiments.config import ExperimentConfig
 
     d = ExperimentConfig()
-    S = argparse.SUPPRESS  # options not typed stay out of args: --config or the defaults fill them
-    p = sub.add_parser("run", help="one experiment: synthesize, quantize, reconstruct, evaluate",
-                       argument_default=S, description="Options not given take their values from "
-                       "--config, else the defaults of ExperimentConfig and its nested configs.")
     p.add_argument("model", nargs="?", help=f"{_MODEL_HELP} (default: {d.model})")
     p.add_argument("--config", help="a JSON file of ExperimentConfig fields, nested "
                                     '({"synthesis": {"apa_weight": 10}}) or dotted ("synthesis.apa_weight"); '
@@ -257,8 +236,12 @@ def _add_run(sub) -> None:
     _add_common_run_options(p)
     add_config_options(p, ExperimentConfig, hide=("model", "device"))
     p.set_defaults(func=_run_run)
-    q = sub.add_parser("quickstart", help="FP vs noise vs SARDFQ W4A4 top-1 on the embedded teacher "
-                                          "(same as `sardfq run --quickstart`)")
+
+
+def _quickstart_options(q) -> None:
+    from .experiments.config import ExperimentConfig
+
+    d = ExperimentConfig()
     q.add_argument("model", nargs="?", default=d.model, help=f"model name (default: {d.model})")
     q.add_argument("--data", dest="data_root", help="data folder (default: $SARDFQ_DATA)")
     q.add_argument("--out", help="folder for the calibration sets and records (<run-id>.json, as in a "
@@ -275,36 +258,24 @@ def _add_common_run_options(p) -> None:
                    help="print one JSON object on the last line")
 
 
-def _read_config_file(path: str) -> dict:
-    try:
-        values = json.loads(Path(path).read_text())
-    except OSError as exc:
-        raise ConfigError(f"--config {path}: cannot read it ({exc.strerror or exc})") from None
-    except ValueError as exc:
-        raise ConfigError(f"--config {path} is not valid JSON: {exc}") from None
-    if not isinstance(values, dict):
-        raise ConfigError(f"--config {path} must hold a JSON object of ExperimentConfig fields, "
-                          f"got {type(values).__name__}")
-    return values
-
-
 def _run_run(args: argparse.Namespace) -> None:
-    from .experiments.config import ExperimentConfig
+    from .experiments.config import ExperimentConfig, read_config_file
     from .experiments.estimate import estimate_experiment, log_estimate
+    from .experiments.records import run_summary
     from .experiments.run import RUN_FILES, run_experiment, run_to_folder
 
     if args.quickstart:
         args.model = getattr(args, "model", None) or ExperimentConfig().model
         args.data_root = getattr(args, "data_root", None)
         return _run_quickstart(args)
-    file_values = _read_config_file(args.config) if getattr(args, "config", None) else {}
+    file_values = read_config_file(args.config, "--config") if getattr(args, "config", None) else {}
     typed = config_values(args)  # dotted field names, only the options typed
     if getattr(args, "model", None) is not None:
         typed["model"] = args.model
     if getattr(args, "bits", None) is not None:
         typed["setting"] = args.bits
     if args.device is not None or "device" not in file_values:
-        typed["device"] = str(resolve_device(args.device, what="--device"))
+        typed["device"] = str(_device(args.device))
     # one road: the file, then the options typed, nested, merged and checked once
     config = ExperimentConfig.from_dict(file_values, typed)  # every option checked before any slow work
     config.synthesis.check_size(force=args.force)
@@ -315,18 +286,7 @@ def _run_run(args: argparse.Namespace) -> None:
         r = run_experiment(config, progress=args.progress).to_dict()
     else:
         r = run_to_folder(config, args.out, progress=args.progress, what="--out")
-    _emit(args, r, [
-        f"{config.model} {config.variant} {config.quant.name} (seed {config.seed}), "
-        f"{r['quantized']['n_images']} test images:",
-        f"  full precision top-1 {100 * r['fp']['top1']:.2f}%  top-5 {100 * r['fp']['top5']:.2f}%",
-        f"  quantized      top-1 {100 * r['quantized']['top1']:.2f}%  top-5 {100 * r['quantized']['top5']:.2f}%",
-        *([f"  held-out training images ({r['heldout']['quantized']['n_images']}): full precision "
-           f"top-1 {100 * r['heldout']['fp']['top1']:.2f}%, quantized {100 * r['heldout']['quantized']['top1']:.2f}%"]
-          if r["heldout"] else []),
-        f"  calibration set: {r['calibration_path']}",
-        *([f"  quantized model: {r['quantized_folder']}"] if "quantized_folder" in r else []),
-        "  seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in r["timings"].items()),
-    ])
+    _emit(args, r, run_summary(r))
 
 
 def _run_quickstart(args: argparse.Namespace) -> None:
@@ -336,15 +296,14 @@ def _run_quickstart(args: argparse.Namespace) -> None:
     from .experiments.run import run_quickstart
 
     start = time.perf_counter()
-    results = run_quickstart(args.model, device=str(resolve_device(args.device, what="--device")),
+    results = run_quickstart(args.model, device=str(_device(args.device)),
                              data_root=args.data_root, out=args.out or None, progress=args.progress, what="--out")
     lines = quickstart_table(results) + [f"total {time.perf_counter() - start:.0f} s"]
     _emit(args, {"runs": [r.to_dict() for r in results], "seconds": time.perf_counter() - start}, lines)
 
 
 # ---------------------------------------------------------------------------------------- sweep
-def _add_sweep(sub) -> None:
-    p = sub.add_parser("sweep", help="run a grid of experiments (or notebooks) from a YAML file")
+def _sweep_options(p) -> None:
     p.add_argument("grid", help="sweep file (YAML): name, fixed parameters, grid")
     p.add_argument("--workers", type=int, default=1, help="parallel runs (default: 1)")
     p.add_argument("--scheduler", help="'local' for a Dask LocalCluster, or a Dask scheduler address")
@@ -367,21 +326,9 @@ def _add_sweep(sub) -> None:
 def _run_sweep(args: argparse.Namespace) -> None:
     import dataclasses
 
-    import yaml
-
     from .experiments.sweep import is_complete, load_sweep, record_path, run_sweep
 
-    spec = load_sweep(args.grid)
-    for condition in args.only:
-        key, sep, value = condition.partition("=")
-        if not sep:
-            raise ConfigError(f"--only wants KEY=VALUE, got {condition!r}")
-        try:
-            value = yaml.safe_load(value)
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"--only {condition!r}: the value is not valid YAML "
-                              f"({str(exc).splitlines()[0]}); quote it, e.g. --only 'model=\"a[1\"'") from None
-        spec = spec.select(key.strip(), value)
+    spec = load_sweep(args.grid).only(args.only, "--only")
     if args.notebook:
         spec = dataclasses.replace(spec, notebook=args.notebook)
     if args.dry_run:
@@ -404,11 +351,9 @@ def _run_sweep(args: argparse.Namespace) -> None:
 
 
 # ----------------------------------------------------------------------------------- synthesize
-def _add_synthesize(sub) -> None:
+def _synthesize_options(p) -> None:
     from .synthesis.config import SynthesisConfig
 
-    p = sub.add_parser("synthesize", help="synthesize a calibration set (safetensors + PNG grid)",
-                       argument_default=argparse.SUPPRESS)
     p.add_argument("model", help=_MODEL_HELP)
     p.add_argument("--out", default=None,
                    help="output .safetensors file (default: calib/MODEL-LABEL-seedS.safetensors)")
@@ -422,40 +367,32 @@ def _add_synthesize(sub) -> None:
 
 def _run_synthesize(args: argparse.Namespace) -> None:
     from .experiments.config import nest
-    from .experiments.estimate import estimate_synthesis, log_estimate
-    from .models import load_model, model_slug
-    from .synthesis import SynthesisConfig, save_image_grid, synthesize
+    from .experiments.estimate import estimate_synthesis_of, log_estimate
+    from .experiments.run import synthesis_file, synthesize_to_file
+    from .synthesis import SynthesisConfig
 
     values = nest(config_values(args)).get("synthesis", {})
     if args.bf16:
         values["autocast"] = "bf16"
     config = SynthesisConfig.from_dict(values)
     config.check_size(force=args.force)
-    device = resolve_device(args.device, what="--device")
-    out = Path(args.out or f"calib/{model_slug(args.model)}-{config.label}-seed{config.seed}.safetensors")
-    check_output_file(out, "--out")  # both files checked before the work that fills them
+    device = _device(args.device)
+    out = synthesis_file(args.model, config, args.out or None)
+    check_output_file(out, "--out")  # both files checked before the estimate's warm-up and the work
     check_output_file(out.with_suffix(".png"), "the image grid beside --out")
-    model, info = load_model(args.model, checkpoint=args.checkpoint, device=device)
-    log_estimate(estimate_synthesis(model, info, config, device=device, data_root=args.data))
-    calib = synthesize(model, info, config, device=device, data_root=args.data, progress=args.progress)
-    calib.save(out)
-    png = save_image_grid(calib, info, out.with_suffix(".png"))
-    meta = calib.metadata
-    record = {"out": str(out), "png": str(png), "method": config.method, "label": config.label,
-              "switches": config.switches, "n": len(calib), "iterations": meta["iterations"],
-              "seconds": meta["seconds"], "final_losses": meta["final_losses"]}
-    losses = ", ".join(f"{k} {v:.4g}" for k, v in meta["final_losses"].items()) or "none"
-    _emit(args, record, [f"{len(calib)} {config.label} images for {args.model} -> {out} "
-                         f"(grid: {png}) in {meta['seconds']:.1f} s; final losses: {losses}"])
+    log_estimate(estimate_synthesis_of(args.model, config, checkpoint=args.checkpoint, device=device,
+                                       data_root=args.data))
+    r = synthesize_to_file(args.model, config, out, checkpoint=args.checkpoint, device=device, data_root=args.data,
+                           progress=args.progress, what="--out")
+    losses = ", ".join(f"{k} {v:.4g}" for k, v in r["final_losses"].items()) or "none"
+    _emit(args, r, [f"{r['n']} {config.label} images for {args.model} -> {out} "
+                    f"(grid: {r['png']}) in {r['seconds']:.1f} s; final losses: {losses}"])
 
 
 # ------------------------------------------------------------------------------------- quantize
-def _add_quantize(sub) -> None:
+def _quantize_options(p) -> None:
     from .quant.config import QuantConfig, ReconConfig
 
-    p = sub.add_parser("quantize", help="quantize a model on a calibration set, optionally reconstruct "
-                                        "and evaluate; saves a folder that `sardfq eval DIR` reads",
-                       argument_default=argparse.SUPPRESS)
     p.add_argument("model", help=_MODEL_HELP)
     p.add_argument("--calib", required=True, help="calibration set file (from `sardfq synthesize`)")
     p.add_argument("--bits", help="weight/activation bits as wXaY, sets --w-bits and --a-bits (default: w4a4)")
@@ -485,7 +422,7 @@ def _run_quantize(args: argparse.Namespace) -> None:
         typed["recon.autocast"] = "bf16"
     # the quantization and reconstruction settings through the same road as `sardfq run`'s
     config = ExperimentConfig.from_dict(typed)
-    config = config.replace(device=str(resolve_device(args.device, what="--device")))
+    config = config.replace(device=str(_device(args.device)))
     # the output folder, before the estimate's warm-up and the work (and again when written)
     check_output_folder(quantized_folder(config, args.out or None), "--out", ours=QUANTIZED_FILES)
     log_estimate(estimate_quantization(config, args.calib))
@@ -502,11 +439,9 @@ def _run_quantize(args: argparse.Namespace) -> None:
 
 
 # -------------------------------------------------------------------------------------- inspect
-def _add_inspect(sub) -> None:
+def _inspect_options(p) -> None:
     from .analysis.diagnostics import N_REFERENCE
 
-    p = sub.add_parser("inspect", help="measure a calibration set against real images: attention, "
-                                       "features, content, and the ranges calibration picks")
     p.add_argument("model", help="model name (e.g. vit_tiny_cifar10)")
     p.add_argument("calib", help="calibration set file (.safetensors, from `sardfq synthesize`)")
     p.add_argument("--reference", default="real",
@@ -528,7 +463,7 @@ def _run_inspect(args: argparse.Namespace) -> None:
     if args.n_ref < 2:
         raise SardfqError(f"--n-ref must be at least 2, got {args.n_ref}")
     calib = CalibrationSet.load(args.calib)  # a missing or damaged file fails before the model loads
-    model, info = load_model(args.model, checkpoint=args.checkpoint, device=resolve_device(args.device, what="--device"))
+    model, info = load_model(args.model, checkpoint=args.checkpoint, device=_device(args.device))
     report = inspect_calibration(model, info, calib, args.reference, n_ref=args.n_ref, setting=args.bits,
                                  data_root=args.data, progress=args.progress)
     report.set["path"] = args.calib
@@ -547,7 +482,56 @@ def _add_model_run_options(p) -> None:
     p.add_argument("--json", action="store_true", default=False, help="print one JSON object on the last line")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _command_parsers(sub) -> dict[str, argparse.ArgumentParser]:
+    """Every command's parser with its name and help, in the order `sardfq --help` lists them; the
+    options come from `_OPTIONS`, added only to the parser of the command run (a command imports
+    only what it needs: `sardfq eval` can refuse a model folder before torch loads)."""
+    return {
+        "eval": sub.add_parser("eval", help="top-1/top-5 accuracy of a model on its test set"),
+        "export": sub.add_parser("export", help="write a saved quantized model to ONNX that onnxruntime runs with "
+                                 "integer kernels"),
+        "train-teacher": sub.add_parser("train-teacher", help="train a teacher of the zoo (CIFAR-10 or "
+                                        "Tiny-ImageNet-200) from scratch (resumable)"),
+        # options not typed stay out of args: --config or the defaults fill them
+        "run": sub.add_parser("run", help="one experiment: synthesize, quantize, reconstruct, evaluate",
+                              argument_default=argparse.SUPPRESS, description="Options not given take their "
+                              "values from --config, else the defaults of ExperimentConfig and its nested configs."),
+        "quickstart": sub.add_parser("quickstart", help="FP vs noise vs SARDFQ W4A4 top-1 on the embedded teacher "
+                                     "(same as `sardfq run --quickstart`)"),
+        "sweep": sub.add_parser("sweep", help="run a grid of experiments (or notebooks) from a YAML file"),
+        "synthesize": sub.add_parser("synthesize", help="synthesize a calibration set (safetensors + PNG grid)",
+                                     argument_default=argparse.SUPPRESS),
+        "quantize": sub.add_parser("quantize", help="quantize a model on a calibration set, optionally reconstruct "
+                                   "and evaluate; saves a folder that `sardfq eval DIR` reads",
+                                   argument_default=argparse.SUPPRESS),
+        "compare": sub.add_parser("compare", help="difference between two calibration sources with a 95%% CI, "
+                                  "paired by seed and test image"),
+        "zoo": sub.add_parser("zoo", help="the teacher zoo's headline: per teacher and bit-width, "
+                              "SARDFQ - PSAQ-ViT, SARDFQ - noise and real - noise with 95%% CIs, as a Markdown table"),
+        "headroom": sub.add_parser("headroom", help="the paper's regime: per headroom cell, real - PSAQ-ViT, "
+                                   "SARDFQ - PSAQ-ViT and the share of the headroom SARDFQ closes, with 95%% CIs; "
+                                   "the predictions scored"),
+        "inspect": sub.add_parser("inspect", help="measure a calibration set against real images: attention, "
+                                  "features, content, and the ranges calibration picks"),
+    }
+
+
+_OPTIONS = {"eval": _eval_options, "export": _export_options, "train-teacher": _train_teacher_options,
+            "run": _run_options, "quickstart": _quickstart_options, "sweep": _sweep_options,
+            "synthesize": _synthesize_options, "quantize": _quantize_options, "compare": _compare_options,
+            "zoo": _zoo_options, "headroom": _headroom_options, "inspect": _inspect_options}
+
+
+def _command(argv: list[str]) -> str | None:
+    """The command `argv` runs: its first word that is not an option (the top-level options take no
+    values); None when there is none or it is no command (argparse then says so, naming them all)."""
+    word = next((a for a in argv if not a.startswith("-")), None)
+    return word if word in _OPTIONS else None
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The `sardfq` parser; with `command`, only that command's options are added (the others keep
+    their name and help), else every command's."""
     from .version import __version__
 
     parser = argparse.ArgumentParser(
@@ -555,14 +539,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"sardfq {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log at debug level")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add in (_add_eval, _add_export, _add_train_teacher, _add_run, _add_sweep, _add_synthesize, _add_quantize,
-                _add_compare, _add_zoo, _add_headroom, _add_inspect):
-        add(sub)
+    for name, p in _command_parsers(sub).items():
+        if command in (None, name):
+            _OPTIONS[name](p)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    args = build_parser(_command(argv)).parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     try:

@@ -203,6 +203,55 @@ def test_a_bad_model_folder_is_one_line(changes, message, tmp_path, capsys):
     fails(["eval", folder], message, capsys, root=tmp_path)
 
 
+@pytest.mark.parametrize("damage, message", [
+    (lambda f: _config(f, arch="../x"), "arch '../x' names a file, not an architecture"),
+    (lambda f: _config(f, arch="a/b.py"), "arch 'a/b.py' names a file"),
+    (lambda f: _config(f, arch="timm.layers.create_act_layer"), "is not a model class sardfq builds"),
+    (lambda f: _config(f, arch=["vit_tiny_patch16_224"]), "arch must be a timm model name or a model class path"),
+    (lambda f: _config(f, classes=3), "\"classes\" must be a list of class names"),
+    (lambda f: (f / "config.json").write_text("{not json"), "could not read"),
+    (lambda f: (f / "config.json").write_text("[1, 2]"), "names no architecture"),
+    (lambda f: (f / "model.safetensors").write_bytes(b"truncated"), "longer than the whole file"),
+    (lambda f: _halve(f / "model.safetensors"), "the file is cut short"),
+])
+def test_what_a_folder_says_alone_is_refused_before_torch_loads(damage, message, tmp_path):
+    """The command line reads config.json and the safetensors header with the standard library
+    first (`sardfq.model_files`): a folder they condemn is refused in a fraction of a second, with
+    the very line `load_model` gives it, and torch and timm never imported."""
+    import subprocess
+    import sys
+
+    folder = tiny_folder(tmp_path / "m")
+    damage(folder)
+    with pytest.raises(sardfq.CheckpointError) as loader:
+        sardfq.load_model(folder)
+    code = ("import sys; from sardfq.cli import main; code = main(sys.argv[1:]); "
+            "print(code, 'torch' in sys.modules, 'timm' in sys.modules)")
+    began = time.perf_counter()
+    ran = subprocess.run([sys.executable, "-c", code, "eval", str(folder)], capture_output=True, text=True,
+                         env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=120)
+    assert ran.stdout.split() == ["2", "False", "False"], (ran.stdout, ran.stderr)
+    assert ran.stderr.strip() == f"sardfq eval: error: {loader.value}" and message in ran.stderr
+    assert time.perf_counter() - began < SECONDS
+
+
+def _halve(path: Path) -> None:
+    data = path.read_bytes()
+    path.write_bytes(data[:len(data) // 2])
+
+
+def _config(folder: Path, **changes) -> None:
+    meta = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**meta, **changes}))
+
+
+def test_the_classes_a_folder_may_name_are_those_timm_has():
+    from sardfq.model_files import MODEL_CLASS_PATHS
+    from sardfq.models.architecture import timm_model_classes
+
+    assert set(timm_model_classes()) == set(MODEL_CLASS_PATHS) == set(sardfq.models.MODEL_CLASSES)
+
+
 @pytest.mark.parametrize("weights, message", [
     (lambda state: {k: v.fill_(float("nan")) if k == "head.weight" else v for k, v in state.items()},
      "'head.weight' holds NaN or infinite values"),
@@ -524,7 +573,7 @@ def test_ctrl_c_says_interrupted(monkeypatch, capsys):
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr("sardfq.models.load_model", interrupted)
+    monkeypatch.setattr("sardfq.experiments.run.load_model", interrupted)
     assert main(["eval", "vit_tiny_cifar10"]) == 130
     assert capsys.readouterr().err.strip() == "sardfq eval: interrupted"
 

@@ -60,8 +60,6 @@ def test_bf16_flag_sets_autocast_for_synthesize_and_quantize(monkeypatch):
     import sardfq.calibset
     import sardfq.experiments.estimate
     import sardfq.experiments.run
-    import sardfq.models
-    import sardfq.synthesis
     from sardfq.cli import main
 
     def capture(name):
@@ -69,10 +67,10 @@ def test_bf16_flag_sets_autocast_for_synthesize_and_quantize(monkeypatch):
             raise _Captured([a for a in args if hasattr(a, "autocast")][0])
         return fake
 
-    monkeypatch.setattr(sardfq.models, "load_model", lambda *a, **k: (None, None))
-    for name in ("estimate_synthesis", "estimate_quantization"):  # no model here to time
+    monkeypatch.setattr(sardfq.experiments.run, "load_model", lambda *a, **k: (None, None))
+    for name in ("estimate_synthesis_of", "estimate_quantization"):  # no model here to time
         monkeypatch.setattr(sardfq.experiments.estimate, name, lambda *a, **k: None)
-    monkeypatch.setattr(sardfq.synthesis, "synthesize", capture("synthesize"))
+    monkeypatch.setattr(sardfq.experiments.run, "synthesize", capture("synthesize"))
     monkeypatch.setattr(sardfq.calibset.CalibrationSet, "load", staticmethod(lambda path: None))
     monkeypatch.setattr(sardfq.experiments.run, "quantize", lambda *a, **k: None)
     monkeypatch.setattr(sardfq.experiments.run, "reconstruct", capture("reconstruct"))

@@ -45,13 +45,15 @@ is read too, so a folder from `huggingface-cli download timm/NAME --local-dir DI
 `save_model_folder(model, info, out)` writes the format; every folder under `sardfq/weights/`
 holding a `config.json` is an embedded model, loaded by its folder name.
 
-Loading a folder is reading data, never running code from it (the checks are in `architecture`
-and `checkpoints`): `arch` is looked up among timm's registered model names and `MODEL_CLASSES`
-(nothing is imported by name), its arguments are plain values checked against the class before it
-is built, options that make timm load a file (`checkpoint_path`, `pretrained`,
-`pretrained_cfg_overlay`, ...) are refused, the architecture's size is bounded, and weights come
-only from safetensors (or `torch.load(weights_only=True)` for a `.pth` checkpoint), refused when
-they hold NaN or integer values for float parameters.
+Loading a folder is reading data, never running code from it (the checks are in
+`sardfq.model_files` for what the files say on their own, which the command line runs before it
+imports torch, then in `architecture` and `checkpoints`): `arch` is looked up among timm's
+registered model names and `MODEL_CLASSES` (nothing is imported by name), its arguments are plain
+values checked against the class before it is built, options that make timm load a file
+(`checkpoint_path`, `pretrained`, `pretrained_cfg_overlay`, ...) are refused, the architecture's
+size is bounded, and weights come only from safetensors (whose header is read and checked before
+the model is built, or `torch.load(weights_only=True)` for a `.pth` checkpoint), refused when they
+hold NaN or integer values for float parameters.
 """
 from __future__ import annotations
 
@@ -60,7 +62,6 @@ import logging
 import os
 import time
 from pathlib import Path
-from typing import Mapping
 
 import timm
 import torch
@@ -68,6 +69,7 @@ from torch import nn
 
 from ..errors import CheckpointError, ConfigError, UnknownNameError, WeightsNotFoundError
 from ..io import atomic_folder, atomic_write_bytes, atomic_write_text, to_plain
+from ..model_files import check_arch_name, folder_fields, read_folder_config, safetensors_header
 from .architecture import (LOADER_OPTIONS, MAX_BLOCKS, MAX_CLASSES, MAX_IMAGE_SIDE, MAX_PARAMETERS, MAX_WIDTH,
                            MODEL_CLASSES, arch_kwargs_from_json, build_architecture, build_error, built_input_size,
                            check_architecture, check_architecture_args, check_timm_name)
@@ -165,48 +167,21 @@ def _load_timm(name: str, *, pretrained: bool, **timm_kwargs) -> tuple[nn.Module
     return model, info
 
 
-def _read_folder_config(folder: Path) -> dict:
-    if not folder.is_dir():
-        raise CheckpointError(f"model folder {folder} does not exist")
-    path = folder / CONFIG_FILE
-    if not path.is_file():
-        hint = (" It is a quantized model: load it with sardfq.load_quantized (`sardfq eval` reads it)."
-                if (folder / "quant_config.json").is_file() else "")
-        raise CheckpointError(f"{folder} is not a model folder: it has no {CONFIG_FILE}.{hint} A model "
-                              f"folder holds {CONFIG_FILE} and {WEIGHTS_FILE}; write one with "
-                              "sardfq.save_model_folder")
-    try:
-        meta = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise CheckpointError(f"could not read {path}: {exc}") from None
-    if not isinstance(meta, dict) or not (meta.get("arch") or meta.get("architecture")):
-        raise CheckpointError(f"{path} names no architecture: it needs \"arch\" (a timm model name "
-                              "or class path) and \"config\" (its arguments)")
-    return meta
-
-
 def _load_folder(folder: Path, name: str | None, *, pretrained: bool,
                  **overrides) -> tuple[nn.Module, ModelInfo]:
     """A model folder (embedded or the user's): architecture from config.json, weights from
     model.safetensors; every value checked before it is used (see the module docstring)."""
-    meta = _read_folder_config(folder)
+    meta = read_folder_config(folder)
     where = folder / CONFIG_FILE
-    cfg = meta.get("pretrained_cfg") or {}  # timm's hub layout
-    if not isinstance(cfg, Mapping):
-        raise CheckpointError(f"{where}: \"pretrained_cfg\" must be a mapping, got {cfg!r}")
-    arch = meta.get("arch") or meta["architecture"]
-    config = meta.get("config") or meta.get("model_args") or {}
-    if not isinstance(config, Mapping):
-        raise CheckpointError(f"{where}: \"config\" must be a mapping of the architecture's arguments, "
-                              f"got {type(config).__name__} {config!r}")
-    config = dict(config)
-    if "num_classes" in meta:
-        config.setdefault("num_classes", meta["num_classes"])
+    # the files first, as data (`sardfq.model_files`, which the command line checks before torch loads)
+    arch, config, classes, cfg = folder_fields(meta, where)
+    try:
+        check_arch_name(arch)
+    except ConfigError as exc:
+        raise CheckpointError(f"{where}: {exc}") from None
+    if pretrained and (folder / WEIGHTS_FILE).is_file():
+        safetensors_header(folder / WEIGHTS_FILE)  # not safetensors, or cut short: refused before building
     config.update(overrides)
-    classes = meta.get("classes") or meta.get("label_names")
-    if classes is not None and (not isinstance(classes, list) or not all(isinstance(c, str) for c in classes)):
-        raise CheckpointError(f"{where}: \"classes\" must be a list of class names (strings), got "
-                              f"{type(classes).__name__} {classes!r}")
     try:
         model = build_architecture(arch, config)
     except (ConfigError, UnknownNameError) as exc:

@@ -8,9 +8,9 @@ records), behind a convolutional `patch_embed` (`check_architecture`). Anything 
 
 An architecture read from a file is data, checked before anything is built
 (`check_architecture_args`): its name is a timm model name or one of `MODEL_CLASSES` (nothing is
-imported by name), its arguments are plain values the class takes, none of them a loading option
-(`LOADER_OPTIONS`), and its size is within the `MAX_*` bounds. `build_architecture` then builds it
-with random weights.
+imported by name; the rules that need no timm are `sardfq.model_files.check_arch_name`), its
+arguments are plain values the class takes, none of them a loading option (`LOADER_OPTIONS`), and
+its size is within the `MAX_*` bounds. `build_architecture` then builds it with random weights.
 """
 from __future__ import annotations
 
@@ -22,7 +22,8 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError, UnknownNameError, UnsupportedModelError, close_matches_hint, reject_unknown
-from .names import HF_HUB_PREFIX, available_models, embedded_models
+from ..model_files import (HF_HUB_PREFIX, MODEL_CLASS_PATHS, available_models, check_arch_name, embedded_models,
+                           names_a_file)
 from .values import is_real, is_whole
 
 
@@ -74,7 +75,8 @@ def check_timm_name(name: str) -> None:
     )
 
 
-def _model_classes() -> dict[str, type]:
+def timm_model_classes() -> dict[str, type]:
+    """timm's ViT and Swin classes and their subclasses in timm, by their full names."""
     from timm.models.swin_transformer import SwinTransformer
     from timm.models.vision_transformer import VisionTransformer
 
@@ -87,9 +89,11 @@ def _model_classes() -> dict[str, type]:
     return dict(sorted(found.items()))
 
 
-# The only classes a model folder may name by class path: timm's ViT and Swin and their subclasses
-# in timm (DeiT's distilled ViT), by their full names. A name not here is refused, never imported.
-MODEL_CLASSES: dict[str, type] = _model_classes()
+# The only classes a model folder may name by class path (`sardfq.model_files.MODEL_CLASS_PATHS`,
+# where the command line reads them without timm), found in timm. A name not here is refused,
+# never imported.
+MODEL_CLASSES: dict[str, type] = {path: cls for path, cls in timm_model_classes().items()
+                                  if path in MODEL_CLASS_PATHS}
 
 
 def _loader_options() -> frozenset[str]:
@@ -121,11 +125,6 @@ def _plain(value) -> bool:
     if value is None or isinstance(value, (bool, int, float, str)):
         return True
     return isinstance(value, (list, tuple)) and all(_plain(v) for v in value)
-
-
-def _names_a_file(value: str) -> bool:
-    return ("/" in value or "\\" in value or value.startswith(("~", ".")) or value.lower().endswith(
-        (".pth", ".pt", ".bin", ".ckpt", ".safetensors", ".pkl", ".pickle", ".npz", ".npy", ".h5")))
 
 
 def _init_parameters(cls: type) -> set[str] | None:
@@ -166,7 +165,7 @@ def check_architecture_args(arch: str, config: Mapping | None) -> dict:
         if not _plain(value):
             raise ConfigError(f"architecture argument {key!r} must be a number, string, boolean, null or "
                               f"a list of them, got {type(value).__name__} {value!r}")
-        if isinstance(value, str) and _names_a_file(value):
+        if isinstance(value, str) and names_a_file(value):
             raise ConfigError(f"architecture argument {key}={value!r} looks like a file path; "
                               "architecture arguments describe shapes, never files")
         kwargs[key] = arch_kwargs_from_json(key, value)
@@ -214,14 +213,8 @@ def build_architecture(arch: str, config: Mapping | None = None) -> nn.Module:
     """A randomly initialised model: `arch` a timm model name, `hf-hub:` id or a `MODEL_CLASSES`
     class path (`timm.models.vision_transformer.VisionTransformer`), `config` its keyword
     arguments, checked first by `check_architecture_args`."""
-    if not isinstance(arch, str) or not arch:
-        raise ConfigError(f"arch must be a timm model name or a model class path, got "
-                          f"{type(arch).__name__} {arch!r}")
+    check_arch_name(arch)  # not a string, a file, a class path not allowed
     cls = MODEL_CLASSES.get(arch)
-    if cls is None and arch.startswith("timm."):
-        raise ConfigError(f"arch {arch!r} is not a model class sardfq builds: name a timm model "
-                          f"(e.g. vit_tiny_patch16_224) or one of {', '.join(MODEL_CLASSES)}"
-                          f".{close_matches_hint(arch, list(MODEL_CLASSES))}")
     if cls is None:
         check_timm_name(arch)
     kwargs = check_architecture_args(arch, config)

@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from ..errors import CheckpointError
+from ..model_files import safetensors_header
 
 
 def load_checkpoint(model: nn.Module, path: str | os.PathLike) -> None:
@@ -19,6 +20,8 @@ def load_checkpoint(model: nn.Module, path: str | os.PathLike) -> None:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
+    if path.suffix == ".safetensors":
+        safetensors_header(path)  # a file that is not safetensors, or is cut short, named as such
     try:
         if path.suffix == ".safetensors":
             from safetensors.torch import load_file

@@ -1,62 +1,24 @@
-"""What a model is called and where its weights are: the default and example names, the models
-embedded in the package, model folders, `hf-hub:` ids and the Hugging Face cache.
+"""What a model is called and where its weights are: model folders, `hf-hub:` ids and the Hugging
+Face cache, with the names that need no torch (the default and example names, the models embedded
+in the package, a folder's file names) from `sardfq.model_files`, re-exported here.
 
-The ground floor of the models wing: it imports nothing of sardfq, so that every other room (and
-every wing) can ask what a name means without building anything.
+The ground floor of the models wing: it imports nothing of sardfq but `sardfq.model_files`, so that
+every other room (and every wing) can ask what a name means without building anything.
 """
 from __future__ import annotations
 
 import os
-from importlib import resources
 from pathlib import Path
 
 import timm
 
-DEFAULT_MODEL = "vit_tiny_cifar10"
-CONFIG_FILE = "config.json"  # a model folder: this file and WEIGHTS_FILE
-WEIGHTS_FILE = "model.safetensors"
-HF_HUB_PREFIX = "hf-hub:"
-
-# timm architectures the test suite runs through sardfq; any other with the same structure works too.
-TIMM_EXAMPLES = (
-    "deit_tiny_patch16_224",
-    "deit_small_patch16_224",
-    "deit_base_patch16_224",
-    "vit_tiny_patch16_224",
-    "vit_small_patch16_224",
-    "vit_base_patch16_224",
-    "swin_tiny_patch4_window7_224",
-    "swin_small_patch4_window7_224",
-    "swin_base_patch4_window7_224",
-)
-
-
-def weights_dir(name: str = DEFAULT_MODEL) -> Path:
-    """The folder inside the package holding an embedded model's config.json and model.safetensors."""
-    return Path(str(resources.files("sardfq") / "weights" / name))
-
-
-def embedded_models() -> list[str]:
-    """Names of the models shipped inside the package: every `sardfq/weights/<name>/` with a
-    config.json."""
-    root = Path(str(resources.files("sardfq") / "weights"))
-    return sorted(p.parent.name for p in root.glob(f"*/{CONFIG_FILE}"))
-
-
-def available_models() -> list[str]:
-    """The embedded models and timm examples (any timm ViT/DeiT/Swin name works, and folders)."""
-    return embedded_models() + list(TIMM_EXAMPLES)
+from ..model_files import (CONFIG_FILE, DEFAULT_MODEL, HF_HUB_PREFIX, TIMM_EXAMPLES,  # noqa: F401  (names of the wing)
+                           WEIGHTS_FILE, available_models, embedded_models, looks_like_path, weights_dir)
 
 
 def is_model_folder(name: str | os.PathLike) -> bool:
     """Whether `name` is a folder holding a model `config.json` (not an embedded model's name)."""
     return Path(name).expanduser().is_dir() and (Path(name).expanduser() / CONFIG_FILE).is_file()
-
-
-def looks_like_path(name: str) -> bool:
-    """Whether `name` is written as a path (a slash, `~` or `.` first), not as a model name or an
-    `hf-hub:` id."""
-    return not name.startswith(HF_HUB_PREFIX) and ("/" in name or os.sep in name or name.startswith(("~", ".")))
 
 
 def model_slug(name: str) -> str:

@@ -25,6 +25,7 @@ from torch import Tensor, nn
 from ..calibset import CalibrationSet, calibration_images
 from ..errors import CheckpointError, ConfigError, SardfqError
 from ..io import atomic_folder, atomic_path, atomic_write_text
+from ..model_files import QUANTIZED_CONFIG_FILE
 from ..models import (ModelInfo, arch_kwargs_from_json, build_architecture, check_architecture, check_state_dict,
                       load_model)
 from .calibration import calibrate
@@ -35,7 +36,7 @@ log = logging.getLogger(__name__)
 
 FORMAT = "sardfq-quantized"
 FORMAT_VERSION = 1
-CONFIG_FILE = "quant_config.json"
+CONFIG_FILE = QUANTIZED_CONFIG_FILE  # "quant_config.json": what marks a saved quantized model
 WEIGHTS_FILE = "model.safetensors"
 
 

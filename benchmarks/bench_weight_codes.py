@@ -2,10 +2,11 @@
 the same model with int8 weight codes (the layout before December 2026: each code shifted by -128,
 its zero point with it), on the CPU this runs on. For each layout: how far the file's logits are
 from the fake-quantized PyTorch model's (`verify_export` on 64 check images: median relative
-difference and top-1 agreement), and its batch-1 latency and batch-32 throughput in onnxruntime,
+difference and top-1 agreement), its top-1 on `--n-eval` CIFAR-10 test images (the teacher only, when
+$SARDFQ_DATA holds them) beside the PyTorch model's, and its batch-1 latency and batch-32 throughput in onnxruntime,
 round-robin over `--repeats` rounds so that a shared machine's load falls on both alike.
 
-    HF_HUB_OFFLINE=1 python benchmarks/bench_weight_codes.py [--threads 1] [--repeats 9] [--no-deit]
+    HF_HUB_OFFLINE=1 python benchmarks/bench_weight_codes.py [--threads 1] [--repeats 9] [--n-eval 1000] [--no-deit]
 
 On an x86 CPU without VNNI, onnxruntime's uint8 x int8 kernel saturates (see sardfq.quant.kernels),
 so the int8 file differs from its model there; with VNNI both layouts are exact. Prints a table;
@@ -75,13 +76,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=9)
     parser.add_argument("--no-deit", dest="deit", action="store_false", help="skip the 224-px model")
+    parser.add_argument("--n-eval", type=int, default=1000, help="test images for the teacher's top-1 (0: skip)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     print(f"onnxruntime {__import__('onnxruntime').__version__}, {args.threads} thread(s); CPU: {cpu_summary()}; "
           f"load average {os.getloadavg()[0]:.1f}")
-    print("| model | weight codes | median relative logit difference | top-1 agreement | batch-1 ms | "
-          "batch-32 images/s | uint8 / int8 throughput |")
-    print("|---|---|---|---|---|---|---|")
+    print("| model | weight codes | median relative logit difference | top-1 agreement | test top-1 (PyTorch) | "
+          "batch-1 ms | batch-32 images/s | uint8 / int8 throughput |")
+    print("|---|---|---|---|---|---|---|---|")
     with tempfile.TemporaryDirectory(prefix="sardfq-codes-") as tmp:
         for name, q_model, info in _models(args.deit):
             files = {}
@@ -103,8 +105,19 @@ def main(argv: list[str] | None = None) -> int:
                     latency[k].append(_time(m, one, 3))
                     throughput[k].append(32 / _time(m, batch, 1))
             ratio = statistics.median(throughput["uint8"]) / statistics.median(throughput["int8"])
+            top1 = {k: "" for k in files}
+            if args.n_eval and name == "vit_tiny_cifar10":
+                try:
+                    dataset = sardfq.eval_dataset(info, q_model, limit=args.n_eval)
+                except sardfq.SardfqError:
+                    dataset = None
+                if dataset is not None:
+                    fake = sardfq.evaluate(q_model, dataset, progress=False).top1
+                    top1 = {k: f"{100 * sardfq.evaluate(m, dataset, progress=False).top1:.2f}% "
+                               f"({100 * fake:.2f}%) on {len(dataset):,}" for k, m in runtimes.items()}
             for k in files:
                 print(f"| {name} | {k} | {100 * check[k].relative_difference:.2f}% | {100 * check[k].agreement:.0f}% | "
+                      f"{top1[k]} | "
                       f"{1000 * statistics.median(latency[k]):.1f} | {statistics.median(throughput[k]):.1f} | "
                       f"{f'{ratio:.2f}' if k == 'uint8' else ''} |", flush=True)
     return 0

@@ -234,6 +234,39 @@ def _print_row(row: dict, args) -> None:
         print(f"plain and fast: images and reconstructed weights bit-identical: {row['bit_identical']}")
 
 
+# ------------------------------------------------------------------------------- the README's block
+PATH_LABELS = {"plain": "dense, before the shortcut", "fast": "dense (default)", "mixed": "dense, bf16-mlp",
+               "sparse": "sparse"}
+
+
+def budget_report(records: list[dict]) -> str:
+    """The README's paper-budget block from benchmark records (one per method): per method and
+    thread count, each path's wall seconds (synthesis, reconstruction, both), the speed-up of both
+    against the plain path, W4A4 top-1; then the roofline of the first record's two-thread row."""
+    lines = ["| method | threads | path | synthesis s | reconstruction s | synth + recon s | speed-up | "
+             "W4A4 top-1 (1,000 images) |", "|---|---|---|---|---|---|---|---|"]
+    for record in records:
+        method = record["settings"]["method"]
+        for row in record["rows"]:
+            base = row["plain"]["synthesis"][0] + row["plain"]["reconstruction"][0]
+            for path in (p for p in PATHS if p in row):
+                r = row[path]
+                synth, recon = r["synthesis"][0], r["reconstruction"][0]
+                label = "SMI" if method == "smi" and r.get("sparse") else PATH_LABELS[path]
+                lines.append(f"| {method} | {row['threads']} | {label} | {synth:.0f} | {recon:.0f} | {synth + recon:.0f} "
+                             f"| {base / (synth + recon):.2f} | {100 * r['top1']:.2f} |")
+    row = max(records[0]["rows"], key=lambda r: r["threads"])
+    if row.get("sgemm_gflops"):
+        steps = "; ".join(f"{PATH_LABELS[n]} {row[n]['gflop_per_iteration']:.1f} GFLOP in "
+                          f"{row[n]['ms_per_iteration']:.0f} ms, {row[n]['gflop_per_iteration'] / row[n]['ms_per_iteration'] * 1e3:.0f} "
+                          f"GFLOP/s = {100 * row[n]['gflop_per_iteration'] / row[n]['ms_per_iteration'] * 1e3 / row['sgemm_gflops']:.0f}%"
+                          for n in ("fast", "sparse") if n in row)
+        lines += ["", f"Roofline, {records[0]['settings']['method']} at {row['threads']} threads: the machine's float32 "
+                  f"sgemm (2048³) reaches {row['sgemm_gflops']:.0f} GFLOP/s; a synthesis step ({steps} of it). "
+                  f"Sparse passes kept {100 * row['sparse']['token_fraction']:.0f}% of the patch tokens on average."]
+    return "\n".join(lines)
+
+
 # --------------------------------------------------------------------------------------- profile
 KINDS = (  # (kind, op-name fragments), first match wins
     ("matrix products", ("aten::mm", "aten::addmm", "aten::bmm")),

@@ -222,3 +222,65 @@ def test_speedup_plot_has_a_bar_per_row_from_zero():
     ticks = {t.get_text(): t.get_position()[1] for t in ax.get_yticklabels()}
     assert ticks["pytorch eager, fp32"] > ticks["onnxruntime, w8a8"]  # the first row on top
     plt.close("all")
+
+
+def test_attention_overlays_keep_the_image_bright_where_attention_is_low(info):
+    images = torch.zeros(2, 3, 32, 32)  # the dataset's mean colour everywhere
+    maps = torch.zeros(2, 64)
+    maps[:, 0] = 1.0  # all attention on the first patch
+    for fig in (viz.show_images_with_attention(images, maps, info, (8, 8)),
+                viz.show_attention_rows({"set": (images, maps)}, info, (8, 8))):
+        ax = next(a for a in fig.axes if len(a.images) == 2)
+        overlay = np.asarray(ax.images[1].get_array())
+        assert overlay[-1, -1, 3] == 0  # no attention: the overlay is transparent, the image as it is
+        assert overlay[0, 0, 3] > 0.5  # the heavy patch is coloured
+    plt.close("all")
+
+
+def _cells(group, rows):
+    return pd.DataFrame([{"model": m, "setting": s, "group": group, "headroom": h, "headroom_low": h - dh,
+                          "headroom_high": h + dh, "gain": g, "gain_low": g - dg, "gain_high": g + dg}
+                         for m, s, h, dh, g, dg in rows])
+
+
+def test_the_gain_vs_headroom_figure_enlarges_the_pile_and_names_cells_clear_of_markers():
+    zoo = _cells("the zoo (10 cells)", [(f"t{i}", "w3a3", 0.2 * i, 0.7, -0.3 * (i % 4), 0.6) for i in range(10)])
+    new = _cells("the headroom cells", [("tiny", "w4a4-attn2", 11.8, 8.0, 8.2, 9.0), ("shallow", "w4a4-attn2", 11.9, 6.0, 3.9, 5.0),
+                                        ("tiny", "w4a2", 5.6, 4.5, -9.8, 3.5), ("tiny", "w3a2", 9.1, 3.0, -10.1, 3.8),
+                                        ("shallow", "w2a4", 6.1, 1.5, -0.6, 1.8), ("long", "w2a4", 3.1, 2.0, -1.1, 1.9)])
+    fig = viz.plot_gain_vs_headroom(pd.concat([zoo, new], ignore_index=True), fit=(-1.65, 0.74))
+    ax = fig.axes[0]
+    assert len(ax.child_axes) == 1  # the zoo's pile, enlarged
+    inset = ax.child_axes[0]
+    assert inset.get_xlim()[1] < 3 and inset.get_ylim()[0] > -3
+    named = sorted(f"{m} {s}" for m, s, h in zip(new["model"], new["setting"], new["headroom"]) if h >= 4)
+    assert sorted(t.get_text() for t in ax.texts) == named  # the cells that leave room, no zoo cell
+    assert viz.text_overlaps(fig) == []
+    plt.close("all")
+
+
+def test_teacher_names_do_not_pile_up_where_teachers_share_a_property_value():
+    table = pd.DataFrame([
+        {"model": m, "bits": b, "contrast": "sardfq - psaq", "difference": d + (0.3 if b == "w4a4" else 0),
+         "ci_low": d - 0.6, "ci_high": d + 0.9, "excludes_zero": d < -0.9, "grid": grid, "depth": depth}
+        for m, grid, depth, d in (("tiny", 8, 6, -3.1), ("deep", 8, 10, -1.4), ("long", 8, 4, 0.0),
+                                  ("shallow", 8, 3, 0.0), ("grid4", 4, 6, -0.6))
+        for b in ("w3a3", "w4a4")])
+    fig = viz.plot_gain_vs_property(table, ["grid", "depth"])
+    assert sorted(t.get_text() for t in fig.axes[0].texts) == ["deep", "grid4", "long", "shallow", "tiny"]
+    overlaps = [p for p in viz.text_overlaps(fig) if "overlaps" in p]
+    assert overlaps == []  # no name on another name
+    plt.close("all")
+
+
+def test_text_overlaps_flags_a_label_on_a_marker_and_a_legend_on_a_label():
+    fig, ax = plt.subplots(figsize=(4, 3))
+    ax.plot([0, 1], [0, 1], "o", label="points")
+    ax.annotate("on the point", (0, 0), ha="center", va="center")
+    assert any("data marker" in p for p in viz.text_overlaps(fig))
+    fig, ax = plt.subplots(figsize=(4, 3))
+    ax.plot([0, 1], [0, 1], "o", label="points")
+    ax.legend(loc="upper left")
+    ax.text(0.0, 0.95, "under the legend", transform=ax.transAxes, va="top")
+    assert any("overlaps" in p for p in viz.text_overlaps(fig))
+    plt.close("all")

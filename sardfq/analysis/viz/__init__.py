@@ -11,8 +11,8 @@ axes that start at zero for bars (differences too small to see there are for a t
 
 The rooms, by what they draw (every name is re-exported here, so `viz.NAME` reaches all of them):
 
-- `style`: the standard itself (colours, markers, sizes, the legend below) and the pieces the
-  figures share;
+- `style`: the standard itself (colours, markers, sizes, the legend below, labels placed clear of
+  the data and `text_overlaps`, the check that they are) and the pieces the figures share;
 - `images`: pictures: model inputs, attention maps, MSR regions, what a sparse inversion stopped;
 - `runs`: line and bar plots of runs: losses, kept tokens, soft targets, accuracy, weights,
   reconstruction, speed-ups;
@@ -27,14 +27,16 @@ from .results import (plot_ablation_heatmaps, plot_gain_vs_headroom, plot_gain_v
 from .runs import (plot_accuracy, plot_kept_tokens, plot_loss_history, plot_reconstruction, plot_soft_targets,
                    plot_speedups, plot_weight_quantization)
 from .style import (ABLATION_COLORS, BOOK_WIDTH, FONT, METHOD_COLORS, SOURCE_MARKERS, TITLE_FONT, bare_axes,
-                    draw_intervals, image_grid, legend_below, method_color, new_figure, source_style)
+                    data_points, draw_intervals, image_grid, legend_below, method_color, new_figure, place_labels,
+                    source_style, text_overlaps)
 
 __all__ = [
     "ABLATION_COLORS", "BOOK_WIDTH", "FONT", "METHOD_COLORS", "SOURCE_MARKERS", "TITLE_FONT", "bare_axes",
-    "dim_stopped", "draw_intervals", "image_grid", "legend_below", "method_color", "new_figure",
+    "data_points", "dim_stopped", "draw_intervals", "image_grid", "legend_below", "method_color", "new_figure",
     "plot_ablation_heatmaps", "plot_accuracy", "plot_claim_effects", "plot_correlations", "plot_feature_projection",
     "plot_gain_vs_headroom", "plot_gain_vs_property", "plot_headroom_map", "plot_intervals", "plot_kept_tokens",
     "plot_loss_history", "plot_metric_scatter", "plot_reconstruction", "plot_soft_targets", "plot_speedups",
-    "plot_versus_paper", "plot_weight_quantization", "plot_zoo_gains", "show_attention", "show_attention_rows",
-    "show_image_rows", "show_images", "show_images_with_attention", "show_regions", "source_style", "to_display",
+    "place_labels", "plot_versus_paper", "plot_weight_quantization", "plot_zoo_gains", "show_attention", "show_attention_rows",
+    "show_image_rows", "show_images", "show_images_with_attention", "show_regions", "source_style", "text_overlaps",
+    "to_display",
 ]

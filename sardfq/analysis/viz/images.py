@@ -19,6 +19,22 @@ def to_display(images: Tensor, info: ModelInfo) -> np.ndarray:
     return denormalize(images.detach().float().cpu(), info).permute(0, 2, 3, 1).numpy()
 
 
+def _attention_overlay(ax, pixels: np.ndarray, weights: np.ndarray, *, top: float, cmap: str, alpha: float):
+    """The image at full brightness with its attention on top, coloured by `cmap` and as opaque as
+    it is heavy (0 at no weight, `alpha` at `top`): low attention leaves the picture as it is, so the
+    overlay never darkens what it sits on. Returns the mappable for a colour bar."""
+    import matplotlib as mpl
+
+    norm = mpl.colors.Normalize(vmin=0.0, vmax=top)
+    colours = mpl.colormaps[cmap](norm(weights))
+    colours[..., 3] = alpha * np.clip(norm(weights), 0.0, 1.0)
+    ax.imshow(pixels, interpolation="nearest")
+    overlay = ax.imshow(colours, interpolation="bilinear")
+    overlay.set_cmap(cmap)
+    overlay.set_norm(norm)  # the scale its colours were computed on, for whoever reads the figure back
+    return mpl.cm.ScalarMappable(norm=norm, cmap=cmap)
+
+
 def show_images(images: Tensor, info: ModelInfo, *, labels: Sequence[int] | Tensor | None = None,
                 title: str | None = None, ncols: int = 8, max_images: int = 32, size: float = 1.1):
     """A grid of normalized model inputs, captioned with class names when `labels` are given."""
@@ -68,9 +84,10 @@ def show_attention(maps: Tensor, grid: tuple[int, int], *, row_titles: Sequence[
 
 
 def show_images_with_attention(images: Tensor, maps: Tensor, info: ModelInfo, grid: tuple[int, int], *,
-                               labels: Sequence[int] | None = None, alpha: float = 0.55, size: float = 1.4):
+                               labels: Sequence[int] | None = None, alpha: float = 0.85, size: float = 1.4):
     """Each image (top row) and its attention map (B, h*w) upsampled over it (bottom row), all maps
-    on one colour scale from 0 to the largest weight (the colour bar)."""
+    on one colour scale from 0 to the largest weight (the colour bar); the overlay is as opaque as
+    the attention is heavy, so the image stays as bright as it is where attention is low."""
     import matplotlib.pyplot as plt
 
     pixels = to_display(images, info)
@@ -82,9 +99,7 @@ def show_images_with_attention(images: Tensor, maps: Tensor, info: ModelInfo, gr
     fig, axes = plt.subplots(2, n, figsize=(size * n + 0.9, 2 * size + 0.5), squeeze=False, layout="constrained")
     for i in range(n):
         axes[0, i].imshow(pixels[i], interpolation="nearest")
-        axes[1, i].imshow(pixels[i], interpolation="nearest")
-        shown = axes[1, i].imshow(up[i], cmap="magma", alpha=alpha, interpolation="bilinear",
-                                  vmin=0.0, vmax=float(up.max()))
+        shown = _attention_overlay(axes[1, i], pixels[i], up[i], top=float(up.max()), cmap="magma", alpha=alpha)
         if labels is not None:
             axes[0, i].set_title(info.class_names[int(labels[i])][:10], fontsize=FONT)
         for ax in axes[:, i]:
@@ -155,10 +170,11 @@ def show_image_rows(rows: Mapping[str, Tensor], info: ModelInfo, *,
 
 
 def show_attention_rows(rows: Mapping[str, tuple[Tensor, Tensor]], info: ModelInfo, grid: tuple[int, int], *,
-                        alpha: float = 0.6, size: float = 0.95, cmap: str = "magma"):
+                        alpha: float = 0.85, size: float = 0.95, cmap: str = "magma"):
     """Attention maps over their images, a row per set ({name: (images, maps (N, h*w))}), every
     map on one colour scale from 0 to the largest weight of any (one colour bar): rows compare
-    directly, and a diffuse set is not stretched to look as peaked as a concentrated one."""
+    directly, and a diffuse set is not stretched to look as peaked as a concentrated one. The
+    overlay is as opaque as the attention is heavy: the images keep their own brightness."""
     import matplotlib.pyplot as plt
 
     names = list(rows)
@@ -177,9 +193,7 @@ def show_attention_rows(rows: Mapping[str, tuple[Tensor, Tensor]], info: ModelIn
     bare_axes(axes)
     for r, name in enumerate(names):
         for c, pixel in enumerate(to_display(rows[name][0], info)):
-            axes[r, c].imshow(pixel, interpolation="nearest")
-            shown = axes[r, c].imshow(up[name][c], cmap=cmap, alpha=alpha, interpolation="bilinear",
-                                      vmin=0.0, vmax=top)
+            shown = _attention_overlay(axes[r, c], pixel, up[name][c], top=top, cmap=cmap, alpha=alpha)
         axes[r, 0].set_ylabel(name, fontsize=FONT)
     bar = fig.colorbar(shown, ax=axes, shrink=0.8, aspect=25)
     bar.set_label("class-token attention", fontsize=FONT)

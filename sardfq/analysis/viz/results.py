@@ -8,7 +8,8 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from .style import BOOK_WIDTH, FONT, METHOD_COLORS, TITLE_FONT, draw_intervals, method_color, new_figure
+from .style import (BOOK_WIDTH, FONT, METHOD_COLORS, TITLE_FONT, data_points, draw_intervals, method_color,
+                    new_figure, place_labels)
 
 
 def plot_ablation_heatmaps(tables: Mapping[str, Mapping[str, float]], *, title: str | None = None):
@@ -105,10 +106,6 @@ def plot_gain_vs_property(table, properties: Sequence[str], *, contrast: str = "
     for ax, prop in zip(axes.flat, properties):
         for bits, part in rows.groupby("bits", sort=False):
             draw_intervals(ax, part[prop].to_numpy(float), part, color=palette[bits], label=bits, horizontal=False)
-        for model, points in rows.groupby("model", sort=False):  # one name per teacher, by its highest point
-            top = points.loc[points["difference"].idxmax()]
-            ax.annotate((labels or {}).get(model, model), (float(top[prop]), float(top["difference"])), xytext=(4, 3),
-                        textcoords="offset points", fontsize=FONT)
         ax.axhline(0, color="black", linewidth=0.8)
         ax.set_xlabel((labels or {}).get(prop, prop.replace("_", " ")), fontsize=FONT)
         ax.tick_params(labelsize=FONT)
@@ -121,6 +118,10 @@ def plot_gain_vs_property(table, properties: Sequence[str], *, contrast: str = "
                title="filled: the 95% CI excludes 0", title_fontsize=FONT, frameon=False)
     if title:
         fig.suptitle(title, fontsize=TITLE_FONT)
+    for ax, prop in zip(axes.flat, properties):  # names last, where the laid-out figure leaves them clear
+        tops = [points.loc[points["difference"].idxmax()] for _, points in rows.groupby("model", sort=False)]
+        place_labels(ax, [(float(t[prop]), float(t["difference"])) for t in tops],
+                     [(labels or {}).get(t["model"], t["model"]) for t in tops])
     return fig
 
 
@@ -187,23 +188,39 @@ def plot_headroom_map(table, *, value: str = "headroom", settings: Sequence[str]
     return fig
 
 
+def _quiet_corner(ax, points, size=(0.36, 0.36)):
+    """The axes-fraction rectangle (x0, y0, w, h) in a corner of `ax` that covers the fewest of the
+    display `points` (ties: upper left first)."""
+    w, h = size
+    corners = [(0.02, 0.98 - h), (0.98 - w, 0.98 - h), (0.02, 0.02), (0.98 - w, 0.02)]
+    to_axes = ax.transAxes.inverted()
+    inside = [p for p in (to_axes.transform(points) if len(points) else [])]
+    return min(corners, key=lambda c: sum(c[0] <= x <= c[0] + w and c[1] <= y <= c[1] + h for x, y in inside)) + (w, h)
+
+
 def plot_gain_vs_headroom(cells, *, fit: tuple[float, float] | None = None, group: str = "group",
-                          labels: Mapping[str, str] | None = None, title: str | None = None):
+                          labels: Mapping[str, str] | None = None, title: str | None = None,
+                          label_from: float = 4.0, zoom: str | None = None):
     """SARDFQ - PSAQ-ViT against real - PSAQ-ViT, every cell with both 95% CIs (rows with
     headroom, headroom_low, headroom_high, gain, gain_low, gain_high, model, setting and `group`),
     one colour per group, the line a hypothesis fitted before (`fit`: intercept, slope) dashed, and
-    the line where SARDFQ would close the whole headroom (gain = headroom) dotted."""
-    fig, ax = new_figure(None, figsize=(BOOK_WIDTH, 4.2))
+    the line where SARDFQ would close the whole headroom (gain = headroom) dotted. Cells with at
+    least `label_from` points of headroom are named, each where its name covers no marker; the group
+    `zoom` (default: the first), which piles up near the origin, is drawn again, enlarged, in an
+    inset in the quietest corner."""
+    fig, ax = new_figure(None, figsize=(BOOK_WIDTH, 4.4))
     palette = ["#949494", "#0173b2", "#d55e00", "#029e73"]
-    for k, (name, part) in enumerate(cells.groupby(group, sort=False)):
+    groups = list(dict.fromkeys(cells[group]))
+    colour = {name: palette[k % 4] for k, name in enumerate(groups)}
+
+    def draw(target, part, name, **kwargs):
         x, y = part["headroom"].to_numpy(float), part["gain"].to_numpy(float)
-        ax.errorbar(x, y, xerr=[x - part["headroom_low"], part["headroom_high"] - x],
-                    yerr=[y - part["gain_low"], part["gain_high"] - y], fmt="o", color=palette[k % 4],
-                    ecolor=palette[k % 4], elinewidth=0.8, capsize=2, markersize=5, label=str(name))
-        for r in part.itertuples():
-            if r.headroom >= 4:  # name the cells that leave room; the zoo's cluster near zero stays quiet
-                ax.annotate(f"{(labels or {}).get(r.model, r.model)} {r.setting}", (r.headroom, r.gain),
-                            xytext=(4, -10), textcoords="offset points", fontsize=FONT - 1)
+        target.errorbar(x, y, xerr=[x - part["headroom_low"], part["headroom_high"] - x],
+                        yerr=[y - part["gain_low"], part["gain_high"] - y], fmt="o", color=colour[name],
+                        ecolor=colour[name], elinewidth=0.8, capsize=2, markersize=5, **kwargs)
+
+    for name, part in cells.groupby(group, sort=False):
+        draw(ax, part, name, label=str(name))
     right = float(np.nanmax(cells["headroom_high"].to_numpy(float))) * 1.05
     xs = np.array([0.0, right])
     if fit is not None:
@@ -218,4 +235,27 @@ def plot_gain_vs_headroom(cells, *, fit: tuple[float, float] | None = None, grou
     ax.legend(fontsize=FONT, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncols=2, frameon=False)
     if title:
         ax.set_title(title, fontsize=TITLE_FONT)
+    avoid = []
+    zoom = groups[0] if zoom is None and groups else zoom
+    near = cells[cells[group] == zoom] if zoom is not None else cells.iloc[:0]
+    if len(near) > 1:
+        fig.canvas.draw()
+        inset = ax.inset_axes(_quiet_corner(ax, data_points(ax)))
+        for name, part in cells.groupby(group, sort=False):
+            draw(inset, part, name)
+        pad_x = 0.1 * (near["headroom_high"].max() - near["headroom_low"].min()) + 0.1
+        pad_y = 0.1 * (near["gain_high"].max() - near["gain_low"].min()) + 0.1
+        inset.set_xlim(near["headroom_low"].min() - pad_x, near["headroom_high"].max() + pad_x)
+        inset.set_ylim(near["gain_low"].min() - pad_y, near["gain_high"].max() + pad_y)
+        inset.axhline(0, color="black", linewidth=0.6)
+        inset.axvline(0, color="black", linewidth=0.4, linestyle=":")
+        inset.tick_params(labelsize=FONT - 1)
+        inset.set_title(f"{zoom}, enlarged", fontsize=FONT - 1, pad=2)
+        ax.indicate_inset_zoom(inset, edgecolor="0.5")
+        fig.canvas.draw()
+        avoid.append(inset.get_tightbbox(fig.canvas.get_renderer()))
+    named = cells[cells["headroom"] >= label_from]
+    place_labels(ax, list(zip(named["headroom"].astype(float), named["gain"].astype(float))),
+                 [f"{(labels or {}).get(r.model, r.model)} {r.setting}" for r in named.itertuples()],
+                 fontsize=FONT - 1, avoid=avoid)
     return fig

@@ -68,3 +68,12 @@ def test_the_finding_states_the_speed_and_each_methods_cells(tmp_path):
     assert "below dense beyond its 95% interval in 1" in text and "3 seeds × 2,000" in text
     assert "not measured here yet" in finding(sparse_differences(tmp_path, n_boot=200).iloc[:0], speedup=2.0,
                                               method="psaq")
+    (tmp_path / "up").mkdir()
+    for seed in range(2):
+        base = rng.random(N)
+        for method, correct, synthesis in (("psaq", base < 0.6, {}), ("psaq", base < 0.7, {"sparse": True})):
+            record = _record(method, seed, correct, **synthesis)
+            write_json_atomic(tmp_path / "up" / f"{record['run_id']}.json", record)
+    up = finding(sparse_differences(tmp_path / "up", n_boot=200), speedup=2.0, method="psaq")
+    assert "largest loss" not in up and "above dense in every cell, the least by +10." in up
+    assert "above dense beyond its 95% interval in 1" in up and "(2 seeds ×" in up

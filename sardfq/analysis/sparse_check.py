@@ -88,14 +88,20 @@ def finding(differences, *, speedup: float, method: str) -> str:
     parts = []
     for (name, kind), rows in differences.groupby(["method", "kind"], sort=True):
         inside = int(rows["inside_spread"].sum())
-        below = rows[rows["ci_high"] < 0]
+        below, above = int((rows["ci_high"] < 0).sum()), int((rows["ci_low"] > 0).sum())
         worst = rows.loc[rows["difference"].idxmin()]
+        where = (f"{worst['difference']:+.1f} points [{worst['ci_low']:+.1f}, {worst['ci_high']:+.1f}] "
+                 f"(`{worst['model']}` {worst['setting']})")
         text = (f"{name} ({kind}) stays inside the dense runs' seed spread in {inside} of {len(rows)} "
-                f"teacher and bit-width cells; its largest loss is {worst['difference']:+.1f} points "
-                f"[{worst['ci_low']:+.1f}, {worst['ci_high']:+.1f}] (`{worst['model']}` {worst['setting']})")
-        if len(below):
-            text += f", and it is below dense beyond its 95% interval in {len(below)}"
+                "teacher and bit-width cells; " + (f"its largest loss is {where}" if worst["difference"] < 0
+                                                   else f"its mean is above dense in every cell, the least by {where}"))
+        counts = [f"below dense beyond its 95% interval in {below}" if below else "",
+                  (f"above dense beyond {'it' if below else 'its 95% interval'} in {above}") if above else ""]
+        if any(counts):
+            text += "; it is " + " and ".join(c for c in counts if c)
         parts.append(text + ".")
-    seeds, images = int(differences["seeds"].min()), int(differences["images"].min())
+    low, high = int(differences["seeds"].min()), int(differences["seeds"].max())
+    seeds = f"{low}" if low == high else f"{low}-{high}"
+    images = int(differences["images"].min())
     return (speed + f" Against dense inversion, paired by seed and image ({seeds} seeds × {images:,} test images "
             "per cell, 95% CIs): " + " ".join(parts))

@@ -4,10 +4,14 @@
     python book/build_chapters.py 02_apa     # some of them
     python book/build_chapters.py --defaults # the notebooks' own (CI-sized) defaults
     python book/build_chapters.py --api-only # only the API pages (book/api.md, book/api/)
+    python book/build_chapters.py --refresh-parameters  # executed copies: show the sizes they ran with
 
 Each notebooks/<name>.ipynb is run with papermill (parameters from book/params/<name>.yaml, which
 holds the book's sizes: larger than the CI defaults, small enough for a CPU) into
-book/chapters/<name>.ipynb, which the book renders without executing anything.
+book/chapters/<name>.ipynb, which the book renders without executing anything. The values papermill
+injected are then written into the chapter's own `parameters` cell (each changed line naming the
+notebook's default) and the injected cell is dropped: the page shows the sizes its outputs were made
+with, where a reader looks for them.
 """
 from __future__ import annotations
 
@@ -24,17 +28,56 @@ CHAPTERS = ROOT / "book" / "chapters"
 PARAMS = ROOT / "book" / "params"
 
 
-def fold_injected_parameters(chapter: Path) -> None:
-    """Fold the cell papermill injects with the book's parameters (tag `hide-input`): the page shows
-    the notebook's own parameters cell, and the book's values one click away."""
+def _assignments(source: str) -> dict[str, tuple[int, str]]:
+    """{name: (line index, value as written)} of the single-name assignments in a cell's source."""
+    import ast
+
+    tree = ast.parse(source)
+    return {node.targets[0].id: (node.lineno - 1, ast.get_source_segment(source, node.value))
+            for node in tree.body if isinstance(node, ast.Assign) and len(node.targets) == 1
+            and isinstance(node.targets[0], ast.Name)}
+
+
+def merge_injected_parameters(parameters: str, injected: str) -> str:
+    """The `parameters` cell's source with the values of papermill's injected cell written in: a
+    changed line keeps its comment and adds the notebook's own default; a name the notebook does not
+    declare is appended (papermill passes it on all the same)."""
+    lines = parameters.splitlines()
+    declared = _assignments(parameters)
+    extra = []
+    for name, (_, value) in _assignments(injected).items():
+        if name not in declared:
+            extra.append(f"{name} = {value}  # set by the book's parameters (book/params)")
+            continue
+        index, default = declared[name]
+        if value == default:
+            continue
+        line = lines[index]
+        _, _, comment = line.partition("  #")
+        lines[index] = f"{name} = {value}  #{comment.rstrip()} (notebook default: {default})" if comment else \
+            f"{name} = {value}  # notebook default: {default}"
+    return "\n".join(lines + extra)
+
+
+def show_run_parameters(chapter: Path) -> bool:
+    """In an executed chapter, write the values papermill injected into the notebook's own
+    `parameters` cell and drop the injected cell, so that the page shows, where a reader looks, the
+    sizes its outputs were made with (not the notebook's CI-sized defaults above a folded cell that
+    overrides them). Nothing is executed. Returns whether the chapter changed."""
     import nbformat
 
     nb = nbformat.read(chapter, as_version=4)
-    for cell in nb.cells:
-        tags = cell.metadata.get("tags", [])
-        if "injected-parameters" in tags and "hide-input" not in tags:
-            cell.metadata["tags"] = [*tags, "hide-input"]
+    tagged = lambda tag: [c for c in nb.cells if tag in c.metadata.get("tags", [])]  # noqa: E731
+    injected, parameters = tagged("injected-parameters"), tagged("parameters")
+    if not injected:
+        return False
+    if len(parameters) != 1:
+        raise SystemExit(f"{chapter.name}: want one cell tagged 'parameters', found {len(parameters)}")
+    for cell in injected:
+        parameters[0].source = merge_injected_parameters(parameters[0].source, cell.source)
+        nb.cells.remove(cell)
     nbformat.write(nb, chapter)
+    return True
 
 
 def build_chapters(names: list[str], *, defaults: bool = False) -> None:
@@ -51,7 +94,7 @@ def build_chapters(names: list[str], *, defaults: bool = False) -> None:
         start = time.perf_counter()
         print(f"{path.name}: running with {params or 'its defaults'}", flush=True)
         execute_notebook(path, CHAPTERS / path.name, params, cwd=ROOT, progress=False)
-        fold_injected_parameters(CHAPTERS / path.name)
+        show_run_parameters(CHAPTERS / path.name)
         print(f"{path.name}: done in {time.perf_counter() - start:.0f} s", flush=True)
 
 
@@ -137,8 +180,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("names", nargs="*", help="notebook names without .ipynb (default: all)")
     parser.add_argument("--defaults", action="store_true", help="ignore book/params: CI-sized runs")
     parser.add_argument("--api-only", action="store_true", help="only write the API pages (book/api.md, book/api/)")
+    parser.add_argument("--refresh-parameters", action="store_true",
+                        help="edit the executed chapters in place, executing nothing: the values papermill injected "
+                             "go into each chapter's own parameters cell")
     args = parser.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    if args.refresh_parameters:
+        for chapter in sorted(CHAPTERS.glob("[0-9][0-9]_*.ipynb")):
+            if (not args.names or chapter.stem in args.names) and show_run_parameters(chapter):
+                print(f"{chapter.name}: parameters cell shows the values it ran with")
+        return 0
     if not args.api_only:
         build_chapters(args.names, defaults=args.defaults)
     print(f"wrote {write_api_page().relative_to(ROOT)}")

@@ -196,6 +196,9 @@ def test_the_why_finding_reads_the_same_rows():
     assert "`tiny` real images make the class token attend to 5.5 scattered peaks per map" in text
     assert "costs 2.4 times" in text and "At 1000 synthesis iterations SARDFQ − PSAQ-ViT is -0.9" in text
     assert "right in 2 of the 2 cells" in text and "(rank correlation +0.13)" in text
+    assert "towards those targets, away from real images" in text  # read from the entropies, not asserted
+    closer = results_prose.why_finding(attention.assign(entropy=[2.87, 2.93, 2.9, 3.46]), {}, pd.DataFrame(), scores)
+    assert "no closer to those targets than to real images" in closer
 
 
 def test_the_own_model_advice_of_the_readme_and_chapter_08_is_what_the_records_favour():

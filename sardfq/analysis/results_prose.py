@@ -588,10 +588,13 @@ def why_finding(attention, cost, gaps, scores, *, model: str = "") -> str:
     a = attention
     parts = []
     if {"real", "sardfq", "GMM prior"} <= set(a.index):
+        toward = abs(a.loc["sardfq", "entropy"] - a.loc["GMM prior", "entropy"]) < \
+            abs(a.loc["sardfq", "entropy"] - a.loc["real", "entropy"])
         parts.append(f"On {f'`{model}`' if model else 'this teacher'} real images make the class token attend to "
                      f"{a.loc['real', 'peaks']:.1f} scattered peaks per map, where APA's targets have "
-                     f"{a.loc['GMM prior', 'peaks']:.1f} compact ones; SARDFQ's images move their attention towards "
-                     f"those targets ({a.loc['sardfq', 'entropy']:.2f} nats of entropy against the targets' "
+                     f"{a.loc['GMM prior', 'peaks']:.1f} compact ones; SARDFQ's images move their attention "
+                     f"{'towards those targets, away from real images' if toward else 'no closer to those targets than to real images'}"
+                     f" ({a.loc['sardfq', 'entropy']:.2f} nats of entropy against the targets' "
                      f"{a.loc['GMM prior', 'entropy']:.2f} and real images' {a.loc['real', 'entropy']:.2f}).")
     if cost.get("pairs"):
         parts.append(f"A SARDFQ synthesis step costs {cost['ratio']:.1f} times a PSAQ-ViT step.")

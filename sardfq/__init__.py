@@ -12,7 +12,8 @@ floors in the longest chain of imports.
 
     layer  name               modules
     0      foundation         errors, io, registry, precision, version, attention, compat (old
-                              keyword names), model_files (a model folder's files, without torch)
+                              keyword names), model_files (a model folder's files, without torch),
+                              image_arrays (the data folder, the decode cache, safe decoding)
     1      core               models (a package of rooms; see its docstring), data, calibset,
                               evaluate, teacher
     2      synthesis, quant   the two wings of the method, side by side

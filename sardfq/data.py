@@ -15,14 +15,11 @@ damaged image or batch is a `DataNotFoundError` naming the file.
 """
 from __future__ import annotations
 
-import hashlib
-import io
 import logging
 import os
 import pickle
 import tarfile
 from collections import Counter
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -32,51 +29,14 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from .errors import ConfigError, DataNotFoundError
-from .io import atomic_path
+from .image_arrays import (HOW_TO_PROVIDE, ImageArrays, cache_dir, cached_arrays, data_root, decode_jpeg,  # noqa: F401
+                           open_image, stack_arrays)
 from .models import CIFAR10_CLASSES, ModelInfo
 
 log = logging.getLogger(__name__)
 
 SPLITS = ("train", "test")
-_HOW_TO_PROVIDE = (
-    "Pass the folder with --data DIR (Python: root=DIR) or set SARDFQ_DATA=DIR. CIFAR-10 may be "
-    "given as train.tar.gz/test.tar.gz of JPEGs (train/<class>/*.jpg), as those folders extracted, "
-    "or as torchvision's cifar-10-batches-py; Tiny-ImageNet-200 as DIR/tiny-imagenet-200/ in its "
-    "official layout (train/, val/, wnids.txt, words.txt), as DIR/tiny-imagenet-200.zip, or as "
-    "DIR/tiny-imagenet-200/train.tar.gz and val.tar.gz of that layout; ImageNet as an ImageFolder-style val/ directory; "
-    "a model with its own classes as DIR/val/<class name>/<images> (and DIR/train/... for real images)."
-)
 
-
-def data_root(root: str | os.PathLike | None = None) -> Path:
-    """The data root: `root` if given, else `SARDFQ_DATA`; an error when neither names a folder."""
-    chosen = root if root is not None else os.environ.get("SARDFQ_DATA")
-    if chosen is None:
-        raise DataNotFoundError(f"no data folder given and SARDFQ_DATA is not set. {_HOW_TO_PROVIDE}")
-    path = Path(chosen).expanduser()
-    if not path.is_dir():
-        raise DataNotFoundError(f"data folder {path} does not exist. {_HOW_TO_PROVIDE}")
-    return path
-
-
-def cache_dir() -> Path:
-    return Path(os.environ.get("SARDFQ_CACHE", Path.home() / ".cache" / "sardfq"))
-
-
-@dataclass
-class ImageArrays:
-    """Decoded images as uint8 (N, 3, H, W) with int64 labels and the class names."""
-
-    images: Tensor
-    labels: Tensor
-    classes: tuple[str, ...]
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def subset(self, index) -> "ImageArrays":
-        index = torch.as_tensor(index, dtype=torch.long)
-        return ImageArrays(self.images[index], self.labels[index], self.classes)
 
 
 # Every 10th training image (5,000, class-balanced) is held out of calibration: the `real` method
@@ -99,7 +59,7 @@ def load_cifar10(split: str = "test", root: str | os.PathLike | None = None) -> 
     for folder in candidates:
         tarball = folder / f"{split}.tar.gz"
         if tarball.is_file():
-            return _cached(tarball, split, lambda: _decode_tarball(tarball, split))
+            return cached_arrays(tarball, split, lambda: _decode_tarball(tarball, split))
         if (folder / split).is_dir() and any((folder / split).iterdir()):
             return _decode_folder(folder / split)
         if (folder / "cifar-10-batches-py").is_dir():
@@ -107,69 +67,8 @@ def load_cifar10(split: str = "test", root: str | os.PathLike | None = None) -> 
     looked = ", ".join(str(c) for c in candidates)
     raise DataNotFoundError(
         f"CIFAR-10 {split} split not found; looked for {split}.tar.gz, {split}/ and "
-        f"cifar-10-batches-py/ in: {looked}. {_HOW_TO_PROVIDE}"
+        f"cifar-10-batches-py/ in: {looked}. {HOW_TO_PROVIDE}"
     )
-
-
-def _cached(source: Path, split: str, decode, dataset: str = "cifar10", key: str | None = None) -> ImageArrays:
-    """`decode()`'s arrays, from the cache when `source` (a file, or `key` for a folder) is unchanged.
-    The cache is written only after a whole decode, atomically: an interrupted or failed decode
-    leaves nothing that could be read as complete."""
-    if key is None:
-        stat = source.stat()
-        key = f"{source.resolve()}:{stat.st_size}:{stat.st_mtime_ns}"
-    path = cache_dir() / dataset / f"{split}-{hashlib.sha1(key.encode()).hexdigest()[:12]}.npz"
-    if path.is_file():
-        try:
-            with np.load(path) as npz:  # allow_pickle stays off: arrays of numbers and strings only
-                return ImageArrays(torch.from_numpy(npz["images"]), torch.from_numpy(npz["labels"]),
-                                   tuple(str(c) for c in npz["classes"]))
-        except (OSError, ValueError, KeyError):
-            pass  # a damaged cache entry is decoded again below
-    arrays = decode()
-    try:
-        with atomic_path(path) as tmp, open(tmp, "wb") as fh:  # a crash never leaves half a cache
-            np.savez(fh, images=arrays.images.numpy(), labels=arrays.labels.numpy(),
-                     classes=np.array(arrays.classes, dtype=str))
-    except (OSError, ConfigError):
-        pass  # an unwritable cache only costs time
-    return arrays
-
-
-def _decode_jpeg(data: bytes, where: str) -> np.ndarray:
-    from PIL import Image
-
-    try:
-        with Image.open(io.BytesIO(data)) as img:
-            return np.asarray(img.convert("RGB"), dtype=np.uint8)
-    except (OSError, ValueError, SyntaxError) as exc:  # Pillow's errors for damaged files
-        raise DataNotFoundError(f"image {where} cannot be decoded ({exc}); replace or remove it") from None
-
-
-def _open_image(path: str):
-    """ImageFolder's loader, with a damaged image named instead of Pillow's traceback."""
-    from PIL import Image
-
-    try:
-        with open(path, "rb") as fh, Image.open(fh) as img:
-            return img.convert("RGB")
-    except (OSError, ValueError, SyntaxError) as exc:
-        raise DataNotFoundError(f"image {path} cannot be decoded ({exc}); replace or remove it") from None
-
-
-def _stack(images: list[np.ndarray], labels: list[int], where: Path,
-           classes: tuple[str, ...] = CIFAR10_CLASSES, names: list[str] | None = None) -> ImageArrays:
-    """Decoded (H, W, 3) images as one (N, 3, H, W) array; images of another size than the first are
-    an error naming one of them (`names`: the file of each image)."""
-    if not images:
-        raise DataNotFoundError(f"no images found in {where}. {_HOW_TO_PROVIDE}")
-    odd = next((i for i, image in enumerate(images) if image.shape != images[0].shape), None)
-    if odd is not None:
-        which = f" ({names[odd]} is {images[odd].shape[1]}x{images[odd].shape[0]})" if names else ""
-        raise DataNotFoundError(f"the images of {where} differ in size{which}; the data set's images are all "
-                                f"{images[0].shape[1]}x{images[0].shape[0]}")
-    array = np.stack(images).transpose(0, 3, 1, 2).copy()  # N, 3, H, W
-    return ImageArrays(torch.from_numpy(array), torch.tensor(labels, dtype=torch.int64), tuple(classes))
 
 
 def _class_index(class_name: str, where: Path) -> int:
@@ -188,10 +87,10 @@ def _decode_tarball(tarball: Path, split: str) -> ImageArrays:
                 if member.isfile() and member.name.endswith((".jpg", ".jpeg", ".png")) and len(parts) >= 2:
                     entries.append((parts[-2], member.name, tar.extractfile(member).read()))
     except (tarfile.TarError, OSError, EOFError) as exc:
-        raise DataNotFoundError(f"cannot read {tarball}: {exc}; re-download it. {_HOW_TO_PROVIDE}") from exc
+        raise DataNotFoundError(f"cannot read {tarball}: {exc}; re-download it. {HOW_TO_PROVIDE}") from exc
     entries.sort(key=lambda e: e[1])  # the order the files are listed in never matters
-    return _stack([_decode_jpeg(e[2], f"{e[1]} in {tarball}") for e in entries],
-                  [_class_index(e[0], tarball) for e in entries], tarball)
+    return stack_arrays([decode_jpeg(e[2], f"{e[1]} in {tarball}") for e in entries],
+                        [_class_index(e[0], tarball) for e in entries], tarball, CIFAR10_CLASSES)
 
 
 def _decode_folder(folder: Path) -> ImageArrays:
@@ -199,9 +98,9 @@ def _decode_folder(folder: Path) -> ImageArrays:
     for class_dir in sorted(p for p in folder.iterdir() if p.is_dir()):
         label = _class_index(class_dir.name, folder)
         for file in sorted(class_dir.iterdir()):
-            images.append(_decode_jpeg(file.read_bytes(), str(file)))
+            images.append(decode_jpeg(file.read_bytes(), str(file)))
             labels.append(label)
-    return _stack(images, labels, folder)
+    return stack_arrays(images, labels, folder, CIFAR10_CLASSES)
 
 
 class ArrayUnpickler(pickle.Unpickler):
@@ -231,14 +130,14 @@ def _read_batch(file: Path) -> tuple[np.ndarray, list[int]]:
     except (pickle.UnpicklingError, EOFError, OSError, ValueError, TypeError, AttributeError,
             IndexError, KeyError) as exc:  # what a damaged or hostile pickle raises
         raise DataNotFoundError(f"{file} is not a CIFAR-10 batch that sardfq reads: {exc}. Replace it with "
-                                f"torchvision's original files, or use the tarball layout. {_HOW_TO_PROVIDE}") from None
+                                f"torchvision's original files, or use the tarball layout. {HOW_TO_PROVIDE}") from None
     data = batch.get("data") if isinstance(batch, dict) else None
     labels = batch.get("labels") if isinstance(batch, dict) else None
     if (not isinstance(data, np.ndarray) or data.ndim != 2 or data.shape[1] != 3 * 32 * 32
             or not isinstance(labels, list) or len(labels) != len(data)
             or not all(isinstance(v, int) and 0 <= v < len(CIFAR10_CLASSES) for v in labels)):
         raise DataNotFoundError(f"{file} is not a CIFAR-10 batch: it needs 'data' (N x 3072 pixels) and "
-                                f"'labels' (N class indices 0-9). {_HOW_TO_PROVIDE}")
+                                f"'labels' (N class indices 0-9). {HOW_TO_PROVIDE}")
     return np.asarray(data, dtype=np.uint8), labels
 
 
@@ -248,7 +147,7 @@ def _decode_pickles(folder: Path, split: str) -> ImageArrays:
     for name in names:
         file = folder / name
         if not file.is_file():
-            raise DataNotFoundError(f"{file} is missing from torchvision's CIFAR-10 layout. {_HOW_TO_PROVIDE}")
+            raise DataNotFoundError(f"{file} is missing from torchvision's CIFAR-10 layout. {HOW_TO_PROVIDE}")
         images, batch_labels = _read_batch(file)
         data.append(images.reshape(-1, 3, 32, 32))
         labels.extend(batch_labels)
@@ -281,21 +180,21 @@ def load_tiny_imagenet(split: str = "test", root: str | os.PathLike | None = Non
     for folder in folders:
         tarball = folder / f"{part}.tar.gz"
         if tarball.is_file():
-            return _cached(tarball, part, lambda: _parse_tiny_imagenet(_tar_files(tarball, part), part, tarball),
+            return cached_arrays(tarball, part, lambda: _parse_tiny_imagenet(_tar_files(tarball, part), part, tarball),
                            dataset=TINY_IMAGENET)
         if (folder / part).is_dir() and (folder / "wnids.txt").is_file():
             files = _folder_files(folder, part)
             key = f"{folder.resolve()}:" + ";".join(f"{n}:{p.stat().st_size}:{p.stat().st_mtime_ns}"
                                                     for n, p in sorted(files.items()))
-            return _cached(folder, part, lambda: _parse_tiny_imagenet(
+            return cached_arrays(folder, part, lambda: _parse_tiny_imagenet(
                 {n: p.read_bytes for n, p in files.items()}, part, folder), dataset=TINY_IMAGENET, key=key)
     archive = base / f"{TINY_IMAGENET}.zip"
     if archive.is_file():
-        return _cached(archive, part, lambda: _parse_tiny_imagenet(_zip_files(archive, part), part, archive),
+        return cached_arrays(archive, part, lambda: _parse_tiny_imagenet(_zip_files(archive, part), part, archive),
                        dataset=TINY_IMAGENET)
     looked = ", ".join(str(f) for f in folders)
     raise DataNotFoundError(f"Tiny-ImageNet-200 {split} split not found: looked for {part}.tar.gz and "
-                            f"{part}/ beside wnids.txt in {looked}, and for {archive}. {_HOW_TO_PROVIDE}")
+                            f"{part}/ beside wnids.txt in {looked}, and for {archive}. {HOW_TO_PROVIDE}")
 
 
 def _relative(name: str, part: str) -> str | None:
@@ -319,7 +218,7 @@ def _tar_files(tarball: Path, part: str) -> dict:
                     data = tar.extractfile(member).read()
                     files[name] = lambda data=data: data
     except (tarfile.TarError, OSError, EOFError) as exc:
-        raise DataNotFoundError(f"cannot read {tarball}: {exc}; re-download it. {_HOW_TO_PROVIDE}") from None
+        raise DataNotFoundError(f"cannot read {tarball}: {exc}; re-download it. {HOW_TO_PROVIDE}") from None
     return files
 
 
@@ -334,7 +233,7 @@ def _zip_files(archive: Path, part: str) -> dict:
             if name is not None:
                 files[name] = lambda entry=entry: zf.read(entry)
     except (zipfile.BadZipFile, OSError) as exc:
-        raise DataNotFoundError(f"cannot read {archive}: {exc}; re-download it. {_HOW_TO_PROVIDE}") from None
+        raise DataNotFoundError(f"cannot read {archive}: {exc}; re-download it. {HOW_TO_PROVIDE}") from None
     return files
 
 
@@ -349,7 +248,7 @@ def _folder_files(folder: Path, part: str) -> dict[str, Path]:
 def _text(files: dict, name: str, where: Path) -> list[str]:
     if name not in files:
         raise DataNotFoundError(f"{where} has no {name}; Tiny-ImageNet-200's official layout holds "
-                                f"tiny-imagenet-200/{name}. {_HOW_TO_PROVIDE}")
+                                f"tiny-imagenet-200/{name}. {HOW_TO_PROVIDE}")
     try:
         return [line.strip() for line in files[name]().decode("utf-8").splitlines() if line.strip()]
     except (UnicodeDecodeError, OSError) as exc:
@@ -401,8 +300,8 @@ def _parse_tiny_imagenet(files: dict, part: str, where: Path) -> ImageArrays:
                                     "data set is incomplete or altered")
     entries.sort()
     log.info("decoding %d Tiny-ImageNet %s images from %s (once: the arrays are cached)", len(entries), part, where)
-    decoded = [_decode_jpeg(files[name](), f"{name} in {where}") for _, name in entries]
-    return _stack(decoded, [label for label, _ in entries], where, classes, [name for _, name in entries])
+    decoded = [decode_jpeg(files[name](), f"{name} in {where}") for _, name in entries]
+    return stack_arrays(decoded, [label for label, _ in entries], where, classes, [name for _, name in entries])
 
 
 ARRAY_DATASETS = {"cifar10": load_cifar10, "tinyimagenet": load_tiny_imagenet}
@@ -475,11 +374,11 @@ def imagenet_val(info: ModelInfo, model: torch.nn.Module, root: str | os.PathLik
     for folder in candidates:
         if folder.is_dir() and sum(1 for p in folder.iterdir() if p.is_dir()) >= 2:
             transform = create_transform(**resolve_data_config({}, model=model))
-            return ImageFolder(str(folder), transform=transform, loader=_open_image)
+            return ImageFolder(str(folder), transform=transform, loader=open_image)
     looked = ", ".join(str(c) for c in candidates)
     raise DataNotFoundError(
         f"ImageNet validation folders not found; looked in: {looked} (want one folder per class "
-        f"holding its images). {_HOW_TO_PROVIDE}"
+        f"holding its images). {HOW_TO_PROVIDE}"
     )
 
 
@@ -507,14 +406,14 @@ def image_folder(info: ModelInfo, split: str, root: str | os.PathLike | None = N
         transform = transforms.Compose([
             transforms.Resize(min(h, w)), transforms.CenterCrop((h, w)), transforms.ToTensor(),
             transforms.Normalize(info.mean, info.std)])
-        dataset = ImageFolder(str(folder), transform=transform, loader=_open_image)
+        dataset = ImageFolder(str(folder), transform=transform, loader=open_image)
         to_model = [classes[name] for name in dataset.classes]  # ImageFolder index -> model output
         dataset.target_transform = to_model.__getitem__
         return dataset
     raise DataNotFoundError(
         f"no {split} images for {info.name}: want one folder per class name "
         f"({', '.join(info.class_names[:5])}{', ...' if info.num_classes > 5 else ''}) holding its "
-        f"images, in {' or '.join(str(c) for c in candidates)}. {_HOW_TO_PROVIDE}")
+        f"images, in {' or '.join(str(c) for c in candidates)}. {HOW_TO_PROVIDE}")
 
 
 def eval_dataset(info: ModelInfo, model: torch.nn.Module, root: str | os.PathLike | None = None,
@@ -600,7 +499,7 @@ def _imagenet_train(info: ModelInfo, root: str | os.PathLike | None):
         if folder.is_dir() and sum(1 for p in folder.iterdir() if p.is_dir()) >= 2:
             transform = create_transform(input_size=info.input_size, mean=info.mean, std=info.std,
                                          is_training=False)
-            return ImageFolder(str(folder), transform=transform, loader=_open_image)
+            return ImageFolder(str(folder), transform=transform, loader=open_image)
     raise DataNotFoundError(
         f"the 'real' calibration method (and the 'real' attention prior) for the ImageNet model "
         f"{info.name!r} needs ImageNet training images: an ImageFolder-style train/ directory (one "

@@ -11,14 +11,15 @@ MAX_FLOORS = 9
 
 # The house, bottom up. A module may import from its own layer or below, never above.
 LAYERS = {
-    "foundation": 0,  # errors, io, registry, precision, version, attention, compat, model_files
+    "foundation": 0,  # errors, io, registry, precision, version, attention, compat, model_files, image_arrays
     "core": 1,  # models (a package of rooms), data, calibration sets, evaluation, teacher training
     "synthesis": 2, "quant": 2,  # the two wings of the method, side by side
     "experiments": 3,
     "analysis": 4,
     "entry": 5,  # the command line (and its options read off the configs) and the package's public face
 }
-FOUNDATION = {"errors", "io", "registry", "precision", "version", "attention", "compat", "model_files"}
+FOUNDATION = {"errors", "io", "registry", "precision", "version", "attention", "compat", "model_files",
+              "image_arrays"}
 CORE = {"models", "data", "calibset", "evaluate", "teacher"}
 ENTRY = {"cli", "cli_options", "__init__", "__main__"}
 WINGS = ("synthesis", "quant", "experiments", "analysis")

@@ -101,8 +101,9 @@ def build_chapters(names: list[str], *, defaults: bool = False) -> None:
 # The API pages, one per wing of the package (a single page of every name ran past 20 screens):
 # (page stem, title, module prefixes). A module goes to the first page whose prefix it starts with.
 API_PAGES = (
-    ("models", "Models, data and evaluation", ("sardfq.models", "sardfq.data", "sardfq.calibset",
-                                              "sardfq.evaluate", "sardfq.attention")),
+    ("models", "Models, data and evaluation", ("sardfq.models", "sardfq.model_files", "sardfq.data",
+                                              "sardfq.image_arrays", "sardfq.calibset", "sardfq.evaluate",
+                                              "sardfq.attention")),
     ("synthesis", "Synthesis", ("sardfq.synthesis",)),
     ("quant", "Quantization", ("sardfq.quant",)),
     ("experiments", "Experiments", ("sardfq.experiments",)),

@@ -229,3 +229,14 @@ def test_the_own_model_advice_of_the_readme_and_chapter_08_is_what_the_records_f
     budget = paper_anchors.BUDGET
     assert f"--n {budget['images']} --iters {budget['synthesis_iterations']}" in section
     assert f"--recon-iters {budget['recon_iters']}" in section
+
+
+def test_the_ablation_seed_note_says_why_the_two_intervals_of_one_comparison_differ():
+    row = {"model": "tiny", "bits": "w4a4-attn2", "contrast": "sardfq - psaq", "difference": 5.3, "ci_low": -0.1,
+           "ci_high": 14.5, "seeds": 3}
+    cell = {**row, "difference": 3.9, "ci_low": -1.1, "ci_high": 10.2, "seeds": 5}
+    text = results_prose.ablation_seed_note(pd.DataFrame([row]), pd.DataFrame([cell]))
+    assert "+5.3 [-0.1, +14.5] here, on the 3 seeds" in text and "+3.9 [-1.1, +10.2] in the cell's row above, on 5" in text
+    assert text.endswith("the same comparison on more seeds, hence the other interval.") and ".." not in text
+    same = results_prose.ablation_seed_note(pd.DataFrame([row]), pd.DataFrame([{**cell, "seeds": 3}]))
+    assert same.endswith("the same runs.")

@@ -451,7 +451,9 @@ def ablation_seed_note(ablation, cells) -> str:
         c = cell.iloc[0]
         same = int(c["seeds"]) == int(r["seeds"])
         text += (f", and {interval(c)} in the cell's row above, on {int(c['seeds'])} seeds: "
-                 + ("the same runs." if same else "the same comparison on more seeds, hence the other interval."))
+                 + ("the same runs" if same else
+                    f"the same comparison on {'more' if int(c['seeds']) > int(r['seeds']) else 'fewer'} seeds, "
+                    "hence the other interval"))
     return text + "."
 
 
@@ -570,11 +572,12 @@ def why_sentences(attention, scores, kept, cost, gaps) -> str:
                      f"explanation built on it got the direction right in {r['signs right']} of the "
                      f"{r['signs right'] + r['signs wrong']} cells whose interval excludes zero, but does not order the "
                      f"{r['cells']} cells (rank correlation {r['rho']:+.2f}, p {r['p_value']:.2f}).")
-    open_.append("Whether any of this holds on ImageNet models at the paper's budget: every number here is a small "
-                 "CIFAR-10 teacher on a CPU.")
+    open_.append("Whether any of this holds on ImageNet models at the paper's budget: every number here comes from "
+                 "small CIFAR-10 teachers on a CPU.")
     settle = ["APA with targets taken from real attention (the paper's own `prior=real` ablation) in the cells "
-              "above, on the same seeds: if SARDFQ then catches up, the blob-shaped prior is the cause.",
-              "The zoo at the paper's synthesis length on every seed, paired as here.",
+              "where real images lead PSAQ-ViT (the results page), on the same seeds: if SARDFQ then catches up, the blob-shaped prior is the cause.",
+              "The zoo at the paper's synthesis length on every seed, paired by seed and test image as the zoo's "
+              "cells are.",
               "One ImageNet DeiT on a GPU at the paper's sizes, with real images beside it."]
     return "\n".join(["**What the records show.**", "", *[f"- {t}" for t in known], "",
                       "**What they leave open.**", "", *[f"- {t}" for t in open_], "",

@@ -188,14 +188,33 @@ def plot_headroom_map(table, *, value: str = "headroom", settings: Sequence[str]
     return fig
 
 
-def _quiet_corner(ax, points, size=(0.36, 0.36)):
+def _drawn_points(ax, per_segment: int = 12):
+    """Display positions of what `ax` shows: its data markers and points along its error bars and other
+    line collections (an inset must not hide an interval any more than a marker)."""
+    points = [data_points(ax)]
+    for coll in ax.collections:
+        if type(coll).__name__ == "LineCollection":
+            for seg in coll.get_segments():
+                seg = np.asarray(seg, float)
+                if len(seg) >= 2:
+                    t = np.linspace(0.0, 1.0, per_segment)[:, None]
+                    line = seg[0] + t * (seg[-1] - seg[0])
+                    points.append(coll.get_transform().transform(line))
+    return np.concatenate([p for p in points if len(p)]) if any(len(p) for p in points) else np.empty((0, 2))
+
+
+def _quiet_corner(ax, points, size=(0.32, 0.34)):
     """The axes-fraction rectangle (x0, y0, w, h) in a corner of `ax` that covers the fewest of the
-    display `points` (ties: upper left first)."""
+    display `points` (ties: lower right first, where a rising fit line is farthest), leaving room
+    inside the axes for the inset's own tick labels (left, below) and title (above)."""
     w, h = size
-    corners = [(0.02, 0.98 - h), (0.98 - w, 0.98 - h), (0.02, 0.02), (0.98 - w, 0.02)]
+    left, right, low, high = 0.08, 0.98 - w, 0.09, 0.92 - h
+    corners = [(right, low), (right, high), (left, high), (left, low)]
     to_axes = ax.transAxes.inverted()
-    inside = [p for p in (to_axes.transform(points) if len(points) else [])]
-    return min(corners, key=lambda c: sum(c[0] <= x <= c[0] + w and c[1] <= y <= c[1] + h for x, y in inside)) + (w, h)
+    inside = to_axes.transform(points) if len(points) else np.empty((0, 2))
+    margin = 0.02  # the tick labels and title around the inset count as covering too
+    return min(corners, key=lambda c: sum(c[0] - margin <= x <= c[0] + w and c[1] - margin <= y <= c[1] + h + margin
+                                          for x, y in inside)) + (w, h)
 
 
 def plot_gain_vs_headroom(cells, *, fit: tuple[float, float] | None = None, group: str = "group",
@@ -240,7 +259,7 @@ def plot_gain_vs_headroom(cells, *, fit: tuple[float, float] | None = None, grou
     near = cells[cells[group] == zoom] if zoom is not None else cells.iloc[:0]
     if len(near) > 1:
         fig.canvas.draw()
-        inset = ax.inset_axes(_quiet_corner(ax, data_points(ax)))
+        inset = ax.inset_axes(_quiet_corner(ax, _drawn_points(ax)))
         for name, part in cells.groupby(group, sort=False):
             draw(inset, part, name)
         pad_x = 0.1 * (near["headroom_high"].max() - near["headroom_low"].min()) + 0.1

@@ -127,6 +127,30 @@ def test_sardfq_zoo_prints_the_headline_table(tmp_path, capsys):
                          "(`t2` w4a4) of 2 teacher × bit-width cells.")
 
 
+def test_smi_takes_its_columns_and_its_sentence_where_its_records_exist(tmp_path, capsys):
+    import json
+
+    import numpy as np
+
+    from sardfq.cli import main
+    from sardfq.evaluate import PerImage
+
+    _write_zoo(tmp_path, {"t1": 0.15, "t2": 0.0})
+    rng = np.random.default_rng(1)
+    for seed in range(3):  # SMI on t1 only: it misses what PSAQ-ViT gets right on a fifth of the images
+        psaq = next(json.loads(f.read_text()) for f in tmp_path.glob(f"t1-psaq-w4a4-s{seed}-*.json"))
+        correct = PerImage.from_dict(psaq["quantized"]["per_image"]).correct & (rng.random(1000) > 0.2)
+        record = _record("t1", "smi", seed, "w4a4", correct)
+        (tmp_path / f"{record['run_id']}.json").write_text(json.dumps(record))
+    main(["zoo", "--results", str(tmp_path), "--boot", "300"])
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0] == ("| teacher | bits | sardfq − psaq | smi − psaq | sardfq − smi | sardfq − noise | real − noise "
+                        "| seeds × images |")
+    t1, t2 = (next(line for line in lines if f"`{m}`" in line).split(" | ") for m in ("t1", "t2"))
+    assert t1[3].startswith("-") and t1[4].startswith("+") and t2[3] == t2[4] == "n/a"
+    assert lines[-1].startswith("**smi** is ahead of psaq in 0, behind it in 1 (`t1` w4a4)") and "of 1 teacher" in lines[-1]
+
+
 def test_the_readme_headline_is_what_sardfq_zoo_prints_from_the_committed_records():
     from pathlib import Path
 

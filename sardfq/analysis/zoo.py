@@ -29,6 +29,8 @@ from .attention_stats import teacher_properties  # noqa: F401  (the zoo's first 
 from .compare import cell_differences, ci_side
 
 CONTRASTS = (("sardfq", "psaq"), ("sardfq", "noise"), ("real", "noise"))
+# SMI (sparse model inversion) beside PSAQ-ViT and SARDFQ: columns of the tables where its records exist.
+SMI_CONTRASTS = (("smi", "psaq"), ("sardfq", "smi"))
 # The paper's claims as (a, b): "a scores above b" (its Table 1 order; real images are the ceiling).
 PAPER_CLAIMS = (("psaq", "noise"), ("sardfq", "noise"), ("sardfq", "psaq"), ("real", "sardfq"))
 # What each SARDFQ switch adds in the component ablation: to the full method (leave one out) and to
@@ -40,10 +42,10 @@ ABLATION_CONTRASTS = (("sardfq", "sardfq[msr+sl]"), ("sardfq", "sardfq[apa+sl]")
 
 
 @renamed_keywords(bits="settings")
-def zoo_gains(results, *, contrasts=CONTRASTS, models=None, settings=None, n_boot: int = 2000):
+def zoo_gains(results, *, contrasts=CONTRASTS + SMI_CONTRASTS, models=None, settings=None, n_boot: int = 2000):
     """`sardfq.analysis.compare.cell_differences` with the zoo's contrasts by default: per teacher
-    and bit setting, SARDFQ - PSAQ-ViT, SARDFQ - noise and real - noise with 95% CIs (`settings`,
-    old name `bits`: only these)."""
+    and bit setting, SARDFQ - PSAQ-ViT, SARDFQ - noise and real - noise with 95% CIs, and SMI -
+    PSAQ-ViT and SARDFQ - SMI where SMI's records exist (`settings`, old name `bits`: only these)."""
     return cell_differences(results, contrasts=contrasts, models=models, settings=settings, n_boot=n_boot)
 
 
@@ -109,11 +111,16 @@ def held_out_choice(frame, *, design: str = "design", split: str = "heldout_q_to
     return pd.DataFrame(rows)
 
 
-def zoo_summary(gains, *, contrasts=CONTRASTS):
+def zoo_summary(gains, *, contrasts=CONTRASTS, optional=SMI_CONTRASTS):
     """`zoo_gains` rows as the headline table: one row per (teacher, bits), one column per contrast
-    holding 'difference [95% CI]' in top-1 points, and the seeds x images behind the row."""
+    holding 'difference [95% CI]' in top-1 points ('n/a' where a cell lacks its records; an
+    `optional` contrast only where some cell has it, after the first), and the seeds x images
+    behind the row."""
     import pandas as pd
 
+    present = set(gains["contrast"])
+    extra = tuple(c for c in optional if f"{c[0]} - {c[1]}" in present)
+    contrasts = contrasts[:1] + extra + contrasts[1:]
     rows = []
     for (model, bits), group in gains.groupby(["model", "bits"], sort=False):
         by = group.set_index("contrast")
@@ -152,5 +159,7 @@ def headline(gains) -> str:
 
 def headline_report(gains) -> str:
     """The README's headline block from `zoo_gains` rows: the `zoo_summary` table, then the
-    `headline` sentence on SARDFQ - PSAQ-ViT (what `sardfq zoo` prints)."""
-    return summary_markdown(zoo_summary(gains)) + "\n\n" + headline(gains[gains["contrast"] == "sardfq - psaq"])
+    `headline` sentences on SARDFQ - PSAQ-ViT and, where SMI's records exist, SMI - PSAQ-ViT (what
+    `sardfq zoo` prints)."""
+    return (summary_markdown(zoo_summary(gains)) + "\n\n"
+            + headline(gains[gains["contrast"].isin(["sardfq - psaq", "smi - psaq"])]))

@@ -3,8 +3,9 @@ and a phone width. A page passes when it answers 200, every image loads, MathJax
 math (no raw `\\(` or `\\[` left in the text), the console shows no error, nothing is fetched from
 outside 127.0.0.1, at phone width the page does not scroll sideways, no table is wider than its
 column unless it sits in a scroll box of its own, no image is wider than the text column, at desktop
-width the page is at most `MAX_SCREENS` screens tall, and a finding box (`.admonition.finding`)
-starts on the first screen (and, at desktop width, ends there). The intro and every page rendered
+width the page is at most `MAX_SCREENS` screens tall, a finding box (`.admonition.finding`) starts on
+the first screen (and, at desktop width, ends there) with a figure or table below it that is not
+folded away, and no cell papermill injected shows other parameter values than the parameters cell. The intro and every page rendered
 from a results notebook (notebook metadata `sardfq.results_page: true`) must have one.
 Screenshots of every page go to `_build/screenshots/<width>/`.
 
@@ -74,8 +75,16 @@ _INSPECT = """async () => {
     const r = box.getBoundingClientRect();
     return {top: r.top + window.scrollY, bottom: r.bottom + window.scrollY};
   });
+  // The evidence a finding is bound to: a figure or table a reader sees without opening a fold (an
+  // element in a closed fold has no box) below the first finding box.
+  const shown = el => el.getClientRects().length > 0 && getComputedStyle(el).visibility !== 'hidden';
+  const box = document.querySelector('.admonition.finding');
+  const evidence = box ? [...column.querySelectorAll('img, table')].filter(el => shown(el) &&
+      !box.contains(el) && (box.compareDocumentPosition(el) & Node.DOCUMENT_POSITION_FOLLOWING)).length : 0;
+  // papermill's injected cell overrides the parameters cell above it: a page shows the values in one place
+  const injected = document.querySelectorAll('.tag_injected-parameters').length;
   return {broken, raw, scrollWidth: page.scrollWidth, clientWidth: page.clientWidth, wideTables, wideImages,
-          findings, scrollHeight: page.scrollHeight, innerHeight: window.innerHeight};
+          findings, evidence, injected, scrollHeight: page.scrollHeight, innerHeight: window.innerHeight};
 }"""
 
 
@@ -164,6 +173,10 @@ def check_page(browser, url: str, width: int, screenshot: Path | None = None, *,
             if box["top"] >= screen or (width >= 1000 and box["bottom"] > screen):
                 problems.append(f"finding box not on the first screen: {box['top']:.0f}-{box['bottom']:.0f} px "
                                 f"in a {screen} px window")
+            if not seen["evidence"]:
+                problems.append("no visible figure or table under the finding box (folded evidence)")
+        if seen["injected"]:
+            problems.append("an injected parameters cell: the parameters cell should show the values the page ran with")
         if screenshot is not None:
             screenshot.parent.mkdir(parents=True, exist_ok=True)
             page.screenshot(path=str(screenshot), full_page=True)
@@ -215,6 +228,10 @@ _BAD = {
     "late_finding": ("<html><body><div style='height:1200px'>the question first</div>" + _FINDING
                      + "</body></html>", "finding box not on the first screen"),
     "no_finding": ("<html><body><p>no answer here</p></body></html>", "no finding box"),
+    "folded_evidence": ("<html><body><article>" + _FINDING + "<details><summary>the table</summary><table><tr><td>1"
+                        "</td></tr></table></details></article></body></html>", "no visible figure or table"),
+    "injected": ("<html><body><div class='cell tag_injected-parameters'><pre>n = 32</pre></div></body></html>",
+                 "an injected parameters cell"),
 }
 
 
@@ -231,7 +248,8 @@ def test_the_checker_flags_each_fault_a_reader_would_meet(tmp_path, browser):
         assert any("status 404" in p for p in check_page(browser, server.url + "absent.html", 390))
         for name, (_, expected) in _BAD.items():
             width = 1280 if name == "tall" else 390
-            problems = check_page(browser, server.url + f"{name}.html", width, needs_finding=name == "no_finding")
+            problems = check_page(browser, server.url + f"{name}.html", width,
+                                  needs_finding=name in ("no_finding", "folded_evidence"))
             assert any(p.startswith(expected) for p in problems), (name, problems)
             if name == "cdn_mathjax":  # offline, the reader would see the TeX source
                 assert any(p.startswith("raw math") for p in problems), problems

@@ -112,12 +112,102 @@ def test_every_glue_reference_of_a_chapter_is_glued_in_its_executed_copy(path):
     assert not missing, f"{path.stem}: glued nowhere in book/chapters/{path.name}: {sorted(missing)}"
 
 
+def _build_chapters():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("build_chapters", ROOT / "book" / "build_chapters.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _assigned(source: str) -> dict:
+    return {n.targets[0].id: ast.literal_eval(n.value) for n in ast.parse(source).body
+            if isinstance(n, ast.Assign) and len(n.targets) == 1 and isinstance(n.targets[0], ast.Name)}
+
+
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
-def test_the_book_folds_the_parameters_papermill_injects(path):
+def test_a_chapters_parameters_cell_shows_the_values_it_ran_with(path):
+    """The page shows, in its one parameters cell, the sizes its outputs were made with: every value
+    papermill passed (the notebook's metadata keeps them) and every value of book/params/<name>.yaml,
+    with no injected cell left to override a visible one."""
+    import yaml
+
     chapter = CHAPTERS / path.name
     if not chapter.is_file():
         pytest.skip("not executed")
-    for cell in _cells(chapter):
-        tags = cell.get("metadata", {}).get("tags", [])
-        if "injected-parameters" in tags:
-            assert "hide-input" in tags, f"{path.stem}: rerun python book/build_chapters.py {path.stem}"
+    nb = json.loads(chapter.read_text())
+    tags = [c.get("metadata", {}).get("tags", []) for c in nb["cells"]]
+    assert not any("injected-parameters" in t for t in tags), \
+        f"{path.stem}: python book/build_chapters.py --refresh-parameters {path.stem}"
+    shown = _assigned(_parameters_cell(chapter))
+    ran = nb.get("metadata", {}).get("papermill", {}).get("parameters", {})
+    wanted = ROOT / "book" / "params" / f"{path.stem}.yaml"
+    book = yaml.safe_load(wanted.read_text()) or {} if wanted.is_file() else {}
+    for name, value in {**ran, **book}.items():
+        assert shown.get(name) == value, f"{path.stem}: the page shows {name} = {shown.get(name)!r}, it ran with {value!r}"
+
+
+def test_the_run_parameters_are_written_into_the_parameters_cell():
+    merge = _build_chapters().merge_injected_parameters
+    source = 'n = 4  # images (the paper: 32)\nseed = 0  # seed\nresults_dir = None  # records'
+    merged = merge(source, '# Parameters\nn = 32\nresults_dir = "results/teacher_main"\nextra = 1\n')
+    assert merged.splitlines() == ['n = 32  # images (the paper: 32) (notebook default: 4)', "seed = 0  # seed",
+                                   'results_dir = "results/teacher_main"  # records (notebook default: None)',
+                                   "extra = 1  # set by the book's parameters (book/params)"]
+    assert _assigned(merged) == {"n": 32, "seed": 0, "results_dir": "results/teacher_main", "extra": 1}
+
+
+# A number a reader meets in a finding box or a takeaway is printed by code (glued), never typed: the
+# prose around it is stripped of glue, cross-references, code and directive options, and what is left
+# may hold no number but a chapter's number (01, 06) and the 95% of a confidence interval.
+_NOT_PROSE = re.compile(r"\{glue(?::\w+)?\}`[^`]*`|\{doc\}`[^`]*`|`[^`]*`|^\s*:\w+:.*$|^```.*$|^:::.*$",
+                        re.MULTILINE)
+_NUMBER = re.compile(r"(?<![\w.\-/])[+\-−]?\d+(?:[.,]\d+)*%?(?![\w/])")
+
+
+def _typed_numbers(text: str) -> list[str]:
+    found = _NUMBER.findall(_NOT_PROSE.sub(" ", text))
+    return [n for n in found if not re.fullmatch(r"0\d", n) and n != "95%"]
+
+
+def _finding_and_takeaways(text: str) -> list[str]:
+    boxes = re.findall(r"\{admonition\}[^\n]*\n(.*?)\n(?:::::?|````?)\s*$", text, re.DOTALL | re.MULTILINE)
+    takeaways = re.findall(r"^## Takeaways\n(.*?)(?=^#|\Z)", text, re.DOTALL | re.MULTILINE)
+    return boxes + takeaways
+
+
+@pytest.mark.parametrize("path", [*NOTEBOOKS, ROOT / "book" / "intro.md"], ids=lambda p: p.stem)
+def test_every_number_in_a_finding_box_or_a_takeaway_is_glued(path):
+    if path.suffix == ".md":
+        texts = [path.read_text()]
+    else:
+        texts = ["".join(c["source"]) for c in _cells(path) if c["cell_type"] == "markdown"]
+    typed = [n for text in texts for part in _finding_and_takeaways(text) for n in _typed_numbers(part)]
+    assert not typed, f"{path.name}: numbers typed by hand in a finding box or takeaway: {typed}"
+
+
+def test_the_number_check_sees_a_typed_number_and_passes_a_glued_one():
+    assert _typed_numbers("SARDFQ is ahead in 3 of 8 cells") == ["3", "8"]
+    assert _typed_numbers("ahead by {glue:text}`gap:+.1f` points at W4A4, chapter 06, 95% CIs, `n=32`") == []
+    box = ":::{admonition} Finding\n:class: finding\nahead in 2 cells\n:::\n"
+    assert _typed_numbers(_finding_and_takeaways(box)[0]) == ["2"]
+
+
+# Words the intro's finding box (06_results' finding, pasted) may not lean on: a reader meets the box
+# before any page defines them.
+JARGON = ("headroom", "attn2", "attn4", "resolved", "entropy gap", "share of the", "hypothesis")
+
+
+def test_the_intros_finding_avoids_the_words_it_has_not_defined():
+    intro = (ROOT / "book" / "intro.md").read_text()
+    assert "regime_finding_html" in intro.split("What this book holds")[0]
+    chapter = CHAPTERS / "06_results.ipynb"
+    if not chapter.is_file():
+        pytest.skip("not executed")
+    outputs = [o for c in _cells(chapter) if c["cell_type"] == "code" for o in c.get("outputs", [])
+               if o.get("metadata", {}).get("scrapbook", {}).get("name") == "regime_finding"]
+    assert outputs, "06_results glues no regime_finding"
+    text = outputs[0]["data"]["application/papermill.record/text/markdown"].lower()
+    assert not [w for w in JARGON if w in text], [w for w in JARGON if w in text]
+    assert "gain:" not in text and "largest gain" not in text  # a level cell is not called a gain

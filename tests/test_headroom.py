@@ -88,6 +88,13 @@ def test_predictions_follow_their_fits_and_scores_count_resolved_signs_only():
     scores = headroom.score(predicted, measured).set_index("hypothesis")
     assert scores.loc["headroom", "signs right"] == 1 and scores.loc["headroom", "signs wrong"] == 1
     assert scores.loc["headroom", "level"] == 1 and scores.loc["headroom", "teachers"] == 2
+    # the paper's share: its ImageNet ratio of each cell's headroom, positive wherever real images lead
+    assert predicted["paper's share: predicted"].tolist() == pytest.approx([headroom.PAPER_SHARE * h for h in (10, 5, 0.5)])
+    assert predicted.attrs["fits"]["paper's share"]["cells"] == 0
+    assert scores.loc["paper's share", "signs right"] == 1 and scores.loc["paper's share", "signs wrong"] == 1
+    # predictions written before this hypothesis existed are scored on the hypotheses they hold
+    older = predicted.drop(columns=[c for c in predicted if c.startswith("paper's share")])
+    assert list(headroom.score(older, measured)["hypothesis"]) == ["headroom", "entropy gap"]
     with pytest.raises(sardfq.ConfigError, match="entropy gap"):
         headroom.predict(fit, cells.assign(model=["a", "c", "c"]), gaps)
 

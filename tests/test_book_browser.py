@@ -75,9 +75,12 @@ _INSPECT = """async () => {
     const r = box.getBoundingClientRect();
     return {top: r.top + window.scrollY, bottom: r.bottom + window.scrollY};
   });
-  // The evidence a finding is bound to: a figure or table a reader sees without opening a fold (an
-  // element in a closed fold has no box) below the first finding box.
-  const shown = el => el.getClientRects().length > 0 && getComputedStyle(el).visibility !== 'hidden';
+  // The evidence a finding is bound to: a figure or table a reader sees without opening a fold below the
+  // first finding box. A closed <details> (Jupyter Book's folds) may still give its content boxes
+  // (Chromium hides it with content-visibility), so a closed fold counts as hidden by itself.
+  const folded = el => { const fold = el.closest('details:not([open])'); return !!fold && !el.closest('summary'); };
+  const shown = el => el.getClientRects().length > 0 && getComputedStyle(el).visibility !== 'hidden' &&
+      !folded(el) && (!el.checkVisibility || el.checkVisibility({visibilityProperty: true}));
   const box = document.querySelector('.admonition.finding');
   const evidence = box ? [...column.querySelectorAll('img, table')].filter(el => shown(el) &&
       !box.contains(el) && (box.compareDocumentPosition(el) & Node.DOCUMENT_POSITION_FOLLOWING)).length : 0;

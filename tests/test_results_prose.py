@@ -2,7 +2,7 @@
 import pandas as pd
 import pytest
 
-from sardfq.analysis import results_prose
+from sardfq.analysis import results_prose, why_prose
 
 
 def _row(model, contrast, d, lo, hi, bits="w3a3", seeds=3, images=10000):
@@ -132,19 +132,19 @@ def test_synthesis_cost_pairs_runs_of_one_teacher_and_seed_once():
     frame = pd.DataFrame([{"model": m, "seed": s, "variant": v, "bits": b, "synth_ms_per_iter": ms}
                           for m in ("a", "b") for s in (0, 1) for b in ("w3a3", "w4a4")
                           for v, ms in (("psaq", 100.0 + s), ("sardfq", 240.0 + 10 * s + (m == "b") * 20))])
-    cost = results_prose.synthesis_cost(frame)
+    cost = why_prose.synthesis_cost(frame)
     assert cost["pairs"] == 4 and 2.3 < cost["ratio"] < 2.7 and cost["low"] == pytest.approx(2.4)
 
 
 def test_method_advice_favours_sardfq_only_where_it_is_ahead_and_never_behind():
     behind = pd.DataFrame([_row("a", "sardfq - psaq", -1.0, -1.5, -0.5), _row("b", "sardfq - psaq", 0.2, -0.5, 0.9)])
     level = pd.DataFrame([_row("c", "sardfq - psaq", 0.2, -0.5, 0.9, bits="w4a4-attn2")])
-    advice = results_prose.method_advice(behind, level, {"pairs": 4, "ratio": 2.4, "low": 2.2, "high": 2.8})
+    advice = why_prose.method_advice(behind, level, {"pairs": 4, "ratio": 2.4, "low": 2.2, "high": 2.8})
     assert advice["method"] == "psaq"
     assert "ahead of PSAQ-ViT in 0 of the zoo's 2 cells and behind in 1" in advice["text"]
     assert "at 2.4 times PSAQ-ViT's cost per synthesis step" in advice["text"]
     ahead = pd.DataFrame([_row("a", "sardfq - psaq", 1.0, 0.5, 1.5)])
-    assert results_prose.method_advice(ahead, level, {})["method"] == "sardfq"
+    assert why_prose.method_advice(ahead, level, {})["method"] == "sardfq"
 
 
 def test_the_ablation_finding_says_the_one_thing():
@@ -173,7 +173,7 @@ def test_why_sentences_separate_what_is_known_from_what_would_settle_it():
                              index=["real", "psaq", "sardfq", "GMM prior"])
     scores = pd.DataFrame([{"hypothesis": "entropy gap", "cells": 8, "signs right": 2, "signs wrong": 0, "rho": 0.13,
                             "p_value": 0.77}])
-    text = results_prose.why_sentences(attention, scores, {"noise": 0.44, "real": 0.38, "psaq": 0.33, "sardfq": 0.31},
+    text = why_prose.why_sentences(attention, scores, {"noise": 0.44, "real": 0.38, "psaq": 0.33, "sardfq": 0.31},
                                        {"pairs": 30, "ratio": 2.4, "low": 2.1, "high": 2.9},
                                        results_prose.iters_gaps(_iters()))
     known, open_, settle = text.split("**What they leave open.**")[0], *text.split("**What they leave open.**")[1].split(
@@ -191,13 +191,13 @@ def test_the_why_finding_reads_the_same_rows():
                              index=["real", "psaq", "sardfq", "GMM prior"])
     scores = pd.DataFrame([{"hypothesis": "entropy gap", "cells": 8, "signs right": 2, "signs wrong": 0, "rho": 0.13,
                             "p_value": 0.77}])
-    text = results_prose.why_finding(attention, {"pairs": 30, "ratio": 2.4, "low": 2.1, "high": 2.9},
+    text = why_prose.why_finding(attention, {"pairs": 30, "ratio": 2.4, "low": 2.1, "high": 2.9},
                                      results_prose.iters_gaps(_iters()), scores, model="tiny")
     assert "`tiny` real images make the class token attend to 5.5 scattered peaks per map" in text
     assert "costs 2.4 times" in text and "At 1000 synthesis iterations SARDFQ − PSAQ-ViT is -0.9" in text
     assert "right in 2 of the 2 cells" in text and "(rank correlation +0.13)" in text
     assert "towards those targets, away from real images" in text  # read from the entropies, not asserted
-    closer = results_prose.why_finding(attention.assign(entropy=[2.87, 2.93, 2.9, 3.46]), {}, pd.DataFrame(), scores)
+    closer = why_prose.why_finding(attention.assign(entropy=[2.87, 2.93, 2.9, 3.46]), {}, pd.DataFrame(), scores)
     assert "no closer to those targets than to real images" in closer
 
 
@@ -217,7 +217,7 @@ def test_the_own_model_advice_of_the_readme_and_chapter_08_is_what_the_records_f
     methods = set(re.findall(r"sardfq (?:synthesize|run) \S+ --method (\w+)", section))
     zoo = zoo_gains(root / "results" / "zoo_main", contrasts=(("sardfq", "psaq"),), n_boot=1000)
     cells = headroom.cell_gains(root / "results" / "headroom_cells", contrasts=(("sardfq", "psaq"),), n_boot=1000)
-    advice = results_prose.method_advice(zoo, cells, {})
+    advice = why_prose.method_advice(zoo, cells, {})
     assert methods == {advice["method"]}, f"the README recommends {methods}, the records favour {advice['method']}"
     chapter = json.loads((root / "notebooks" / "08_own_model.ipynb").read_text())
     parameters = next("".join(c["source"]) for c in chapter["cells"] if "parameters" in c["metadata"].get("tags", []))

@@ -11,6 +11,7 @@
 - `study`: every set behind a results folder inspected and related to its accuracy;
 - `paper_anchors`: the paper's reported numbers, as data (read by chapters 03, 04 and 06);
 - `results_prose`: the sentences and tables of chapter 06 (the results pages);
+- `why_prose`: the why page's sentences (06_why) and the method the records favour (08);
 - `inspect_prose`: the sentences of chapter 07 (the calibration-set study), and chapter 05's rerun note;
 - `viz`: the figures of the book, a package of rooms by what they draw (images, runs, the
   calibration-set study, the results pages, and the style they share).

@@ -1,6 +1,7 @@
 """The sparse-versus-dense check: each sparse run paired with the dense run of its teacher, setting
 and method, and the seed-spread rule a sparse default must pass."""
 import numpy as np
+import pandas as pd
 import pytest
 
 import sardfq
@@ -77,3 +78,28 @@ def test_the_finding_states_the_speed_and_each_methods_cells(tmp_path):
     up = finding(sparse_differences(tmp_path / "up", n_boot=200), speedup=2.0, method="psaq")
     assert "largest loss" not in up and "above dense in every cell, the least by +10." in up
     assert "above dense beyond its 95% interval in 1" in up and "(2 seeds ×" in up
+
+
+def test_the_spread_is_the_dense_runs_own_and_one_dense_seed_is_not_judged(tmp_path):
+    rng = np.random.default_rng(2)
+    dense_top1 = []
+    for seed, rate in enumerate((0.70, 0.74, 0.66)):
+        base = rng.random(N)
+        runs = [("psaq", base < rate, {})] + ([("psaq", base < rate - 0.01, {"sparse": True})] if seed == 0 else [])
+        dense_top1.append(100 * (base < rate).mean())
+        for method, correct, synthesis in runs:
+            record = _record(method, seed, correct, **synthesis)
+            write_json_atomic(tmp_path / f"{record['run_id']}.json", record)
+    row = sparse_differences(tmp_path, n_boot=200).iloc[0]
+    assert row["seeds"] == 1 and row["dense_seed_sd"] == pytest.approx(np.std(dense_top1, ddof=1))
+    assert row["inside_spread"] == True  # noqa: E712  (-1 point against a spread of about 4)
+    (tmp_path / "one").mkdir()
+    for method, correct, synthesis in (("psaq", rng.random(N) < 0.7, {}), ("psaq", rng.random(N) < 0.7, {"sparse": True})):
+        record = _record(method, 0, correct, **synthesis)
+        write_json_atomic(tmp_path / "one" / f"{record['run_id']}.json", record)
+    one = sparse_differences(tmp_path / "one", n_boot=200)
+    assert pd.isna(one.iloc[0]["inside_spread"]) and "one dense seed: no spread" in sparse_table(one)
+    from sardfq.analysis.sparse_check import finding
+
+    text = finding(one, speedup=2.0, method="psaq")
+    assert "in 0 of 0 teacher and bit-width cells (1 more with one dense seed, no spread to judge)" in text

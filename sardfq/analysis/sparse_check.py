@@ -100,9 +100,13 @@ def finding(differences, *, speedup: float, method: str) -> str:
                  f"(`{worst['model']}` {worst['setting']})")
         unjudged = len(rows) - len(judged)
         text = (f"{name} ({kind}) stays inside the dense runs' seed spread in {inside} of {len(judged)} "
-                "teacher and bit-width cells" + (f" ({unjudged} more with one dense seed, no spread to judge)" if unjudged
-                                                 else "") + "; " + (f"its largest loss is {where}" if worst["difference"] < 0
-                                                   else f"its mean is above dense in every cell, the least by {where}"))
+                "teacher and bit-width cells")
+        if unjudged:
+            text += f" ({unjudged} more with one dense seed, no spread to judge)"
+        if worst["difference"] < 0:
+            text += f"; its largest loss is {where}"
+        else:
+            text += f"; its mean is above dense in every cell, the least by {where}"
         counts = [f"below dense beyond its 95% interval in {below}" if below else "",
                   (f"above dense beyond {'it' if below else 'its 95% interval'} in {above}") if above else ""]
         if any(counts):
